@@ -1,0 +1,184 @@
+"""The ``pielab`` command.
+
+Bad input never shows a traceback: every ``PielabError`` becomes one line on stderr and exit code 2.
+Ray, Optuna and W&B are imported only by the sweep subcommands, so ``pielab train`` runs on a
+machine that has just torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from pielab.errors import PielabError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before any work when the output folder cannot be created or written."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise PielabError(f"{path}: cannot write here, {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PielabError(f"{path}: cannot write here, {probe} is not writable")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
+    from pielab.models import get_model_entry, list_models
+
+    rows = []
+    for name in list_models():
+        entry = get_model_entry(name)
+        with torch.device("meta"):  # counts parameters without allocating them
+            model = entry.builder()
+        params = sum(p.numel() for p in model.parameters())
+        rows.append((name, entry.task, f"{params:,}", entry.description))
+    widths = [max(len(r[i]) for r in rows + [("name", "task", "params", "")]) for i in range(3)]
+    print(f"{'name':<{widths[0]}}  {'task':<{widths[1]}}  {'params':>{widths[2]}}  description")
+    for name, task, params, desc in rows:
+        print(f"{name:<{widths[0]}}  {task:<{widths[1]}}  {params:>{widths[2]}}  {desc}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pielab.config import load_config
+    from pielab.train import fit, load_checkpoint
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        state = load_checkpoint(run_dir / "checkpoint.pt")
+        if args.target or args.set:
+            raise PielabError("--resume continues a run with its saved config; drop NAME and --set")
+        fit(None, out_dir=run_dir, resume=state, progress=True)  # type: ignore[arg-type]
+        print(f"Run folder: {run_dir}")
+        return 0
+    if not args.target:
+        raise PielabError("pielab train needs a model name or a config YAML (see `pielab models`)")
+    config = load_config(args.target, args.set)
+    out = Path(args.out) if args.out else Path("runs") / f"{config.model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    _check_writable(out)
+    if (out / "checkpoint.pt").exists():
+        raise PielabError(f"{out} already holds a run; continue it with `pielab train --resume {out}` or pick another --out")
+    fit(config, out_dir=out, progress=True)
+    print(f"Run folder: {out}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pielab.sweep.commands import sweep_command
+
+    if args.out:
+        _check_writable(Path(args.out))
+    return sweep_command(args.spec, args.set, args.out, args.address)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from pielab.sweep.commands import resume_command
+
+    return resume_command(args.sweep_dir)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pielab.sweep.commands import status_command
+
+    return status_command(args.sweep_dir)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from pielab.sweep.commands import dashboard_command
+
+    return dashboard_command(args.sweep_dir, args.host, args.port)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pielab.report import report_command
+
+    if args.out:
+        _check_writable(Path(args.out))
+    return report_command(args.sweep_dir, args.out)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pielab.report import export_command
+
+    if args.out:
+        _check_writable(Path(args.out))
+    return export_command(args.sweep_dir, args.top, args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pielab",
+        description="Hyperparameter sweeps for depth-vs-residual studies: Ray Tune + Optuna + W&B.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    set_help = "override a config key, e.g. --set train.epochs=2 (repeatable)"
+    add("models", cmd_models, "list registered models: name, task, parameters")
+
+    p = add("train", cmd_train, "train one model from a registered name or a config YAML")
+    p.add_argument("target", nargs="?", metavar="NAME|CONFIG.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    p.add_argument("--out", metavar="DIR", help="run folder (default runs/NAME-TIMESTAMP)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+
+    p = add("sweep", cmd_sweep, "run a hyperparameter sweep described by a YAML spec")
+    p.add_argument("spec", metavar="SWEEP.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    p.add_argument("--out", metavar="DIR", help="sweep folder (default <storage.path>/<name>-TIMESTAMP)")
+    p.add_argument("--address", metavar="ADDR", help="join a running Ray cluster (e.g. auto or HOST:PORT)")
+
+    p = add("resume", cmd_resume, "finish an interrupted sweep")
+    p.add_argument("sweep_dir", metavar="SWEEP_DIR")
+
+    p = add("status", cmd_status, "trials by state, best so far, time used (during or after a sweep)")
+    p.add_argument("sweep_dir", metavar="SWEEP_DIR")
+
+    p = add("report", cmd_report, "tables (md, csv, tex), figures (png) and one HTML page from a sweep")
+    p.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    p.add_argument("--out", metavar="DIR", help="output folder (default SWEEP_DIR/report)")
+
+    p = add("export", cmd_export, "the best configs as YAML that `pielab train` accepts")
+    p.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    p.add_argument("--top", type=int, default=1, metavar="K", help="how many configs (default 1)")
+    p.add_argument("--out", metavar="FILE", help="output YAML (default SWEEP_DIR/best_configs.yaml)")
+
+    p = add("dashboard", cmd_dashboard, "optuna-dashboard over the sweep's study")
+    p.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except PielabError as exc:
+        print(f"pielab: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("pielab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,508 @@
+"""The one training loop for both tasks.
+
+It imports neither Ray nor W&B: sweeps call :func:`fit` through a thin adapter in
+``pielab.sweep`` and ``pielab train`` calls it directly, so every trial runs exactly this code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn as nn
+
+from pielab.config import Config, config_from_dict, save_config
+from pielab.errors import Diverged, PielabError
+
+CHECKPOINT_VERSION = 1
+METRIC_KEYS = (
+    "epoch", "train/loss", "train/acc", "val/loss", "val/acc", "best/val_acc", "best/epoch", "test/acc", "lr",
+    "time/epoch_s", "time/total_s", "perf/samples_per_s", "grad/first_norm", "grad/last_norm",
+    "grad/first_last_ratio",
+)
+# How often (in steps) the loss is checked for NaN/inf: a host sync per step would stall a GPU.
+_FINITE_CHECK_EVERY = 20
+
+EpochCallback = Callable[[dict[str, Any], dict[str, Any]], None]
+
+
+# --------------------------------------------------------------------------- set-up helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PielabError(f"train.device={name!r} but CUDA is not available on this machine; use train.device=cpu")
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA by default; fp32 on CPU, where bf16 matmuls are slow on most cores."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    return torch.bfloat16
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    raise PielabError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int):
+    """Per-step schedules, so short CPU runs and long GPU runs follow the same curve."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
+    raise PielabError(f"unknown schedule {cfg.schedule!r}")
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _group_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+# --------------------------------------------------------------------------- one epoch
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    acc: float
+    samples: int
+    seconds: float
+    grad_first: float = float("nan")
+    grad_last: float = float("nan")
+
+
+@dataclass
+class StepContext:
+    """What a training step needs besides the model and the batch."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loss_fn: nn.Module
+    amp_dtype: torch.dtype | None = None
+    grad_clip: float | None = None
+    channels_last: bool = False
+    grad_groups: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+
+
+def _prepare_inputs(inputs: tuple[torch.Tensor, ...], channels_last: bool) -> tuple[torch.Tensor, ...]:
+    if channels_last and inputs[0].dim() == 4:
+        return (inputs[0].contiguous(memory_format=torch.channels_last), *inputs[1:])
+    return inputs
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable,
+    ctx: StepContext,
+    device: torch.device,
+    *,
+    on_step: Callable[[int, float], None] | None = None,
+) -> EpochStats:
+    """One pass over ``batches``; losses and accuracies accumulate on the device (one sync at the end)."""
+    model.train()
+    start = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    grad_first = torch.zeros((), device=device)
+    grad_last = torch.zeros((), device=device)
+    samples = 0
+    steps = 0
+    for inputs, targets in batches:
+        inputs = _prepare_inputs(inputs, ctx.channels_last)
+        with _autocast(device, ctx.amp_dtype):
+            logits = model(*inputs)
+            loss = ctx.loss_fn(logits.float(), targets)
+        ctx.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if ctx.grad_groups:
+            grad_first += _group_norm(ctx.grad_groups["first"]).to(device)
+            grad_last += _group_norm(ctx.grad_groups["last"]).to(device)
+        if ctx.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), ctx.grad_clip)
+        ctx.optimizer.step()
+        ctx.scheduler.step()
+        n = targets.shape[0]
+        loss_sum += loss.detach() * n
+        correct += (logits.argmax(dim=1) == targets).sum()
+        samples += n
+        steps += 1
+        if steps % _FINITE_CHECK_EVERY == 0 or on_step is not None:
+            value = loss.item()
+            if not math.isfinite(value):
+                raise Diverged(f"non-finite training loss ({value}) at step {steps}")
+            if on_step is not None:
+                on_step(steps, value)
+    if samples == 0:
+        raise PielabError("the training split is empty; check data.train_size")
+    loss_value = (loss_sum / samples).item()
+    if not math.isfinite(loss_value):
+        raise Diverged(f"non-finite training loss ({loss_value})")
+    return EpochStats(
+        loss=loss_value,
+        acc=correct.item() / samples,
+        samples=samples,
+        seconds=time.perf_counter() - start,
+        grad_first=(grad_first / steps).item() if ctx.grad_groups else float("nan"),
+        grad_last=(grad_last / steps).item() if ctx.grad_groups else float("nan"),
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable,
+    device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over ``batches``; no label smoothing, so losses compare across runs."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    samples = 0
+    for inputs, targets in batches:
+        inputs = _prepare_inputs(inputs, channels_last)
+        with _autocast(device, amp_dtype):
+            logits = model(*inputs).float()
+        loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
+        correct += (logits.argmax(dim=1) == targets).sum()
+        samples += targets.shape[0]
+    if samples == 0:
+        return float("nan"), float("nan")
+    return (loss_sum / samples).item(), correct.item() / samples
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    # weights_only loading turns tuples into lists; random.setstate needs the tuple shape back.
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only``: a malicious pickle never runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PielabError(f"{path}: no checkpoint there")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise PielabError(f"{path}: not a readable pielab checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION or "model" not in state:
+        raise PielabError(f"{path}: not a pielab checkpoint (missing version/model)")
+    return state
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """Write via a temporary file and rename, so a crash never leaves a half-written checkpoint."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- run-folder outputs
+
+
+def epoch_line(metrics: dict[str, Any], epochs: int) -> str:
+    """The report's own per-epoch line."""
+    return (
+        f"Epoch {metrics['epoch']}/{epochs} | Train Loss: {metrics['train/loss']:.4f}, "
+        f"Train Acc: {metrics['train/acc']:.4f} | Val Loss: {metrics['val/loss']:.4f}, "
+        f"Val Acc: {metrics['val/acc']:.4f}"
+    )
+
+
+def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
+    if not history:
+        return
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+def plot_curves(history: list[dict[str, Any]], out_dir: Path, title: str = "") -> list[Path]:
+    """Loss and accuracy curves, train and validation, like the report's figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    paths = []
+    for kind, label in (("loss", "Loss"), ("acc", "Accuracy")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(epochs, [row[f"train/{kind}"] for row in history], marker="o", label=f"Train {label}")
+        ax.plot(epochs, [row[f"val/{kind}"] for row in history], marker="o", label=f"Val {label}")
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel(label)
+        ax.set_title(f"{title} {label}".strip())
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / ("loss.png" if kind == "loss" else "accuracy.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def summarize(history: list[dict[str, Any]], params: int) -> dict[str, Any]:
+    last = history[-1]
+    return {
+        "best_val_acc": last["best/val_acc"],
+        "best_epoch": last["best/epoch"],
+        "test_acc": last["test/acc"],
+        "train_time_s": round(last["time/total_s"], 3),
+        "params": params,
+        "epochs_run": last["epoch"],
+        "final_val_acc": last["val/acc"],
+    }
+
+
+# --------------------------------------------------------------------------- fit
+
+
+class _Progress:
+    """A rich progress bar inside each epoch, shown only on a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stdout.isatty()
+        self._progress = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), transient=True,
+            )
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def epoch(self, epoch: int, epochs: int, steps: int) -> Callable[[int, float], None] | None:
+        if self._progress is None:
+            return None
+        task = self._progress.add_task(f"Epoch {epoch}/{epochs}", total=steps, loss=float("nan"))
+
+        def on_step(step: int, loss: float) -> None:
+            self._progress.update(task, completed=step, loss=loss)
+            if step == steps:
+                self._progress.remove_task(task)
+
+        return on_step
+
+
+def fit(
+    config: Config,
+    *,
+    out_dir: str | Path | None = None,
+    on_epoch: EpochCallback | None = None,
+    resume: dict[str, Any] | str | Path | None = None,
+    prepared=None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Train ``config`` to the end (or from ``resume``) and return the summary.
+
+    ``on_epoch(metrics, state)`` runs after every epoch with the namespaced metrics and a full
+    checkpoint that ``fit(resume=state)`` continues from exactly.
+    """
+    from pielab.data import make_loader, prepare
+    from pielab.models import get_model, grad_groups
+
+    log = log or (lambda _line: None)
+    state = load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume
+    if state is not None:
+        config = config_from_dict(state["config"])
+    tcfg = config.train
+    device = resolve_device(tcfg.device)
+    if tcfg.threads is not None:
+        torch.set_num_threads(tcfg.threads)
+    if device.type == "cpu":
+        # Gradients through long recurrences decay into float32 denormals, which are ~10x slower on CPU.
+        torch.set_flush_denormal(True)
+
+    prepared = prepared if prepared is not None else prepare(config.task, config.data)
+    # The data decides vocabulary size and classes; recording them keeps the config able to rebuild the model.
+    config = config_from_dict({**config.to_dict(), "model": {**config.model, **prepared.model_kwargs}})
+
+    seed_everything(tcfg.seed)
+    model = get_model(config.model_name, **config.model_kwargs())
+    params = count_params(model)
+    model.to(device)
+    if tcfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    groups = grad_groups(model)
+    train_model = torch.compile(model) if tcfg.compile else model
+
+    eval_bs = tcfg.eval_batch_size or 2 * tcfg.batch_size
+    train_loader = make_loader(prepared, "train", batch_size=tcfg.batch_size, shuffle=True,
+                               augment=config.data.augment, device=device, seed=tcfg.seed)
+    val_loader = make_loader(prepared, "val", batch_size=eval_bs, shuffle=False, augment=False,
+                             device=device, seed=tcfg.seed)
+    test_loader = make_loader(prepared, "test", batch_size=eval_bs, shuffle=False, augment=False,
+                              device=device, seed=tcfg.seed)
+
+    optimizer = build_optimizer(model, tcfg)
+    scheduler = build_scheduler(optimizer, tcfg, len(train_loader))
+    ctx = StepContext(
+        optimizer=optimizer, scheduler=scheduler,
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing),
+        amp_dtype=autocast_dtype(tcfg.precision, device), grad_clip=tcfg.grad_clip,
+        channels_last=tcfg.channels_last, grad_groups=groups,
+    )
+
+    history: list[dict[str, Any]] = []
+    best = {"val_acc": -1.0, "epoch": 0, "test_acc": float("nan")}
+    elapsed = 0.0
+    start_epoch = 1
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        history = list(state["history"])
+        best = dict(state["best"])
+        elapsed = float(state["elapsed_s"])
+        start_epoch = int(state["epoch"]) + 1
+
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+
+    with _Progress(progress) as bar:
+        for epoch in range(start_epoch, tcfg.epochs + 1):
+            epoch_start = time.perf_counter()
+            train_loader.set_epoch(epoch)
+            stats = train_one_epoch(train_model, train_loader, ctx, device,
+                                    on_step=bar.epoch(epoch, tcfg.epochs, len(train_loader)))
+            val_loss, val_acc = evaluate(train_model, val_loader, device, amp_dtype=ctx.amp_dtype,
+                                         channels_last=tcfg.channels_last)
+            if val_acc > best["val_acc"]:
+                # Test accuracy is measured only at a new best validation epoch: it is reported, never selected on.
+                _, test_acc = evaluate(train_model, test_loader, device, amp_dtype=ctx.amp_dtype,
+                                       channels_last=tcfg.channels_last)
+                best = {"val_acc": val_acc, "epoch": epoch, "test_acc": test_acc}
+            epoch_seconds = time.perf_counter() - epoch_start  # training plus evaluation
+            elapsed += epoch_seconds
+            metrics = {
+                "epoch": epoch,
+                "train/loss": stats.loss,
+                "train/acc": stats.acc,
+                "val/loss": val_loss,
+                "val/acc": val_acc,
+                "best/val_acc": best["val_acc"],
+                "best/epoch": best["epoch"],
+                "test/acc": best["test_acc"],
+                "lr": optimizer.param_groups[0]["lr"],
+                "time/epoch_s": epoch_seconds,
+                "time/total_s": elapsed,
+                "perf/samples_per_s": stats.samples / max(stats.seconds, 1e-9),
+                "grad/first_norm": stats.grad_first,
+                "grad/last_norm": stats.grad_last,
+                "grad/first_last_ratio": stats.grad_first / stats.grad_last if stats.grad_last > 0 else float("nan"),
+            }
+            history.append(metrics)
+            log(epoch_line(metrics, tcfg.epochs))
+            state = {
+                "version": CHECKPOINT_VERSION,
+                "epoch": epoch,
+                "model": model.state_dict(),  # the unwrapped module: no `_orig_mod.` prefixes
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "config": config.to_dict(),
+                "history": history,
+                "best": best,
+                "elapsed_s": elapsed,
+                "params": params,
+            }
+            if out is not None:
+                save_atomic(state, out / "checkpoint.pt")
+                if best["epoch"] == epoch:
+                    save_atomic({"version": CHECKPOINT_VERSION, "epoch": epoch, "model": state["model"],
+                                 "config": state["config"]}, out / "best.pt")
+                write_metrics_csv(history, out / "metrics.csv")
+            if on_epoch is not None:
+                on_epoch(metrics, state)
+
+    if not history:
+        raise PielabError(f"nothing to train: the run already finished its {tcfg.epochs} epochs")
+    summary = summarize(history, params)
+    if out is not None:
+        _write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        plot_curves(history, out, title=config.model_name)
+    log(f"Training completed in {elapsed:.2f} seconds.")
+    return summary

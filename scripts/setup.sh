@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Creates .venv in the repo root and installs pielab into it (editable).
+#   scripts/setup.sh          the package and its runtime dependencies
+#   scripts/setup.sh --test   plus the test extra and the system packages the tests use
+# Re-running is cheap: pip skips what is already installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+python=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+    echo "setup: creating .venv with $($python --version)"
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+extras=""
+[[ $want_test == 1 ]] && extras="[test]"
+echo "setup: installing pielab${extras} into .venv (the first run takes a few minutes: torch is large)"
+if ! .venv/bin/python -m pip install --progress-bar off -e ".${extras}" > .venv/pip-install.log 2>&1; then
+    grep -v "is ignored: it is neither a file nor a directory" .venv/pip-install.log | tail -30 >&2
+    echo "setup: pip install failed (full log: .venv/pip-install.log)" >&2
+    exit 1
+fi
+.venv/bin/python -c "import pielab, torch" || { echo "setup: pielab did not install" >&2; exit 1; }
+echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
