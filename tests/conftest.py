@@ -1,0 +1,71 @@
+"""Shared fixtures. Every test session writes only under its own temporary folder: Ray, W&B, HF datasets,
+matplotlib and the pielab data cache are pointed there before anything imports them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
+
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="pielab-tests-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    env = {
+        "PIELAB_CACHE_DIR": _SESSION_TMP / "cache",  # shared by every test: a cache built once is reused
+        "WANDB_DIR": _SESSION_TMP / "wandb",
+        "WANDB_CACHE_DIR": _SESSION_TMP / "wandb-cache",
+        "WANDB_CONFIG_DIR": _SESSION_TMP / "wandb-config",
+        "WANDB_DATA_DIR": _SESSION_TMP / "wandb-data",
+        "MPLCONFIGDIR": _SESSION_TMP / "mpl",
+        "HF_HOME": _SESSION_TMP / "hf",
+        "TORCH_HOME": _SESSION_TMP / "torch",
+        "RAY_TMPDIR": _SESSION_TMP / "ray",
+    }
+    for key, value in env.items():
+        Path(value).mkdir(parents=True, exist_ok=True)
+        os.environ[key] = str(value)
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ["WANDB_SILENT"] = "true"
+    os.environ.pop("WANDB_API_KEY", None)
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ.pop("PIELAB_DATA_DIR", None)  # tests name their data explicitly
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The real CIFAR-10 and IMDB files shipped beside the repo (see ../shared/data/PROVENANCE.md)."""
+    for name in ("cifar10_subset.npz", "imdb.parquet"):
+        if not (SHARED_DATA / name).is_file():
+            raise FileNotFoundError(f"test data missing: {SHARED_DATA / name} (the repo expects ../shared/data)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def cifar_path(shared_data_dir: Path) -> str:
+    return str(shared_data_dir / "cifar10_subset.npz")
+
+
+@pytest.fixture(scope="session")
+def imdb_path(shared_data_dir: Path) -> str:
+    return str(shared_data_dir / "imdb.parquet")
+
+
+@pytest.fixture(scope="session")
+def pielab_exe() -> list[str]:
+    """The console script of the venv running the tests."""
+    exe = Path(sys.executable).with_name("pielab")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "pielab.cli"]
