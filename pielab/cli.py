@@ -8,8 +8,8 @@ machine that has just torch.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,8 +28,11 @@ def _check_writable(path: Path) -> None:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise PielabError(f"{path}: cannot write here, {probe} is a file")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise PielabError(f"{path}: cannot write here, {probe} is not writable")
+    try:  # a real write: os.access says yes to root even where the filesystem refuses
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise PielabError(f"{path}: cannot write here, {probe} is not writable ({exc.strerror})") from None
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -364,7 +364,7 @@ class _Progress:
 
 
 def fit(
-    config: Config,
+    config: Config | None,
     *,
     out_dir: str | Path | None = None,
     on_epoch: EpochCallback | None = None,
@@ -376,7 +376,8 @@ def fit(
     """Train ``config`` to the end (or from ``resume``) and return the summary.
 
     ``on_epoch(metrics, state)`` runs after every epoch with the namespaced metrics and a full
-    checkpoint that ``fit(resume=state)`` continues from exactly.
+    checkpoint that ``fit(resume=state)`` continues from exactly. With ``resume``, ``config`` may be
+    None: the checkpoint's own resolved config is used.
     """
     from pielab.data import make_loader, prepare
     from pielab.models import get_model, grad_groups
@@ -385,6 +386,8 @@ def fit(
     state = load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume
     if state is not None:
         config = config_from_dict(state["config"])
+    if config is None:
+        raise PielabError("fit needs a config or a checkpoint to resume from")
     tcfg = config.train
     device = resolve_device(tcfg.device)
     if tcfg.threads is not None:

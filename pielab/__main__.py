@@ -1,0 +1,5 @@
+import sys
+
+from pielab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,105 @@
+"""Config precedence, validation and error messages (file and line for YAML)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pielab.config import build_config, config_from_dict, load_config, parse_set, save_config
+from pielab.errors import ConfigError
+
+
+def write(tmp_path, text: str, name: str = "cfg.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_model_name_gives_task_defaults_and_builder_defaults():
+    cfg = load_config("myresnet34")
+    assert cfg.task == "cifar10"
+    assert cfg.train.batch_size == 128 and cfg.train.epochs == 20
+    assert cfg.model["depth"] == 34 and cfg.model["residual"] is True and cfg.model["width"] == 64
+    lstm = load_config("lstm8")
+    assert lstm.task == "imdb" and lstm.train.batch_size == 64 and lstm.train.epochs == 10
+    assert lstm.model["depth"] == 8 and lstm.model["residual"] is False
+
+
+def test_precedence_defaults_then_yaml_then_set(tmp_path):
+    path = write(tmp_path, "model: {name: myresnet34, width: 16}\ntrain: {epochs: 5, lr: 0.01}\n")
+    cfg = load_config(path, ["train.epochs=2", "model.residual=false", "train.lr=3e-3"])
+    assert cfg.model["width"] == 16  # YAML over default
+    assert cfg.train.epochs == 2  # --set over YAML
+    assert cfg.train.lr == pytest.approx(3e-3)  # "3e-3" is a YAML string; --set parses it as a float
+    assert cfg.model["residual"] is False
+    assert cfg.train.batch_size == 128  # task default kept
+
+
+def test_round_trip_through_dict_and_yaml(tmp_path):
+    cfg = load_config("bilstm2", ["data.max_len=50", "train.optimizer=sgd"])
+    assert config_from_dict(cfg.to_dict()) == cfg
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize(
+    "text, line, fragment",
+    [
+        ("model: {name: myresnet34}\ntrain:\n  epochz: 3\n", 3, "train.epochz: unknown key"),
+        ("model: {name: myresnet34}\ntrain:\n  epochs: three\n", 3, "train.epochs: expected int"),
+        ("model:\n  name: myresnet34\n  depht: 18\n", 3, "model.depht: unknown key"),
+        ("model: {name: myresnet34}\nmodle: 1\n", 2, "modle: unknown key"),
+        ("model: {name: myresnet34}\ntrain: {epochs: 2\n", 3, "malformed YAML"),
+        ("model: {name: myresnet34}\ndata:\n  train_size: 1.5\n", 3, "data.train_size: expected int"),
+        ("model:\n  name: myresnet34\n  residual: 'yes'\n", 3, "model.residual: expected bool"),
+    ],
+)
+def test_yaml_errors_name_file_and_line(tmp_path, text, line, fragment):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert f"{path}:{line}" in message
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_unknown_model_and_task_mismatch(tmp_path):
+    with pytest.raises(ConfigError, match="unknown model 'resnet999'.*myresnet34"):
+        load_config("resnet999")
+    with pytest.raises(ConfigError, match="for task 'cifar10', not 'imdb'"):
+        build_config({"task": "imdb", "model": {"name": "myresnet34"}})
+    with pytest.raises(ConfigError, match="unknown task"):
+        build_config({"task": "mnist", "model": {"name": "myresnet34"}})
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.optimizer=rmsprop", "train.optimizer"),
+        ("train.lr=-1", "train.lr: must be positive"),
+        ("train.epochs=0", "train.epochs: must be positive"),
+        ("data.val_fraction=1.5", "data.val_fraction"),
+        ("train.schedule=step", "train.schedule"),
+        ("nonsense.key=1", "unknown key"),
+        ("train.lr=fast", "train.lr: expected float"),
+    ],
+)
+def test_bad_overrides(override, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+        load_config("myresnet34", [override])
+
+
+def test_parse_set_rejects_missing_equals():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_set(["train.epochs"])
+    assert parse_set(["model.residual=false", "data.train_size=2000"]) == {
+        "model.residual": False,
+        "data.train_size": 2000,
+    }
+
+
+def test_int_widens_to_float_but_bool_is_not_an_int():
+    cfg = load_config("myresnet34", ["train.lr=1"])
+    assert isinstance(cfg.train.lr, float)
+    with pytest.raises(ConfigError):
+        load_config("myresnet34", ["train.epochs=true"])
