@@ -23,5 +23,20 @@ if ! .venv/bin/python -m pip install --progress-bar off -e ".${extras}" > .venv/
     echo "setup: pip install failed (full log: .venv/pip-install.log)" >&2
     exit 1
 fi
+if [[ $want_test == 1 ]]; then
+    # System packages the tests drive: a real PostgreSQL server (Optuna storage) and headless Chromium
+    # (the HTML report). Installed from Debian only when missing.
+    missing=()
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null || missing+=(postgresql)
+    [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+    if (( ${#missing[@]} )); then
+        echo "setup: installing ${missing[*]} with apt-get"
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } > .venv/apt-install.log 2>&1; then
+            tail -20 .venv/apt-install.log >&2
+            echo "setup: apt-get install ${missing[*]} failed (run as root, or install them yourself)" >&2
+            exit 1
+        fi
+    fi
+fi
 .venv/bin/python -c "import pielab, torch" || { echo "setup: pielab did not install" >&2; exit 1; }
 echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
