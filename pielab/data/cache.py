@@ -1,0 +1,216 @@
+"""The on-disk cache of processed data: built once per machine, shared by every trial on it.
+
+Why this shape:
+
+* An entry is a folder of ``.npy`` arrays plus ``meta.json``, named ``<task>-<key>`` where ``key`` hashes the
+  source's identity, every setting that changes the output and :data:`FORMAT_VERSION`. Two configs that
+  would produce the same arrays share one entry; anything else gets its own.
+* Building runs under a :class:`filelock.FileLock` (one per entry) and writes into a temporary sibling
+  folder that is renamed into place with :func:`os.replace`, so readers never see a half-written entry and
+  a crash leaves at most a stale temporary folder (removed by the next build). Many trials starting at once
+  on one node build the entry once; the others wait for the lock and then read it.
+* Arrays are opened with ``np.load(mmap_mode="c")``: copy-on-write mappings of the same page-cache pages,
+  so N trial processes on a node hold one copy of the data, and the arrays are writable from numpy's point
+  of view (``torch.from_numpy`` then has nothing to warn about) while writes, if any, stay private to the
+  process and never reach the file.
+* A local source file is identified by a SHA-256 of its content, computed once and memoised by
+  (path, size, mtime, inode): renaming or touching a file does not silently reuse stale data, and hashing
+  47 MB on every trial start is avoided.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from filelock import FileLock, Timeout
+
+from pielab.errors import DataError
+
+log = logging.getLogger("pielab.data")
+
+#: Bump when the processing of any task changes in a way that changes the cached arrays.
+FORMAT_VERSION = 1
+
+_META = "meta.json"
+
+
+def cache_root(cache_dir: str | None) -> Path:
+    """``data.cache_dir``, else ``$PIELAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/pielab`` or ``~/.cache/pielab``."""
+    if cache_dir:
+        root = Path(cache_dir)
+    elif os.environ.get("PIELAB_CACHE_DIR"):
+        root = Path(os.environ["PIELAB_CACHE_DIR"])
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pielab"
+    root = root.expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the data cache folder {root} ({exc.strerror or exc}); "
+                        "set data.cache_dir or PIELAB_CACHE_DIR to a writable folder") from None
+    return root
+
+
+# --------------------------------------------------------------------------- source identity
+
+
+def file_digest(path: Path, root: Path) -> str:
+    """SHA-256 of a file's content, memoised under ``root/fingerprints`` by (path, size, mtime, inode)."""
+    path = path.resolve()
+    st = path.stat()
+    stamp = f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    memo = root / "fingerprints" / (hashlib.sha1(stamp.encode()).hexdigest() + ".sha256")
+    try:
+        digest = memo.read_text().strip()
+        if len(digest) == 64:
+            return digest
+    except OSError:
+        pass
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    try:  # best effort: a read-only cache folder still serves the entries it holds
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(memo, digest + "\n")
+    except OSError:
+        pass
+    return digest
+
+
+def dir_digest(path: Path) -> str:
+    """A fingerprint of a folder from its files' relative paths, sizes and mtimes (hashing 50k files would be slow)."""
+    h = hashlib.sha256(str(path.resolve()).encode())
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            st = p.stat()
+            h.update(f"{p.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def entry_name(task: str, source_id: str, settings: dict[str, Any]) -> str:
+    """``<task>-<16 hex>`` from the source identity, the output-affecting settings and the format version."""
+    blob = json.dumps({"format": FORMAT_VERSION, "task": task, "source": source_id, "settings": settings},
+                      sort_keys=True)
+    return f"{task}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+# --------------------------------------------------------------------------- build once, read many
+
+
+def lock_path(entry: Path) -> Path:
+    """The lock file that guards building ``entry`` (a sibling, so it survives the entry's atomic rename)."""
+    return entry.with_name(entry.name + ".lock")
+
+
+def is_complete(entry: Path) -> bool:
+    return (entry / _META).is_file()
+
+
+def get_or_build(entry: Path, build: Callable[[Path], dict[str, Any]], what: str) -> bool:
+    """Make sure ``entry`` exists; return True when this call built it, False when it was already there.
+
+    ``build(tmp_dir)`` writes the arrays into ``tmp_dir`` (with :func:`save_array`) and returns the metadata
+    to store; the folder then replaces ``entry`` atomically. Only one process builds a given entry at a time.
+    """
+    if is_complete(entry):
+        return False
+    lock = FileLock(str(lock_path(entry)))
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("waiting for another process building the %s cache %s", what, entry)
+            lock.acquire()
+    except OSError as exc:
+        raise DataError(f"cannot lock the data cache {entry} ({exc.strerror or exc}); "
+                        "set data.cache_dir or PIELAB_CACHE_DIR to a writable folder") from None
+    try:
+        if is_complete(entry):  # built by whoever held the lock before us
+            return False
+        for stale in entry.parent.glob(f".tmp-{entry.name}-*"):  # left by a crashed build; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        if entry.exists():  # an incomplete folder (not ours: ours only appear by rename); rebuild it
+            shutil.rmtree(entry)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
+        try:
+            log.info("building the %s cache %s (once per machine)", what, entry)
+            start = time.perf_counter()
+            meta = build(tmp)
+            meta = {**meta, "format": FORMAT_VERSION, "build_s": round(time.perf_counter() - start, 3),
+                    "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "built_by_pid": os.getpid()}
+            _atomic_write_text(tmp / _META, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+            _fsync_dir(tmp)
+            os.replace(tmp, entry)
+            _fsync_dir(entry.parent)
+            log.info("built the %s cache in %.1f s", what, meta["build_s"])
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return True
+    finally:
+        lock.release()
+
+
+def save_array(folder: Path, name: str, array: np.ndarray) -> None:
+    """Write ``name.npy`` durably (fsync), so the rename that publishes the entry never exposes torn files."""
+    with open(folder / f"{name}.npy", "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_meta(entry: Path) -> dict[str, Any]:
+    try:
+        return json.loads((entry / _META).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"data cache {entry} is unreadable ({exc}); delete that folder to rebuild it") from None
+
+
+def load_array(entry: Path, name: str) -> torch.Tensor:
+    """A CPU tensor over a copy-on-write memory map of ``entry/name.npy`` (shared pages, no copy)."""
+    path = entry / f"{name}.npy"
+    try:
+        array = np.load(path, mmap_mode="c", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"data cache file {path} is unreadable ({exc}); delete {entry} to rebuild it") from None
+    return torch.from_numpy(array)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
