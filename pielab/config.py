@@ -370,7 +370,28 @@ def build_config(
 
     config = Config(task=task, model=model, **sections)
     validate(config)
+    _check_model_builds(config)
     return config
+
+
+def _check_model_builds(config: Config) -> None:
+    """Build the model on PyTorch's meta device, so an unsupported argument (ResNet depth 12, LSTM depth 9)
+    fails here, before any data loads, at no memory or compute cost.
+
+    Builders raise ``ValueError`` for such arguments, which ``get_model`` turns into ``ConfigError``.
+    Anything else a builder raises on the meta device says nothing about the config: the run checks for real.
+    """
+    import torch
+
+    from pielab.models import get_model
+
+    try:
+        with torch.device("meta"):
+            get_model(config.model_name, **config.model_kwargs())
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def validate(config: Config) -> None:

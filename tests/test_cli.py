@@ -36,9 +36,9 @@ def test_models_lists_the_eight_systems(pielab_exe):
 @pytest.mark.slow
 def test_train_cifar_end_to_end(pielab_exe, cifar_path, tmp_path):
     out = tmp_path / "run"
-    proc = run(pielab_exe, "train", "myresnet34", "--set", "model.width=4", "--set", "data.train_size=400",
-               "--set", "data.test_size=500", "--set", "train.epochs=2", "--set", f"data.path={cifar_path}",
-               "--out", str(out))
+    proc = run(pielab_exe, "train", "myresnet34", "--set", "model.width=8", "--set", "model.depth=10",
+               "--set", "data.train_size=1000", "--set", "data.test_size=500", "--set", "train.epochs=2",
+               "--set", "train.threads=1", "--set", f"data.path={cifar_path}", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("Epoch 1/2 | Train Loss: ")
@@ -53,7 +53,7 @@ def test_train_imdb_end_to_end_and_resume_refusal(pielab_exe, imdb_path, tmp_pat
     args = ["train", "res_lstm8", "--set", "model.hidden=16", "--set", "model.embed_dim=16", "--set",
             "model.depth=2", "--set", "data.max_len=40", "--set", "data.vocab_size=2000", "--set",
             "data.train_size=300", "--set", "data.test_size=200", "--set", "train.epochs=1", "--set",
-            f"data.path={imdb_path}", "--out", str(out)]
+            "train.threads=1", "--set", f"data.path={imdb_path}", "--out", str(out)]
     proc = run(pielab_exe, *args)
     assert proc.returncode == 0, proc.stderr
     assert (out / "metrics.csv").is_file() and (out / "accuracy.png").is_file()

@@ -295,9 +295,7 @@ class SearchSpace:
                 raw = copy.deepcopy(base_raw)
                 raw[section][name] = value
                 try:
-                    config = build_config(raw)
-                    if section == "model":
-                        _build_on_meta(config)
+                    build_config(raw)  # also builds the model on the meta device
                 except ConfigError as exc:
                     msg = str(exc)
                     for prefix in (f"{p.key}: ", f"{p.key} ", f"model {base.model_name!r}: "):
@@ -531,26 +529,6 @@ def _possible_values(p: Param) -> list[Any] | None:
         return p.grid_values()
     except ConfigError:  # a huge int range: conditions on it are checked only by type
         return None
-
-
-def _build_on_meta(config: Config) -> None:
-    """Build the model on PyTorch's meta device: runs the builder's argument checks with no memory or compute.
-
-    Builders raise ``ValueError`` for contradictory or unsupported arguments (ResNet depth 12, LSTM
-    depth 9), which ``get_model`` turns into ``ConfigError``; ``build_config`` alone only checks types.
-    Anything else a builder raises on the meta device says nothing about the config and is ignored.
-    """
-    import torch
-
-    from pielab.models import get_model
-
-    try:
-        with torch.device("meta"):
-            get_model(config.model_name, **config.model_kwargs())
-    except ConfigError:
-        raise
-    except Exception:  # noqa: BLE001 - a builder that cannot run on meta; the trial will check for real
-        pass
 
 
 def _key_problem(key: str, base: Config) -> str | None:
