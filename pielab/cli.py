@@ -160,8 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("export", cmd_export, "the best configs as YAML that `pielab train` accepts")
     p.add_argument("sweep_dir", metavar="SWEEP_DIR")
-    p.add_argument("--top", type=int, default=1, metavar="K", help="how many configs (default 1)")
-    p.add_argument("--out", metavar="FILE", help="output YAML (default SWEEP_DIR/best_configs.yaml)")
+    p.add_argument("--top", type=int, default=1, metavar="K",
+                   help="how many of the best finished trials (default 1)")
+    p.add_argument("--out", metavar="FILE",
+                   help="output YAML (default SWEEP_DIR/best_configs.yaml); with --top K>1: FILE-stem_1.yaml .. _K.yaml")
 
     p = add("dashboard", cmd_dashboard, "optuna-dashboard over the sweep's study")
     p.add_argument("sweep_dir", metavar="SWEEP_DIR")
