@@ -1,0 +1,249 @@
+"""Optuna search for Ray Tune, with early stopping told to Optuna as pruning.
+
+Ray's :class:`~ray.tune.search.optuna.OptunaSearch` drives an Optuna study through the ask-and-tell
+interface. When ASHA stops a trial early, Ray tells Optuna ``COMPLETE`` with the trial's *last,
+low-fidelity* value (its ``on_trial_complete`` only chooses PRUNED when no value exists at all). TPE
+then believes that a configuration stopped after one epoch at 35 % accuracy was fully trained to
+35 %, and the density model for the "good" and "bad" groups mixes one-epoch and full-length values.
+
+:class:`PielabOptunaSearch` keeps Ray's searcher (the define-by-run space, the ``_ot_trials``
+bookkeeping, save/restore) and changes only the accounting:
+
+* ``on_trial_result``: ``ot_trial.report(value, step=epoch)``: every epoch becomes an Optuna
+  intermediate value, keyed by the training epoch (not Tune's ``training_iteration``, which counts
+  reports and keeps counting across restarts).
+* ``on_trial_complete``: a trial that ended before its full length without an error (stopped by the
+  scheduler, or by the sweep's time budget) is told ``PRUNED``; Optuna then takes its last
+  intermediate value as the trial's value and TPE treats it as pruned. A diverged trial (NaN loss)
+  or an errored one is ``FAIL``. A full-length trial is ``COMPLETE`` with its *best* value over
+  epochs (see ``_complete_value``).
+
+Seed repeats (``seeds: [0, 1, 2]`` in a sweep spec) are one Optuna trial per (configuration, seed):
+the first seed samples a configuration, the others are enqueued with the same parameters
+(``study.enqueue_trial``), so every run is an honest Optuna trial and the seed is a user attribute,
+never a hyperparameter that TPE would try to optimise.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Sequence
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from pielab.errors import ConfigError
+from pielab.sweep.folder import (
+    END_COMPLETED, END_EARLY, end_state, is_finite_number, planned_epochs,
+)
+
+logger = logging.getLogger(__name__)
+
+ALGORITHMS = ("tpe", "random", "grid", "cmaes")
+SEED_KEY = "train.seed"
+
+
+def _flagged(result: dict[str, Any]) -> bool:
+    """A trial's closing result for a diverged or failed run: it repeats the last epoch, no new value."""
+    return bool(result.get("diverged") or result.get("failed"))
+
+
+class PielabOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch with early-stopped trials told to Optuna as PRUNED, and seed repeats.
+
+    Args:
+        space: the define-by-run function (a picklable :class:`~pielab.sweep.space.SearchSpace`).
+        metric, mode: the objective, such as ``"val/acc"`` and ``"max"``.
+        sampler, storage, study_name: as for :class:`OptunaSearch` (storage: an ``RDBStorage``).
+        base_epochs: the base config's ``train.epochs`` (a space may override it per trial).
+        max_t: the scheduler's maximum epoch, or None; a trial is full length at
+            ``min(train.epochs, max_t)`` epochs.
+        seeds: each sampled configuration runs once per seed (``train.seed``); empty keeps the
+            base config's seed.
+    """
+
+    def __init__(
+        self,
+        space: Callable[[optuna.Trial], dict[str, Any]],
+        *,
+        metric: str,
+        mode: str,
+        sampler: optuna.samplers.BaseSampler,
+        storage: optuna.storages.BaseStorage | None,
+        study_name: str,
+        base_epochs: int,
+        max_t: int | None = None,
+        seeds: Sequence[int] = (),
+    ) -> None:
+        super().__init__(
+            space=space, metric=metric, mode=mode, sampler=sampler, storage=storage, study_name=study_name
+        )
+        self._base_epochs = int(base_epochs)
+        self._max_t = int(max_t) if max_t else None
+        self._seeds = [int(s) for s in seeds]
+        self._repeats: list[tuple[int, int, dict[str, Any]]] = []  # (group, seed, params) waiting to run
+        self._groups = 0
+        self._planned: dict[str, int] = {}
+        self._last_step: dict[str, int] = {}
+        self._best: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ asking
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        new_group = trial_id not in self._ot_trials and not self._repeats
+        if trial_id not in self._ot_trials and self._repeats:
+            group, seed, params = self._repeats.pop(0)
+            # The next ask() returns this waiting trial: same parameters, the next seed.
+            self._ot_study.enqueue_trial(params, user_attrs={"seed": seed, "group": group})
+        config = super().suggest(trial_id)
+        if config is None:
+            return None
+        ot_trial = self._ot_trials[trial_id]
+        if new_group:
+            group, self._groups = self._groups, self._groups + 1
+            seed = self._seeds[0] if self._seeds else None
+            ot_trial.set_user_attr("group", group)
+            if seed is not None:
+                ot_trial.set_user_attr("seed", seed)
+            for other in self._seeds[1:]:
+                self._repeats.append((group, other, dict(ot_trial.params)))
+        else:
+            seed = ot_trial.user_attrs.get("seed")
+        if seed is not None and SEED_KEY not in config:
+            config[SEED_KEY] = seed
+        self._planned[trial_id] = planned_epochs(config, self._base_epochs, self._max_t)
+        return config
+
+    # ------------------------------------------------------------------ telling
+
+    def _observe(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Report one epoch's value to Optuna once per epoch, and track the trial's best value."""
+        value, step = result.get(self.metric), result.get("epoch")
+        if not is_finite_number(value) or step is None:
+            return
+        step = int(step)
+        if step <= self._last_step.get(trial_id, 0):
+            return  # a retried trial repeats epochs it had already reported
+        self._ot_trials[trial_id].report(float(value), step=step)
+        self._last_step[trial_id] = step
+        better = max if self.mode == "max" else min
+        self._best[trial_id] = better(self._best.get(trial_id, float(value)), float(value))
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials or _flagged(result):
+            return
+        self._observe(trial_id, result)
+
+    def _complete_value(self, trial_id: str) -> float | None:
+        # A full-length trial's value is its BEST epoch on the validation metric, not its last one:
+        # pielab selects the best epoch on validation (``best/val_acc``; the test accuracy reported
+        # for a trial is the one at that epoch), so Optuna optimises the number that reports and
+        # exports use. Every COMPLETE trial has the same length, so the max-over-epochs bias is the
+        # same for all of them; the per-epoch curve stays in the intermediate values.
+        return self._best.get(trial_id)
+
+    def classify(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> str:
+        """How a trial ended: completed, early_stopped, failed or diverged."""
+        planned = self._planned.get(trial_id)
+        if planned is None:
+            planned = planned_epochs((result or {}).get("config") or {}, self._base_epochs, self._max_t)
+        return end_state(result, error, planned)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        if result and not error and not _flagged(result):
+            # The result that made the scheduler stop the trial never went through on_trial_result.
+            self._observe(trial_id, result)
+        end = self.classify(trial_id, result, error)
+        value = None
+        if end == END_COMPLETED:
+            value = self._complete_value(trial_id)
+            state = TrialState.COMPLETE if value is not None else TrialState.FAIL
+        elif end == END_EARLY:
+            state = TrialState.PRUNED
+        else:
+            state = TrialState.FAIL
+        try:
+            ot_trial.set_user_attr("end", end)
+            if result and result.get("reason"):
+                ot_trial.set_user_attr("reason", str(result["reason"])[:500])
+            self._ot_study.tell(ot_trial, value, state=state)
+        except Exception as exc:  # a storage hiccup must not end the sweep
+            logger.warning("could not record trial %s in Optuna: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's restore, then close the Optuna trials that a crash orphaned.
+
+        Tune saves the searcher with its experiment state; a trial suggested after the last save
+        exists in the study (RUNNING) but in neither Tune nor the restored searcher, so nothing would
+        ever tell it. It is told FAIL, with the reason as a user attribute, so the study shows no
+        phantom running trials and samplers do not treat it as pending.
+        """
+        super().restore(checkpoint_path)
+        known = {t.number for t in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen.number in known:
+                continue
+            try:
+                self._ot_study._storage.set_trial_user_attr(frozen._trial_id, "end", "orphaned")
+                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+            except Exception:  # another process may own it (a shared RDB): leave it alone
+                pass
+
+
+# --------------------------------------------------------------------------- construction
+
+
+def optuna_grid(space: Any) -> dict[str, list[Any]]:
+    """The grid that ``optuna.samplers.GridSampler`` needs, in the values Optuna stores.
+
+    Categorical choices appear as the labels the space suggests (non-primitive choices such as
+    ``[3, 4, 6, 3]`` are YAML text); fixed parameters are never suggested and stay out of the grid.
+    """
+    grid = space.grid()
+    out: dict[str, list[Any]] = {}
+    for key, values in grid.items():
+        param = space.param(key)
+        if param.type == "fixed":
+            continue
+        out[key] = list(param.labels) if param.type == "categorical" else list(values)
+    return out
+
+
+def make_sampler(algorithm: str, seed: int | None, options: dict[str, Any], space: Any) -> optuna.samplers.BaseSampler:
+    """A seeded Optuna sampler for ``search.algorithm``; extra ``search`` keys go to its constructor."""
+    options = dict(options or {})
+    try:
+        if algorithm == "tpe":
+            options.setdefault("constant_liar", True)  # parallel trials: running ones count as "bad" guesses
+            return optuna.samplers.TPESampler(seed=seed, **options)
+        if algorithm == "random":
+            return optuna.samplers.RandomSampler(seed=seed, **options)
+        if algorithm == "grid":
+            return optuna.samplers.GridSampler(optuna_grid(space), seed=seed, **options)
+        if algorithm == "cmaes":
+            try:
+                import cmaes  # noqa: F401  (Optuna's CmaEsSampler needs it at sampling time)
+            except ImportError:
+                raise ConfigError("search.algorithm cmaes needs the cmaes package: pip install cmaes") from None
+            return optuna.samplers.CmaEsSampler(seed=seed, **options)
+    except TypeError as exc:
+        raise ConfigError(f"search: option not accepted by the {algorithm} sampler: {exc}") from None
+    raise ConfigError(f"search.algorithm: {algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+
+
+def make_storage(url: str) -> optuna.storages.RDBStorage:
+    """An RDBStorage (Ray's OptunaSearch needs an instance, not a URL string)."""
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    try:
+        return optuna.storages.RDBStorage(url, **kwargs)
+    except Exception as exc:
+        raise ConfigError(f"storage.optuna: cannot open {url!r}: {str(exc).splitlines()[0]}") from None

@@ -1,0 +1,127 @@
+"""The Ray Tune trainable: a thin adapter around :func:`pielab.train.fit` (DESIGN convention 6).
+
+One trial = build the Config from the base config plus the sampled dotted parameters, resume from
+``tune.get_checkpoint()`` if Tune restarts the trial, call ``fit`` and forward every epoch's metrics
+with ``tune.report(metrics, checkpoint=...)``. Nothing about the model or the data lives here.
+
+Cost per trial: this module (torch, pielab.train, the models) is imported once per worker process;
+with ``reuse_actors=True`` the next trial in the same process pays nothing again. The data is
+prepared once per machine by :func:`pielab.data.prepare` (an on-disk memory-mapped cache that the
+driver builds before the first trial) and memoised per process here, so a reused worker does not
+even reopen it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import tempfile
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from ray import tune
+
+from pielab.config import build_config
+from pielab.errors import Diverged, PielabError
+
+STATE_FILE = "state.pt"
+
+# Per-process memo of prepared data: a cache of file-backed tensors, not configuration.
+_PREPARED: "OrderedDict[str, Any]" = OrderedDict()
+_PREPARED_MAX = 2
+
+
+PARAMS_KEY = "model/params"  # reported with every epoch: the model's parameter count
+
+
+def trial_config(base: dict[str, Any], params: dict[str, Any]):
+    """The resolved Config of one trial: the base config with the sampled dotted values on top.
+
+    The same rule as ``SweepSpec.trial_config`` (values go in as YAML would, not as ``--set`` text),
+    without needing the spec in the worker.
+    """
+    raw = copy.deepcopy(base)
+    for key, value in params.items():
+        section, _, name = key.partition(".")
+        raw.setdefault(section, {})[name] = copy.deepcopy(value)
+    return build_config(raw)
+
+
+def _prepared_for(config) -> Any:
+    from pielab.data import prepare
+
+    key = json.dumps([config.task, config.to_dict()["data"]], sort_keys=True, default=str)
+    if key not in _PREPARED:
+        _PREPARED[key] = prepare(config.task, config.data)
+        while len(_PREPARED) > _PREPARED_MAX:
+            _PREPARED.popitem(last=False)
+    _PREPARED.move_to_end(key)
+    return _PREPARED[key]
+
+
+def _plain(value: Any) -> Any:
+    """Metrics as plain Python numbers (Tune refuses tensors; numpy scalars become floats)."""
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    if hasattr(value, "item") and not isinstance(value, (int, float, str, bool)):
+        try:
+            return value.item()
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
+def _load_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        # The training-loop state holds only tensors and primitives: no pickled code is loaded.
+        return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
+
+
+def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, cpus: float = 1.0) -> None:
+    """Tune function trainable. ``params`` is the searcher's suggestion: ``{dotted key: value}``."""
+    last: dict[str, Any] = {"epoch": 0}
+
+    def end(flag: str, exc: Exception, default_reason: str) -> None:
+        # One flagged result, then return: Tune records the trial as ended, not errored, so it is
+        # not retried. The epoch stays the last reported one, so the scheduler records no new rung.
+        final = dict(last)
+        final.setdefault(metric, math.nan)
+        final.update({flag: True, "reason": str(exc) or default_reason})
+        tune.report(final)
+
+    try:
+        config = trial_config(base, params)
+        if config.train.threads is None:
+            torch.set_num_threads(max(1, int(cpus)))  # the trial's CPU share, not the whole machine
+        prepared = _prepared_for(config)
+        state = _load_state(tune.get_checkpoint())
+        if state is not None:
+            last["epoch"] = int(state.get("epoch", 0))
+            if last["epoch"] >= config.train.epochs:
+                return  # restarted after its last epoch was reported and saved: nothing left to train
+
+        def on_epoch(metrics: dict[str, Any], epoch_state: dict[str, Any]) -> None:
+            metrics = {k: _plain(v) for k, v in metrics.items()}
+            if "params" in epoch_state:
+                metrics[PARAMS_KEY] = int(epoch_state["params"])
+            last.clear()
+            last.update(metrics)
+            with tempfile.TemporaryDirectory(prefix="pielab-ckpt-") as tmp:
+                torch.save(epoch_state, os.path.join(tmp, STATE_FILE))
+                # Tune copies the folder into the trial's storage before report returns.
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+        from pielab.train import fit
+
+        fit(config, on_epoch=on_epoch, resume=state, prepared=prepared, log=None)
+    except Diverged as exc:
+        # A NaN/inf loss is a property of the configuration: retrying cannot help.
+        end("diverged", exc, "non-finite loss")
+    except PielabError as exc:
+        # Bad config or missing data: the same input fails the same way on every retry.
+        end("failed", exc, type(exc).__name__)
