@@ -10,8 +10,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from pielab.models.lstm import LSTM
 
-INPUT, HIDDEN, STEPS, BATCH = 5, 4, 7, 3
-LENGTHS = torch.tensor([4, 7, 2])  # unsorted on purpose: packing must sort and restore the order
+# More steps than one backward block (_BLOCK = 8), and not a multiple of it.
+INPUT, HIDDEN, STEPS, BATCH = 5, 4, 19, 3
+LENGTHS = torch.tensor([11, 19, 2])  # unsorted on purpose: packing must sort and restore the order
 TOL = dict(atol=1e-5, rtol=1e-5)
 
 
@@ -60,6 +61,14 @@ def test_matches_torch_lstm(kwargs, batch_first, with_state, packed):
     hx = (torch.randn(state_shape), torch.randn(state_shape)) if with_state else None
     expected = _run(library, x, hx, packed, batch_first)
     for got, want in zip(_run(ours, x, hx, packed, batch_first), expected, strict=True):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_single_step_sequences_match_torch(bidirectional):
+    ours, library = _ours_and_library(num_layers=2, bidirectional=bidirectional)
+    x = torch.randn(1, BATCH, INPUT)
+    for got, want in zip(_run(ours, x, None, False, False), _run(library, x, None, False, False), strict=True):
         torch.testing.assert_close(got, want, **TOL)
 
 
@@ -163,8 +172,8 @@ def test_double_precision_gradcheck():
     """The hand-written backward against finite differences, packed and bidirectional."""
     torch.manual_seed(0)
     ours = LSTM(3, 2, num_layers=2, bidirectional=True).double()
-    x = torch.randn(5, 3, 3, dtype=torch.float64, requires_grad=True)
-    lengths = torch.tensor([5, 2, 4])
+    x = torch.randn(10, 2, 3, dtype=torch.float64, requires_grad=True)  # two backward blocks
+    lengths = torch.tensor([4, 10])
 
     def fn(x, *params):
         state = dict(zip([n for n, _ in ours.named_parameters()], params))

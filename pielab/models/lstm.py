@@ -106,24 +106,25 @@ class _LayerFunction(torch.autograd.Function):
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[-1]
         sizes = batch_sizes or [batch] * steps
         x_flat = x.reshape(steps * batch, -1)
-        projection = x_flat.mm(w_ih.t()) if bias is None else torch.addmm(bias, x_flat, w_ih.t())
+        w_ih_t = w_ih.t().contiguous()  # BLAS runs measurably faster on a row-major right operand here
+        projection = x_flat.mm(w_ih_t) if bias is None else torch.addmm(bias, x_flat, w_ih_t)
         gates = projection.view(steps, batch, 4 * hidden)
         out = torch.empty(steps, batch, hidden, dtype=gates.dtype, device=gates.device)
         # Cell states with c0 at one end: time t writes cs[t + 1] forwards, cs[t] in reverse.
         cs = torch.empty(steps + 1, batch, hidden, dtype=gates.dtype, device=gates.device)
         cs[steps if reverse else 0] = c0
-        w_hh_t = w_hh.t()
+        w_hh_t = w_hh.t().contiguous()
+        gate_steps, out_steps, c_steps = gates.unbind(0), out.unbind(0), cs.unbind(0)  # views made once, not per step
         h_prev = h0
         for t in reversed(range(steps)) if reverse else range(steps):
             b = sizes[t]
-            c_prev, c_new = (cs[t + 1], cs[t]) if reverse else (cs[t], cs[t + 1])
-            gates_t = gates[t, :b].addmm_(h_prev[:b], w_hh_t)
-            lstm_cell(gates_t, c_prev[:b], c_new[:b], out[t, :b])
+            gates_t, h_t = gate_steps[t], out_steps[t]
+            c_prev, c_new = (c_steps[t + 1], c_steps[t]) if reverse else (c_steps[t], c_steps[t + 1])
             if b < batch:  # rows past their end carry their state; zero gates make their derivatives zero
-                out[t, b:] = h_prev[b:]
-                c_new[b:] = c_prev[b:]
-                gates[t, b:] = 0
-            h_prev = out[t]
+                h_t[b:], c_new[b:], gates_t[b:] = h_prev[b:], c_prev[b:], 0
+                gates_t, h_t, c_prev, c_new, h_prev = gates_t[:b], h_t[:b], c_prev[:b], c_new[:b], h_prev[:b]
+            lstm_cell(gates_t.addmm_(h_prev, w_hh_t), c_prev, c_new, h_t)
+            h_prev = out_steps[t]
         ctx.save_for_backward(x, w_ih, w_hh, h0, gates, cs, out)
         ctx.sizes, ctx.reverse, ctx.has_bias = sizes, reverse, bias is not None
         ctx.set_materialize_grads(False)
@@ -138,9 +139,14 @@ class _LayerFunction(torch.autograd.Function):
         sizes, reverse = ctx.sizes, ctx.reverse
         steps, batch, hidden = out.shape
         c_prev_all, c_new_all = (cs[1:], cs[:-1]) if reverse else (cs[:-1], cs[1:])
-        f_all = gates[..., hidden : 2 * hidden]
         d_gates = torch.empty_like(gates)  # holds p, then becomes d(gate pre-activations) step by step
         q = torch.empty_like(out)
+        # Per-step views made once: all of p, its i/f/g part (scaled by dc), its o part (scaled by dh), q, f.
+        p_steps, q_steps = d_gates.unbind(0), q.unbind(0)
+        p_ifg_steps = d_gates.view(steps, batch, 4, hidden)[:, :, :3].unbind(0)
+        p_o_steps = d_gates[..., 3 * hidden :].unbind(0)
+        f_steps = gates[..., hidden : 2 * hidden].unbind(0)
+        grad_steps = grad_out.unbind(0) if grad_out is not None else None
 
         dh = grad_hn.clone() if grad_hn is not None else torch.zeros_like(h0)
         dc = grad_cn.clone() if grad_cn is not None else torch.zeros_like(h0)
@@ -150,13 +156,18 @@ class _LayerFunction(torch.autograd.Function):
             _gate_derivatives(gates[block], c_prev_all[block], c_new_all[block], d_gates[block], q[block])
             for t in range(block.start, block.stop) if reverse else reversed(range(block.start, block.stop)):
                 b = sizes[t]
-                dh_b, dc_b, p_t = dh[:b], dc[:b], d_gates[t, :b]
-                if grad_out is not None:
-                    dh_b.add_(grad_out[t, :b])
-                dc_b.addcmul_(dh_b, q[t, :b])
-                p_t.view(b, 4, hidden)[:, :3].mul_(dc_b.unsqueeze(1))
-                p_t[:, 3 * hidden :].mul_(dh_b)
-                dc_b.mul_(f_all[t, :b])
+                live = [dh, dc, p_steps[t], p_ifg_steps[t], p_o_steps[t], q_steps[t], f_steps[t]]
+                if grad_steps is not None:
+                    live.append(grad_steps[t])
+                if b < batch:  # only live rows move; the others carry their gradient to earlier steps
+                    live = [v[:b] for v in live]
+                dh_b, dc_b, p_t, p_ifg, p_o, q_t, f_t, *grad_t = live
+                if grad_t:
+                    dh_b.add_(grad_t[0])
+                dc_b.addcmul_(dh_b, q_t)
+                p_ifg.mul_(dc_b.unsqueeze(1))
+                p_o.mul_(dh_b)
+                dc_b.mul_(f_t)
                 torch.mm(p_t, w_hh, out=dh_b)
 
         d_flat = d_gates.view(steps * batch, 4 * hidden)
