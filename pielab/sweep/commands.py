@@ -63,8 +63,9 @@ def _params_text(params: dict[str, Any]) -> str:
     return "  ".join(f"{k}={_fmt(v)}" for k, v in params.items())
 
 
-def _counts_text(counts: dict[str, int], pending: int | None = None) -> str:
-    parts = [f"{counts.get(s, 0)} {STATE_LABELS[s]}" for s in (RUNNING, END_COMPLETED, END_EARLY, END_FAILED, END_DIVERGED)
+def _counts_text(counts: dict[str, int], pending: int | None = None, running_label: str = "running") -> str:
+    labels = {**STATE_LABELS, RUNNING: running_label}
+    parts = [f"{counts.get(s, 0)} {labels[s]}" for s in (RUNNING, END_COMPLETED, END_EARLY, END_FAILED, END_DIVERGED)
              if counts.get(s, 0) or s in (RUNNING, END_COMPLETED, END_EARLY)]
     if pending:
         parts.append(f"{pending} to go")
@@ -383,7 +384,8 @@ def status_command(sweep_dir: str) -> int:
             pass
     slots = status.get("slots") or spec_raw.get("max_concurrent") or 1
     eff = summary["trial_time_s"] / (elapsed * slots) if elapsed else None
-    console.print(f"{num_trials} trials: {_counts_text(summary['counts'], pending)}")
+    running_label = "running" if alive is not False else "interrupted"
+    console.print(f"{num_trials} trials: {_counts_text(summary['counts'], pending, running_label)}")
     console.print(f"time used: {_duration(elapsed)} wall, {_duration(summary['trial_time_s'])} of training "
                   f"in {slots} slots" + (f" (efficiency {eff:.0%})" if eff else ""))
     console.print(_best_text(summary["best"], metric))

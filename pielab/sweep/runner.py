@@ -114,6 +114,19 @@ class SweepRecorder(Callback):
 
     # ------------------------------------------------------------------ Tune hooks
 
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if self._runtime.get("reconciled"):
+            return
+        # After a crash, a trial that started after Tune's last snapshot is in trials/ but not in
+        # the restored experiment (Tune replaces it with a new trial): record how it ended.
+        self._runtime["reconciled"] = True
+        known = {t.trial_id for t in trials}
+        for rec in self.records.values():
+            if rec.state == RUNNING and rec.trial_id not in known:
+                rec.reason = "interrupted before Tune saved it, so not resumed (a new trial took its place)"
+                rec.state, rec.ended = END_FAILED, now_iso()
+                self._write_trial(rec)
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         tid = trial.trial_id
         rec = self.records.get(tid)
@@ -490,7 +503,10 @@ def make_tuner(spec, sweep_dir: Path, recorder: SweepRecorder):
     run_config = tune.RunConfig(
         name=TUNE_DIR,
         storage_path=str(sweep_dir),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # Two, not one: Tune snapshots its experiment state after every num_to_keep checkpoints, and
+        # with one a crash between writing epoch k+1 and that snapshot leaves the state pointing at
+        # the deleted epoch k, so the trial cannot resume (seen in the kill-and-resume test).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         callbacks=[recorder],
         stop=StopWhenHopeless(recorder),

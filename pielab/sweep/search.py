@@ -125,7 +125,13 @@ class PielabOptunaSearch(OptunaSearch):
         step = int(step)
         if step <= self._last_step.get(trial_id, 0):
             return  # a retried trial repeats epochs it had already reported
-        self._ot_trials[trial_id].report(float(value), step=step)
+        try:
+            self._ot_trials[trial_id].report(float(value), step=step)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Told before a crash, after Tune's last snapshot: Tune reruns the trial, Optuna keeps
+            # the outcome it already has.
+            self._completed_trials.add(trial_id)
+            return
         self._last_step[trial_id] = step
         better = max if self.mode == "max" else min
         self._best[trial_id] = better(self._best.get(trial_id, float(value)), float(value))
@@ -159,6 +165,8 @@ class PielabOptunaSearch(OptunaSearch):
         if result and not error and not _flagged(result):
             # The result that made the scheduler stop the trial never went through on_trial_result.
             self._observe(trial_id, result)
+            if trial_id in self._completed_trials:
+                return
         end = self.classify(trial_id, result, error)
         value = None
         if end == END_COMPLETED:
@@ -186,6 +194,10 @@ class PielabOptunaSearch(OptunaSearch):
         phantom running trials and samplers do not treat it as pending.
         """
         super().restore(checkpoint_path)
+        finished = {t.number for t in self._ot_study.get_trials(deepcopy=False) if t.state.is_finished()}
+        for trial_id, ot_trial in self._ot_trials.items():
+            if ot_trial.number in finished:
+                self._completed_trials.add(trial_id)  # told after the snapshot: nothing more to tell
         known = {t.number for t in self._ot_trials.values()}
         for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen.number in known:
