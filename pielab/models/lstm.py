@@ -8,10 +8,10 @@ Where the speed comes from (the report's own LSTM was 2x slower than an 8-layer 
 
 - the input projection of every time step is one large matmul, hoisted out of the time loop;
 - each step does one fused 4H-wide gate matmul, writing into preallocated buffers;
-- a layer is one ``torch.autograd.Function`` (``_LayerFunction``) whose backward runs BPTT by hand: the
-  gradient-independent gate derivatives are computed for blocks of steps at once, each backward step is six
-  kernels, and the weight and input gradients are large matmuls over all steps at the end. Autograd would
-  otherwise record and replay ~10 small nodes per step.
+- a layer is one ``torch.autograd.Function`` (``_LayerFunction``) whose backward runs BPTT by hand in
+  blocks of steps: the gradient-independent gate derivatives of a block at once, six kernels per step, and
+  the block's input and weight gradients as matmuls over all its steps. Autograd would otherwise record and
+  replay ~10 small nodes per step.
 
 Variable lengths (PackedSequence) run on the padded, length-sorted batch: at step ``t`` only the first
 ``batch_sizes[t]`` rows are live and the others carry their state, which is exactly what packing means for
@@ -86,9 +86,9 @@ class _LayerFunction(torch.autograd.Function):
 
     The input projection of all steps is one matmul written straight into the gate buffer, which each step
     then completes in place with its recurrent matmul. Backward works through time in blocks of
-    ``_BLOCK`` steps: the gradient-independent derivatives of a block are computed at once while the block
-    is in cache, then each step is six small kernels; the weight and input gradients are large matmuls
-    over all steps at the end.
+    ``_BLOCK`` steps, all in one cache-sized buffer: the gradient-independent derivatives of the block at
+    once, then six small kernels per step, then the block's share of the input, weight and bias gradients
+    as matmuls over all its steps. No (T, B, 4H) gradient tensor is ever allocated.
     """
 
     @staticmethod
@@ -138,27 +138,33 @@ class _LayerFunction(torch.autograd.Function):
         x, w_ih, w_hh, h0, gates, cs, out = ctx.saved_tensors
         sizes, reverse = ctx.sizes, ctx.reverse
         steps, batch, hidden = out.shape
+        needs = ctx.needs_input_grad
         c_prev_all, c_new_all = (cs[1:], cs[:-1]) if reverse else (cs[:-1], cs[1:])
-        d_gates = torch.empty_like(gates)  # holds p, then becomes d(gate pre-activations) step by step
-        q = torch.empty_like(out)
-        # Per-step views made once: all of p, its i/f/g part (scaled by dc), its o part (scaled by dh), q, f.
-        p_steps, q_steps = d_gates.unbind(0), q.unbind(0)
-        p_ifg_steps = d_gates.view(steps, batch, 4, hidden)[:, :, :3].unbind(0)
-        p_o_steps = d_gates[..., 3 * hidden :].unbind(0)
-        f_steps = gates[..., hidden : 2 * hidden].unbind(0)
-        grad_steps = grad_out.unbind(0) if grad_out is not None else None
+        first = steps - 1 if reverse else 0  # the step that started from h0
+        grad_x = x.new_empty(x.shape) if needs[0] else None
+        grad_w_ih = torch.zeros_like(w_ih) if needs[1] else None
+        grad_bias = gates.new_zeros(4 * hidden) if ctx.has_bias and needs[2] else None
+        grad_w_hh = torch.zeros_like(w_hh) if needs[3] else None
+        # One block's worth of p (which becomes d(gate pre-activations) step by step) and q, reused.
+        p_buffer = gates.new_empty(min(_BLOCK, steps), batch, 4 * hidden)
+        q_buffer = gates.new_empty(min(_BLOCK, steps), batch, hidden)
 
         dh = grad_hn.clone() if grad_hn is not None else torch.zeros_like(h0)
         dc = grad_cn.clone() if grad_cn is not None else torch.zeros_like(h0)
         starts = range(0, steps, _BLOCK) if reverse else reversed(range(0, steps, _BLOCK))
         for start in starts:
             block = slice(start, min(start + _BLOCK, steps))
-            _gate_derivatives(gates[block], c_prev_all[block], c_new_all[block], d_gates[block], q[block])
-            for t in range(block.start, block.stop) if reverse else reversed(range(block.start, block.stop)):
-                b = sizes[t]
-                live = [dh, dc, p_steps[t], p_ifg_steps[t], p_o_steps[t], q_steps[t], f_steps[t]]
-                if grad_steps is not None:
-                    live.append(grad_steps[t])
+            n = block.stop - block.start
+            p, q = p_buffer[:n], q_buffer[:n]
+            _gate_derivatives(gates[block], c_prev_all[block], c_new_all[block], p, q)
+            # Per-step views made once per block: p, its i/f/g part (scaled by dc), its o part (scaled by dh), q, f.
+            views = [p.unbind(0), p.view(n, batch, 4, hidden)[:, :, :3].unbind(0), p[..., 3 * hidden :].unbind(0)]
+            views += [q.unbind(0), gates[block, :, hidden : 2 * hidden].unbind(0)]
+            if grad_out is not None:
+                views.append(grad_out[block].unbind(0))
+            for k in range(n) if reverse else reversed(range(n)):
+                b = sizes[block.start + k]
+                live = [dh, dc, *(v[k] for v in views)]
                 if b < batch:  # only live rows move; the others carry their gradient to earlier steps
                     live = [v[:b] for v in live]
                 dh_b, dc_b, p_t, p_ifg, p_o, q_t, f_t, *grad_t = live
@@ -170,17 +176,25 @@ class _LayerFunction(torch.autograd.Function):
                 dc_b.mul_(f_t)
                 torch.mm(p_t, w_hh, out=dh_b)
 
-        d_flat = d_gates.view(steps * batch, 4 * hidden)
-        needs = ctx.needs_input_grad
-        grad_x = d_flat.mm(w_ih).view_as(x) if needs[0] else None
-        grad_w_ih = d_flat.t().mm(x.reshape(steps * batch, -1)) if needs[1] else None
-        grad_bias = d_flat.sum(0) if ctx.has_bias and needs[2] else None
-        grad_w_hh = None
-        if needs[3]:  # sum over t of d_gates[t]^T h_prev(t); h_prev is h0 for the first step run, else a neighbour
-            head, tail = slice(0, -1), slice(1, None)
-            first, later, previous = (steps - 1, head, tail) if reverse else (0, tail, head)
-            grad_w_hh = d_gates[later].flatten(0, 1).t().mm(out[previous].flatten(0, 1))
-            grad_w_hh.addmm_(d_gates[first].t(), h0)
+            # The block's share of the input and weight gradients, while its d(gates) is still in cache.
+            d_flat = p.view(n * batch, 4 * hidden)
+            if grad_x is not None:
+                torch.mm(d_flat, w_ih, out=grad_x[block].view(n * batch, -1))
+            if grad_w_ih is not None:
+                grad_w_ih.addmm_(d_flat.t(), x[block].reshape(n * batch, -1))
+            if grad_bias is not None:
+                grad_bias.add_(d_flat.sum(0))
+            if grad_w_hh is not None:  # h_prev is h0 for the first step run, else the neighbour step's output
+                lo, hi = block.start, block.stop
+                if lo <= first < hi:
+                    grad_w_hh.addmm_(p[first - lo].t(), h0)
+                    lo, hi = (lo, hi - 1) if reverse else (lo + 1, hi)
+                shift = 1 if reverse else -1
+                if hi > lo:
+                    grad_w_hh.addmm_(
+                        p[lo - block.start : hi - block.start].flatten(0, 1).t(),
+                        out[lo + shift : hi + shift].flatten(0, 1),
+                    )
         return grad_x, grad_w_ih, grad_bias, grad_w_hh, dh, dc, None, None
 
 
