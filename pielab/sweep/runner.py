@@ -88,8 +88,6 @@ class SweepRecorder(Callback):
             loop_t0=time.time(),
         )
         self.started_at = None  # a resumed run measures from its own start
-        if self._runtime["tracker"] is not None:
-            self._runtime["tracker"].warm()
         self.write_status()
         if self.display is not None:
             self.display.start(self)
@@ -177,6 +175,7 @@ class SweepRecorder(Callback):
         tracker = self._runtime.get("tracker")
         if tracker is not None:
             tracker.log(rec.trial_id, row, epoch)
+            tracker.release()  # the first epoch is in: W&B's start-up no longer delays the trials
         self.write_status()
 
     def _absorb(self, rec: TrialRecord, result: dict[str, Any]) -> None:
@@ -465,10 +464,7 @@ def make_searcher(spec, sweep_dir: Path):
     from pielab.sweep.search import PielabOptunaSearch, make_sampler, make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" lines
-    options = {}
-    if spec.search.n_startup_trials is not None:
-        options["n_startup_trials"] = spec.search.n_startup_trials
-    sampler = make_sampler(spec.search.algorithm, spec.search.seed, options, spec.space)
+    sampler = make_sampler(spec.search.algorithm, spec.search.seed, spec.search.sampler_options(), spec.space)
     searcher = PielabOptunaSearch(
         spec.space, metric=spec.metric, mode=spec.mode, sampler=sampler,
         storage=make_storage(optuna_url(spec, sweep_dir)), study_name=sweep_dir.name,

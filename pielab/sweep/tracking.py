@@ -63,8 +63,9 @@ def _loggable(metrics: dict[str, Any]) -> dict[str, Any]:
 class WandbTracker:
     """Driver-side W&B runs, one per trial; every call returns at once (a worker thread does the work).
 
-    ``start(trial_id, config_flat)``, ``log(trial_id, metrics, epoch)``, ``finish(trial_id, summary,
-    failed)``, ``close()``. A W&B problem is logged once and turns tracking off; it never ends the sweep.
+    ``start(trial_id, config_flat, run_id)``, ``log(trial_id, metrics, epoch)``, ``finish(trial_id,
+    summary, failed)``, ``release()`` (begin the work), ``close()``. A W&B problem is logged once and
+    turns tracking off; it never ends the sweep.
     """
 
     def __init__(self, *, sweep_dir: str | Path, group: str, project: str, entity: str | None, mode: str,
@@ -83,9 +84,16 @@ class WandbTracker:
 
     # ------------------------------------------------------------------ public, non-blocking
 
-    def warm(self) -> None:
-        """Import wandb and start its service now, while the first trials' workers start up."""
-        self._submit(self._warm)
+    def release(self) -> None:
+        """Start working through the queued calls (importing wandb and starting its service first).
+
+        The sweep calls this once the first trial has reported an epoch: until then the two cores
+        are busy starting Ray and the trial workers, and W&B's start-up would only delay them.
+        Calls made before it wait in the queue, in order.
+        """
+        if self._thread is None and not self._broken:
+            self._thread = threading.Thread(target=self._work, name="pielab-wandb", daemon=True)
+            self._thread.start()
 
     def start(self, trial_id: str, config_flat: dict[str, Any], run_id: str) -> None:
         self._submit(lambda: self._start(trial_id, config_flat, run_id))
@@ -98,22 +106,18 @@ class WandbTracker:
 
     def close(self, timeout: float = 120.0) -> None:
         """Finish every open run and wait for the worker (at most ``timeout`` seconds)."""
-        if self._thread is None:
-            return
         self._submit(self._finish_all)
         self._queue.put(None)
-        self._thread.join(timeout)
-        self._thread = None
+        self.release()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
 
     # ------------------------------------------------------------------ worker thread
 
     def _submit(self, job: Callable[[], None]) -> None:
-        if self._broken:
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="pielab-wandb", daemon=True)
-            self._thread.start()
-        self._queue.put(job)
+        if not self._broken:
+            self._queue.put(job)
 
     def _work(self) -> None:
         while True:
@@ -127,11 +131,6 @@ class WandbTracker:
             except Exception as exc:  # W&B trouble must never end a sweep
                 self._broken = True
                 logger.warning("W&B tracking turned off after an error: %s", str(exc).splitlines()[0] if str(exc) else exc)
-
-    def _warm(self) -> None:
-        import wandb
-
-        wandb.setup()
 
     def _start(self, trial_id: str, config_flat: dict[str, Any], run_id: str) -> None:
         if trial_id in self._runs:
