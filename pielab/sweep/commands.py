@@ -209,9 +209,11 @@ def _finish_report(console, outcome, spec) -> int:
         console.print(best_table(records, spec.metric, spec.mode, title=f"best trials of {spec.name}"))
     counts = status.get("counts", {})
     elapsed = status.get("elapsed_s")
-    console.print(f"{len(records)} trials: {_counts_text(counts)} in {_duration(elapsed)}"
+    finished = bool(status.get("finished"))
+    console.print(f"{len(records)} trials: {_counts_text(counts, running_label='running' if finished else 'interrupted')}"
+                  f" in {_duration(elapsed)}"
                   + (f" (efficiency {status['efficiency']:.0%})" if status.get("efficiency") else ""))
-    if not status.get("finished"):
+    if not finished:
         console.print(f"the sweep stopped before it finished; continue it with: pielab resume {outcome.sweep_dir}")
     if status.get("wandb") == "offline":
         console.print(WANDB_SYNC_HINT.format(sweep=outcome.sweep_dir))
@@ -223,7 +225,7 @@ def _finish_report(console, outcome, spec) -> int:
         first = next(iter(records.values()))
         console.print(f"every trial failed; the first one: {first.reason}")
         return 1
-    return 0
+    return 0 if finished else 130  # interrupted (Ctrl-C): the shell's code for SIGINT
 
 
 # --------------------------------------------------------------------------- commands
