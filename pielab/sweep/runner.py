@@ -40,7 +40,7 @@ class SweepRecorder(Callback):
     def __init__(self, sweep_dir: Path, *, name: str, base: dict[str, Any], metric: str, mode: str,
                  max_t: int | None, num_trials: int, slots: int, time_budget_s: float | None,
                  scheduler: str, tracking: dict[str, Any] | None, address: str | None,
-                 started_at: float | None = None) -> None:
+                 optuna: dict[str, str] | None = None, started_at: float | None = None) -> None:
         self.sweep_dir = Path(sweep_dir)
         self.name = name
         self.base = base
@@ -53,6 +53,7 @@ class SweepRecorder(Callback):
         self.scheduler = scheduler
         self.tracking = tracking  # {"project", "entity", "mode", "group"} or None when off
         self.address = address
+        self.optuna = optuna  # {"url", "study"}: to close trials that Tune stopped without telling the searcher
         self.started_at = started_at
         self.display = None  # a LiveStatus (or None); set by the runner, never pickled
         self._runtime: dict[str, Any] = {}
@@ -206,9 +207,8 @@ class SweepRecorder(Callback):
         result = dict(trial.last_result or {})
         state = end_state(result, False, rec.planned_epochs or self._planned(dict(trial.config)))
         if state == END_EARLY:
-            budget_hit = self.time_budget_s and self.elapsed() >= 0.98 * self.time_budget_s
-            rec.reason = (f"time budget of {self.time_budget_s:g} s reached" if budget_hit else
-                          f"stopped by {self.scheduler} after epoch {rec.epochs} of {rec.planned_epochs}")
+            rec.reason = self._runtime.get("closing") or (
+                f"stopped by {self.scheduler} after epoch {rec.epochs} of {rec.planned_epochs}")
         elif state == END_COMPLETED:
             rec.reason = None
         self._end(trial, rec, state)
@@ -260,10 +260,35 @@ class SweepRecorder(Callback):
             return reason
         return None
 
+    def _close_silently_stopped(self, trials) -> None:
+        """Trials that Tune ended without a callback: its time budget (or a ``stop_all``) stops the
+        running trials by terminating them, telling neither the callbacks nor the searcher."""
+        ended: dict[str, str] = {}
+        self._runtime["closing"] = ("the sweep stopped: " + self._runtime["stop_reason"]
+                                    if self._runtime.get("stop_reason") else
+                                    f"time budget of {self.time_budget_s:g} s reached" if self.time_budget_s else
+                                    "the sweep stopped")
+        for trial in trials:
+            if trial.status not in ("TERMINATED", "ERROR"):
+                continue  # interrupted (Ctrl-C, a crash): resume continues these
+            rec = self.records.get(trial.trial_id)
+            if rec is None:
+                ended[trial.trial_id] = "not_started"
+            elif rec.state == RUNNING:
+                self.on_trial_complete(0, trials, trial)
+                ended[trial.trial_id] = rec.state
+        self._runtime["budget_hit"] = bool(ended) and not self._runtime.get("stop_reason") and bool(self.time_budget_s)
+        if ended and self.optuna:
+            from pielab.sweep.search import tell_unreported
+
+            tell_unreported(self.optuna["url"], self.optuna["study"], ended, self.mode)
+
     def on_experiment_end(self, trials, **info) -> None:
+        self._close_silently_stopped(trials)
         # Finished: every trial reached an end state and Tune created all it was going to.
         unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
-        budget_hit = bool(self.time_budget_s) and self.elapsed() >= 0.98 * self.time_budget_s
+        budget_hit = self._runtime.get("budget_hit") or (
+            bool(self.time_budget_s) and self.elapsed() >= self.time_budget_s)
         stopped = bool(self._runtime.get("stop_reason"))
         finished = not unfinished and (len(trials) >= self.num_trials or budget_hit or stopped)
         self._runtime["finished"] = finished
@@ -559,6 +584,7 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
             max_t=spec.max_t if spec.scheduler.name == "asha" else None, num_trials=spec.num_trials,
             slots=spec.max_concurrent, time_budget_s=spec.time_budget_s, scheduler=spec.scheduler.name,
             tracking=tracking_settings(spec), address=address, started_at=started_at,
+            optuna={"url": optuna_url(spec, sweep_dir), "study": sweep_dir.name},
         )
         if restore:
             tuner = tune.Tuner.restore(str(sweep_dir / TUNE_DIR), trainable=make_trainable(spec),

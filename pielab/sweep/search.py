@@ -100,6 +100,7 @@ class PielabOptunaSearch(OptunaSearch):
         if config is None:
             return None
         ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr("trial_id", trial_id)  # links the Optuna trial to trials/<id>/ in the sweep folder
         if new_group:
             group, self._groups = self._groups, self._groups + 1
             seed = self._seeds[0] if self._seeds else None
@@ -207,6 +208,34 @@ class PielabOptunaSearch(OptunaSearch):
                 self._ot_study.tell(frozen.number, state=TrialState.FAIL)
             except Exception:  # another process may own it (a shared RDB): leave it alone
                 pass
+
+
+def tell_unreported(storage_url: str, study_name: str, ended: dict[str, str], mode: str) -> None:
+    """Tell Optuna how trials ended that Tune stopped without telling the searcher.
+
+    Tune's ``time_budget_s`` (and any ``stop_all`` stopper) ends the running trials without calling
+    ``on_trial_complete``, so their Optuna trials would stay RUNNING forever. ``ended`` maps Tune
+    trial ids to how each ended (as :func:`~pielab.sweep.folder.end_state` says, or ``not_started``);
+    the rules are the searcher's: early-stopped -> PRUNED, full length -> COMPLETE with the best
+    value, anything else -> FAIL.
+    """
+    study = optuna.load_study(study_name=study_name, storage=make_storage(storage_url))
+    better = max if mode == "max" else min
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        end = ended.get(t.user_attrs.get("trial_id"))
+        if end is None:
+            continue
+        values = [v for _, v in sorted(t.intermediate_values.items()) if is_finite_number(v)]
+        value, state = None, TrialState.FAIL
+        if end == END_EARLY:
+            state = TrialState.PRUNED
+        elif end == END_COMPLETED and values:
+            value, state = better(values), TrialState.COMPLETE
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "end", end)
+            study.tell(t.number, value, state=state)
+        except Exception as exc:
+            logger.warning("could not record trial %s in Optuna: %s", t.number, exc)
 
 
 # --------------------------------------------------------------------------- construction
