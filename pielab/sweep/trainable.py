@@ -82,6 +82,33 @@ def _load_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
         return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
 
 
+JOURNAL_FILE = "epochs.log"
+
+
+def _journal(line: str) -> None:
+    """Append one line to ``tune/<trial>/epochs.log``: every start (with the checkpoint it resumed
+    from) and every epoch reported, so a retry or a resume that redoes work shows it. Best effort,
+    and only where the sweep's storage is a local (or shared) folder."""
+    try:
+        storage = tune.get_context().get_storage()
+        folder = storage.trial_fs_path
+        if os.path.isdir(storage.experiment_fs_path):
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, JOURNAL_FILE), "a") as f:
+                f.write(line + "\n")
+    except Exception:  # noqa: BLE001 - a journal must never fail a trial
+        pass
+
+
+def _faults() -> list:
+    """Fault injection for the reliability tests: nothing unless ``PIELAB_FAULTS`` is set."""
+    if not os.environ.get("PIELAB_FAULTS"):
+        return []
+    from pielab.sweep.faults import parse
+
+    return parse(os.environ["PIELAB_FAULTS"])
+
+
 def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, cpus: float = 1.0) -> None:
     """Tune function trainable. ``params`` is the searcher's suggestion: ``{dotted key: value}``."""
     last: dict[str, Any] = {"epoch": 0}
@@ -105,7 +132,14 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, cpus
             if last["epoch"] >= config.train.epochs:
                 return  # restarted after its last epoch was reported and saved: nothing left to train
 
+        faults = _faults()
+        _journal(f"start after_epoch={last['epoch']} pid={os.getpid()}")
+
         def on_epoch(metrics: dict[str, Any], epoch_state: dict[str, Any]) -> None:
+            if faults:  # tests only: PIELAB_FAULTS (pielab.sweep.faults); fires before the epoch is saved
+                from pielab.sweep.faults import maybe_fault
+
+                maybe_fault(faults, tune.get_context().get_trial_id(), int(metrics["epoch"]))
             metrics = {k: _plain(v) for k, v in metrics.items()}
             if "params" in epoch_state:
                 metrics[PARAMS_KEY] = int(epoch_state["params"])
@@ -115,6 +149,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, cpus
                 torch.save(epoch_state, os.path.join(tmp, STATE_FILE))
                 # Tune copies the folder into the trial's storage before report returns.
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+            _journal(f"epoch {metrics.get('epoch')}")
 
         from pielab.train import fit
 

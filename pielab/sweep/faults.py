@@ -1,0 +1,106 @@
+"""Fault injection for reliability tests: OFF unless ``PIELAB_FAULTS`` is set in the trial's environment.
+
+``PIELAB_FAULTS="KIND@epoch=N[,times=K][,trial=first|all][;...]"``, KIND one of
+
+- ``raise``: a RuntimeError, as a bug in the training code would;
+- ``oom``: ``torch.OutOfMemoryError``, as an accelerator out of memory would;
+- ``kill``: SIGKILL of the trial's own worker process (the process dies, no clean-up);
+- ``nan``: the loss turned non-finite (``Diverged``, as ``fit`` raises it).
+
+The fault fires in epoch N's ``on_epoch`` *before* that epoch is reported and checkpointed, so a retry
+resumes from epoch N-1's checkpoint and redoes epoch N only. ``times`` (default 1) counts how often a
+trial faults, in a marker file, so a retried trial does not fault again (``times=99`` exhausts
+``max_failures``). ``trial=first`` (default) faults only the first trial to reach epoch N that holds no other fault
+(claimed with an exclusive file create, so exactly one trial, whichever order Ray runs them in);
+``trial=all`` faults each.
+Markers live in ``PIELAB_FAULTS_DIR`` (default: the Tune experiment folder, shared by every node that
+shares the sweep's storage).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV = "PIELAB_FAULTS"
+KINDS = ("raise", "oom", "kill", "nan")
+
+
+@dataclass
+class Fault:
+    kind: str
+    epoch: int
+    times: int = 1
+    trial: str = "first"
+
+
+def parse(text: str | None) -> list[Fault]:
+    faults = []
+    for part in (text or "").split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        kind, _, rest = part.partition("@")
+        opts = dict(kv.split("=", 1) for kv in rest.split(",") if "=" in kv)
+        if kind not in KINDS or "epoch" not in opts:
+            raise ValueError(f"{ENV}: cannot read {part!r} (expected KIND@epoch=N[,times=K][,trial=first|all], "
+                             f"KIND one of {', '.join(KINDS)})")
+        faults.append(Fault(kind, int(opts["epoch"]), int(opts.get("times", 1)), opts.get("trial", "first")))
+    return faults
+
+
+def _state_dir() -> Path:
+    folder = os.environ.get("PIELAB_FAULTS_DIR")
+    if not folder:
+        from ray import tune
+
+        folder = tune.get_context().get_storage().experiment_fs_path
+    path = Path(folder) / "faults"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _claimed(path: Path, trial_id: str) -> bool:
+    """Whether ``trial_id`` owns the claim file (creating it if nobody does yet). A trial holds at most
+    one ``trial=first`` fault, so several faults in one sweep hit several trials."""
+    if path.exists():
+        return path.read_text().strip() == trial_id
+    if any(p.read_text().strip() == trial_id for p in path.parent.glob("*.claim")):
+        return False
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return path.read_text().strip() == trial_id
+    with os.fdopen(fd, "w") as f:
+        f.write(trial_id)
+    return True
+
+
+def maybe_fault(faults: list[Fault], trial_id: str, epoch: int) -> None:
+    """Fire the fault planned for this trial at this epoch, if any (and if it has fired < times)."""
+    for i, fault in enumerate(faults):
+        if fault.epoch != epoch:
+            continue
+        state = _state_dir()
+        if fault.trial != "all" and not _claimed(state / f"{i}-{fault.kind}.claim", trial_id):
+            continue
+        marker = state / f"{i}-{fault.kind}-{trial_id}.count"
+        count = int(marker.read_text()) if marker.exists() else 0
+        if count >= fault.times:
+            continue
+        marker.write_text(str(count + 1))  # written before the fault: a killed process counts too
+        message = f"injected {fault.kind} fault at epoch {epoch} ({count + 1} of {fault.times})"
+        if fault.kind == "raise":
+            raise RuntimeError(message)
+        if fault.kind == "oom":
+            import torch
+
+            raise torch.OutOfMemoryError(f"CUDA out of memory: {message}")
+        if fault.kind == "nan":
+            from pielab.errors import Diverged
+
+            raise Diverged(f"loss is nan at epoch {epoch} ({message})")
+        if fault.kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
