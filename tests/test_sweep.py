@@ -539,8 +539,8 @@ def test_dashboard_serves_the_study(cifar_sweep, pielab_exe):
 
 @pytest.mark.slow
 def test_time_budget_ends_the_sweep_cleanly(tmp_path, cifar_path, pielab_exe):
-    """Tune's time budget terminates running trials without telling callbacks or the searcher: the
-    sweep still records them as stopped early, in trials/ and in Optuna (PRUNED, not left RUNNING)."""
+    """The time budget stops each running trial at its next epoch boundary, and no new trial starts:
+    they are recorded as stopped early in trials/ and in Optuna (PRUNED, not left RUNNING)."""
     spec = cifar_spec(cifar_path, name="budget-test", num_trials=20, time_budget_s=15, tracking={"wandb": False},
                       scheduler={"name": "fifo"})
     spec["base"]["train"]["epochs"] = 50
@@ -551,6 +551,8 @@ def test_time_budget_ends_the_sweep_cleanly(tmp_path, cifar_path, pielab_exe):
     records = load_records(sweep.dir)
     assert records and all(r.state == "early_stopped" for r in records.values())
     assert all("time budget of 15 s reached" in r.reason for r in records.values())
+    assert all(r.epochs >= 1 and len(read_csv(sweep.dir / "trials" / tid / "metrics.csv")) == r.epochs
+               for tid, r in records.items())  # stopped at an epoch boundary, none lost mid-epoch
     study = study_of(sweep.dir)
     assert study.trials and all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]

@@ -21,6 +21,7 @@ from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from pielab.errors import PielabError
+from pielab.sweep.search import Deadline
 from pielab.sweep.folder import (
     END_COMPLETED, END_EARLY, END_FAILED, METRIC_KEYS, PARAMS_KEY, RUNNING, SEED_KEY, STATUS_FILE, TRIALS_DIR,
     TUNE_DIR, OPTUNA_DB, TrialRecord, csv_text, now_iso, one_line, end_state, is_finite_number, load_records,
@@ -28,6 +29,23 @@ from pielab.sweep.folder import (
 )
 
 # --------------------------------------------------------------------------- the recorder callback
+
+
+def _tune_interrupt_event():
+    """The Event that Tune's own SIGINT handler sets (``ray.tune.tune._setup_signal_catching``), or None.
+
+    On Ctrl-C Tune saves its experiment state, then its clean-up *terminates* the running trials, so
+    they look exactly like trials its time budget stopped; only this Event tells the two apart.
+    """
+    import signal
+    import threading
+
+    handler = signal.getsignal(signal.SIGINT)
+    for cell in getattr(handler, "__closure__", None) or ():
+        if isinstance(cell.cell_contents, threading.Event):
+            return cell.cell_contents
+    return None
+
 
 
 class SweepRecorder(Callback):
@@ -55,6 +73,7 @@ class SweepRecorder(Callback):
         self.address = address
         self.optuna = optuna  # {"url", "study"}: to close trials that Tune stopped without telling the searcher
         self.started_at = started_at
+        self.deadline = Deadline(time_budget_s)  # shared with the searcher and the stopper
         self.display = None  # a LiveStatus (or None); set by the runner, never pickled
         self._runtime: dict[str, Any] = {}
 
@@ -86,8 +105,9 @@ class SweepRecorder(Callback):
             t0=self.started_at or time.time(),
             resumes=list(previous.get("resumes") or []) + ([now_iso()] if previous else []),
             tracker=self._make_tracker(),
-            loop_t0=time.time(),
         )
+        self.deadline.start()  # as Tune's own budget: from the start of tuning, whole for each run or resume
+        self._runtime["interrupt"] = _tune_interrupt_event()  # Tune installs its handler before this
         self.started_at = None  # a resumed run measures from its own start
         self.write_status()
         if self.display is not None:
@@ -101,6 +121,11 @@ class SweepRecorder(Callback):
         t = self.tracking
         return WandbTracker(sweep_dir=self.sweep_dir, group=t["group"], project=t["project"],
                             entity=t.get("entity"), mode=t["mode"], tags=t.get("tags"))
+
+    def interrupted(self) -> bool:
+        """Whether this run was stopped by Ctrl-C (SIGINT): nothing running has ended, the sweep is not finished."""
+        event = self._runtime.get("interrupt")
+        return bool(event is not None and event.is_set())
 
     def elapsed(self) -> float:
         return self._runtime.get("elapsed_before", 0.0) + time.time() - self._runtime.get("t0", time.time())
@@ -129,6 +154,11 @@ class SweepRecorder(Callback):
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         tid = trial.trial_id
         rec = self.records.get(tid)
+        if rec is not None and rec.state in (END_COMPLETED, END_EARLY, "diverged") and rec.ended:
+            # Resumed from a Tune snapshot older than this trial's end (the driver died in between):
+            # it restarts from its last checkpoint and returns at once. Its recorded end stands.
+            self._runtime.setdefault("kept", set()).add(tid)
+            return
         params = {k: v for k, v in dict(trial.config).items() if k != SEED_KEY}
         if rec is None:
             number = next((i for i, t in enumerate(trials) if t is trial), len(self.records))
@@ -158,7 +188,7 @@ class SweepRecorder(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         rec = self.records.get(trial.trial_id)
-        if rec is None:
+        if rec is None or trial.trial_id in self._runtime.get("kept", ()):
             return
         if result.get("diverged") or result.get("failed"):
             rec.reason = one_line(result.get("reason") or "non-finite loss")
@@ -202,12 +232,13 @@ class SweepRecorder(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         rec = self.records.get(trial.trial_id)
-        if rec is None:
+        if rec is None or trial.trial_id in self._runtime.get("kept", ()):
             return
         result = dict(trial.last_result or {})
         state = end_state(result, False, rec.planned_epochs or self._planned(dict(trial.config)))
         if state == END_EARLY:
             rec.reason = self._runtime.get("closing") or (
+                f"time budget of {self.time_budget_s:g} s reached" if self.deadline.passed() else
                 f"stopped by {self.scheduler} after epoch {rec.epochs} of {rec.planned_epochs}")
         elif state == END_COMPLETED:
             rec.reason = None
@@ -263,11 +294,11 @@ class SweepRecorder(Callback):
     def _close_silently_stopped(self, trials) -> None:
         """Trials that Tune ended without a callback: its time budget (or a ``stop_all``) stops the
         running trials by terminating them, telling neither the callbacks nor the searcher."""
+        if self.interrupted():
+            return  # Ctrl-C: Tune terminated the running trials on its way out; resume continues them
         ended: dict[str, str] = {}
         self._runtime["closing"] = ("the sweep stopped: " + self._runtime["stop_reason"]
-                                    if self._runtime.get("stop_reason") else
-                                    f"time budget of {self.time_budget_s:g} s reached" if self.time_budget_s else
-                                    "the sweep stopped")
+                                    if self._runtime.get("stop_reason") else "the sweep stopped")
         for trial in trials:
             if trial.status not in ("TERMINATED", "ERROR"):
                 continue  # interrupted (Ctrl-C, a crash): resume continues these
@@ -277,7 +308,6 @@ class SweepRecorder(Callback):
             elif rec.state == RUNNING:
                 self.on_trial_complete(0, trials, trial)
                 ended[trial.trial_id] = rec.state
-        self._runtime["budget_hit"] = bool(ended) and not self._runtime.get("stop_reason") and bool(self.time_budget_s)
         if ended and self.optuna:
             from pielab.sweep.search import tell_unreported
 
@@ -287,10 +317,9 @@ class SweepRecorder(Callback):
         self._close_silently_stopped(trials)
         # Finished: every trial reached an end state and Tune created all it was going to.
         unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
-        budget_hit = self._runtime.get("budget_hit") or (
-            bool(self.time_budget_s) and self.elapsed() >= self.time_budget_s)
+        budget_hit = self.deadline.passed()
         stopped = bool(self._runtime.get("stop_reason"))
-        finished = not unfinished and (len(trials) >= self.num_trials or budget_hit or stopped)
+        finished = not self.interrupted() and not unfinished and (len(trials) >= self.num_trials or budget_hit or stopped)
         self._runtime["finished"] = finished
         tracker = self._runtime.get("tracker")
         if tracker is not None:
@@ -338,15 +367,22 @@ class SweepRecorder(Callback):
         write_json(self.sweep_dir / STATUS_FILE, self.status(final))
 
 
-class StopWhenHopeless(Stopper):
-    """Ends the sweep early when its first trials all failed before any epoch (missing data, a bad
-    config): every other trial would fail the same way, so the user hears it now, not in an hour."""
+class SweepStopper(Stopper):
+    """Ends trials when the sweep's time budget is spent, and the sweep when it is hopeless.
 
-    def __init__(self, recorder: SweepRecorder) -> None:
+    Budget: each running trial stops at its next epoch boundary through Tune's normal STOP path
+    (scheduler, searcher and callbacks all hear of it; no half-trained epoch is thrown away), and the
+    searcher asks for no new trial (both read the same :class:`~pielab.sweep.search.Deadline`).
+    Hopeless: the first trials all failed before any epoch (missing data, a bad config), so every
+    other trial would fail the same way; the user hears it now, not in an hour.
+    """
+
+    def __init__(self, recorder: SweepRecorder, deadline) -> None:
         self.recorder = recorder
+        self.deadline = deadline
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        return False
+        return self.deadline.passed()
 
     def stop_all(self) -> bool:
         return self.recorder.hopeless() is not None
@@ -481,7 +517,7 @@ def make_trainable(spec):
     return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def make_searcher(spec, sweep_dir: Path):
+def make_searcher(spec, sweep_dir: Path, deadline=None):
     from ray.tune.search import ConcurrencyLimiter
 
     import optuna
@@ -494,7 +530,7 @@ def make_searcher(spec, sweep_dir: Path):
         spec.space, metric=spec.metric, mode=spec.mode, sampler=sampler,
         storage=make_storage(optuna_url(spec, sweep_dir)), study_name=sweep_dir.name,
         base_epochs=spec.base.train.epochs, max_t=spec.max_t if spec.scheduler.name == "asha" else None,
-        seeds=spec.seeds,
+        seeds=spec.seeds, deadline=deadline,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
 
@@ -513,11 +549,10 @@ def make_tuner(spec, sweep_dir: Path, recorder: SweepRecorder):
     from ray import tune
 
     tune_config = tune.TuneConfig(
-        search_alg=make_searcher(spec, sweep_dir),
+        search_alg=make_searcher(spec, sweep_dir, recorder.deadline),
         scheduler=make_scheduler(spec),
         num_samples=spec.num_trials,
         reuse_actors=True,  # a stopped trial's worker runs the next one: no new process, no re-import
-        time_budget_s=spec.time_budget_s,
         trial_name_creator=_trial_name,
         trial_dirname_creator=_trial_name,
     )
@@ -530,7 +565,7 @@ def make_tuner(spec, sweep_dir: Path, recorder: SweepRecorder):
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         callbacks=[recorder],
-        stop=StopWhenHopeless(recorder),
+        stop=SweepStopper(recorder, recorder.deadline),  # the time budget (spec.time_budget_s) is here
         verbose=0,
         log_to_file=True,  # a trial's stdout/stderr go to tune/<trial>/ (log_to_driver is off)
     )

@@ -27,10 +27,13 @@ never a hyperparameter that TPE would try to optimise.
 from __future__ import annotations
 
 import logging
+import pickle
+import time
 from typing import Any, Callable, Sequence
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from pielab.errors import ConfigError
@@ -49,6 +52,28 @@ def _flagged(result: dict[str, Any]) -> bool:
     return bool(result.get("diverged") or result.get("failed"))
 
 
+class Deadline:
+    """The end of a sweep's time budget, shared by the stopper and the searcher.
+
+    Tune's own ``time_budget_s`` terminates the running trials mid-epoch (the epoch's work is lost)
+    and tells neither the callbacks nor the searcher. With this clock, the stopper ends each trial at
+    its next epoch boundary through Tune's normal STOP path, and the searcher asks for no new trial
+    once the time is up. Each run of a sweep (``pielab sweep``, each ``pielab resume``) gets the
+    whole budget, as with Tune's.
+    """
+
+    def __init__(self, budget_s: float | None) -> None:
+        self.budget_s = budget_s
+        self.start_time: float | None = None
+
+    def start(self, at: float | None = None) -> None:
+        self.start_time = time.time() if at is None else at
+
+    def passed(self) -> bool:
+        return (self.budget_s is not None and self.start_time is not None
+                and time.time() >= self.start_time + self.budget_s)
+
+
 class PielabOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch with early-stopped trials told to Optuna as PRUNED, and seed repeats.
 
@@ -61,6 +86,7 @@ class PielabOptunaSearch(OptunaSearch):
             ``min(train.epochs, max_t)`` epochs.
         seeds: each sampled configuration runs once per seed (``train.seed``); empty keeps the
             base config's seed.
+        deadline: the sweep's time budget; once it has passed, ``suggest`` returns FINISHED.
     """
 
     def __init__(
@@ -75,6 +101,7 @@ class PielabOptunaSearch(OptunaSearch):
         base_epochs: int,
         max_t: int | None = None,
         seeds: Sequence[int] = (),
+        deadline: Deadline | None = None,
     ) -> None:
         super().__init__(
             space=space, metric=metric, mode=mode, sampler=sampler, storage=storage, study_name=study_name
@@ -87,10 +114,13 @@ class PielabOptunaSearch(OptunaSearch):
         self._planned: dict[str, int] = {}
         self._last_step: dict[str, int] = {}
         self._best: dict[str, float] = {}
+        self._deadline = deadline
 
     # ------------------------------------------------------------------ asking
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self._deadline is not None and self._deadline.passed():
+            return Searcher.FINISHED  # the time budget is spent: no new trials
         new_group = trial_id not in self._ot_trials and not self._repeats
         if trial_id not in self._ot_trials and self._repeats:
             group, seed, params = self._repeats.pop(0)
@@ -186,15 +216,24 @@ class PielabOptunaSearch(OptunaSearch):
             logger.warning("could not record trial %s in Optuna: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
 
+    def save(self, checkpoint_path: str) -> None:
+        """Ray's save (the searcher's ``__dict__``), without the deadline: that belongs to each run."""
+        state = self.__dict__.copy()
+        state.pop("_deadline", None)
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
+
     def restore(self, checkpoint_path: str) -> None:
-        """Ray's restore, then close the Optuna trials that a crash orphaned.
+        """Ray's restore (keeping this run's deadline), then close the Optuna trials a crash orphaned.
 
         Tune saves the searcher with its experiment state; a trial suggested after the last save
         exists in the study (RUNNING) but in neither Tune nor the restored searcher, so nothing would
         ever tell it. It is told FAIL, with the reason as a user attribute, so the study shows no
         phantom running trials and samplers do not treat it as pending.
         """
+        deadline = getattr(self, "_deadline", None)
         super().restore(checkpoint_path)
+        self._deadline = deadline
         finished = {t.number for t in self._ot_study.get_trials(deepcopy=False) if t.state.is_finished()}
         for trial_id, ot_trial in self._ot_trials.items():
             if ot_trial.number in finished:
