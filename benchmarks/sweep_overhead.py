@@ -1,0 +1,107 @@
+"""How much of a sweep's wall time is training: `pielab sweep` against the same trials run back to back.
+
+A sweep of 16 trials of one fixed small workload (a width-8 ResNet-10 on 1,000 real CIFAR-10 images,
+3 epochs, about 10 s each on one core) at concurrency 2, one CPU per trial, W&B offline as in a real
+sweep. Beside it, in the same run, the same 16 workloads trained back to back in one plain process
+with `pielab.train.fit`.
+
+    .venv/bin/python benchmarks/sweep_overhead.py [--trials 16] [--epochs 3]
+
+Efficiency = summed training time of the trials / (sweep wall time x 2 slots); the sweep's wall time
+is the whole `pielab sweep` command (Ray start-up included). The last line prints it; target >= 0.9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SLOTS = 2
+
+
+def workload(data: str, epochs: int) -> dict:
+    return {
+        "model": {"name": "myresnet34", "width": 8, "depth": 10},
+        "data": {"path": data, "train_size": 1000, "val_size": 500, "test_size": 500},
+        "train": {"epochs": epochs, "batch_size": 64, "threads": 1, "device": "cpu"},
+    }
+
+
+def run_sweep(base: dict, trials: int, tmp: Path) -> tuple[float, list[dict]]:
+    spec = {
+        "name": "overhead",
+        "base": base,
+        # Only fixed values: every trial is the same workload; the seeds make them 16 distinct trials.
+        "space": {"parameters": {"train.lr": {"type": "fixed", "value": 1.0e-3}}},
+        "search": {"algorithm": "grid", "seed": 0},
+        "scheduler": {"name": "fifo"},
+        "num_trials": trials,
+        "max_concurrent": SLOTS,
+        "resources": {"cpu": 1, "gpu": 0},
+        "seeds": list(range(trials)),
+        "tracking": {"wandb": True, "mode": "offline"},
+        "storage": {"path": str(tmp)},
+    }
+    spec_path = tmp / "overhead.yaml"
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    out = tmp / "sweep"
+    env = {**os.environ, "PIELAB_CACHE_DIR": str(tmp / "cache"), "WANDB_MODE": "offline"}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pielab", "sweep", str(spec_path), "--out", str(out)],
+                          env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"the sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    results = [json.loads(p.read_text()) for p in sorted((out / "trials").glob("*/result.json"))]
+    return wall, results
+
+
+def run_plain(base: dict, trials: int, tmp: Path) -> list[float]:
+    os.environ["PIELAB_CACHE_DIR"] = str(tmp / "cache")
+    from pielab.config import build_config
+    from pielab.data import prepare
+    from pielab.train import fit
+
+    config = build_config(base)
+    prepared = prepare(config.task, config.data)
+    times = []
+    for seed in range(trials):
+        cfg = build_config({**base, "train": {**base["train"], "seed": seed}})
+        times.append(fit(cfg, prepared=prepared, log=None)["train_time_s"])
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10_subset.npz"))
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    base = workload(args.data, args.epochs)
+    with tempfile.TemporaryDirectory(prefix="pielab-bench-") as tmp:
+        tmp = Path(tmp)
+        start = time.perf_counter()
+        plain = run_plain(base, args.trials, tmp)
+        plain_wall = time.perf_counter() - start
+        wall, results = run_sweep(base, args.trials, tmp)
+    states = {r["state"] for r in results}
+    trial_time = sum(r["train_time_s"] for r in results)
+    print(f"plain, back to back: {args.trials} workloads, {sum(plain):.1f} s training, {plain_wall:.1f} s wall "
+          f"(mean {sum(plain) / len(plain):.1f} s per workload)")
+    print(f"sweep, {SLOTS} at a time: {len(results)} trials ({', '.join(sorted(states))}), "
+          f"{trial_time:.1f} s training, {wall:.1f} s wall (mean {trial_time / max(len(results), 1):.1f} s per trial)")
+    print(f"speed-up over back to back: {plain_wall / wall:.2f}x on {SLOTS} slots")
+    print(f"efficiency (summed trial training time / (sweep wall x {SLOTS})): {trial_time / (wall * SLOTS):.3f}")
+
+
+if __name__ == "__main__":
+    main()
