@@ -385,8 +385,7 @@ def test_pickle_round_trip_gives_equal_suggestions():
 
 def test_ray_optuna_search_uses_the_space_and_restores_it(tmp_path: Path):
     """The real consumer: OptunaSearch with the space as define-by-run function, saved and restored."""
-    pytest.importorskip("ray.tune")
-    from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.search.optuna import OptunaSearch  # ray is a hard dependency
 
     space = load_space(REPO / "search_spaces/cifar10_resnet.yaml")
 
