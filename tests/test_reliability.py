@@ -188,3 +188,286 @@ def test_exhausted_retries_fail_and_divergence_is_not_retried(tmp_path, cifar_pa
     assert "loss is nan" in by_id[diverging].user_attrs["reason"]
     status = json.loads((sweep.dir / "status.json").read_text())
     assert status["finished"] is True
+
+
+# --------------------------------------------------------------------------- 3. driver crash, Ctrl-C, resume
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 300, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        assert proc.poll() is None, f"the sweep ended before {what}: " + "".join(proc.communicate())[-3000:]
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def snapshot(sweep_dir: Path) -> dict[str, dict]:
+    """Per trial: result.json, its journal and metrics.csv text, as they are now."""
+    out = {}
+    for tid, res in results(sweep_dir).items():
+        metrics = sweep_dir / "trials" / tid / "metrics.csv"
+        out[tid] = {"result": res, "journal": journal(sweep_dir, tid),
+                    "metrics": metrics.read_text() if metrics.exists() else ""}
+    return out
+
+
+def optuna_trials(sweep_dir: Path) -> dict[int, tuple]:
+    return {t.number: (t.user_attrs.get("trial_id"), t.params) for t in study_of(sweep_dir).trials}
+
+
+@pytest.mark.slow
+def test_driver_sigkill_then_ctrl_c_then_resume(tmp_path, cifar_path, pielab_exe):
+    """`kill -9` of `pielab sweep` mid-run, `pielab resume` interrupted by Ctrl-C (exit 130, says how to
+    resume), `pielab resume` to the end, and `pielab resume` of the finished sweep (says so, exit 0).
+    No finished trial runs again; interrupted trials resume from their last checkpoint (at most the
+    epoch in flight redone); the Optuna study keeps its trials (same numbers, no duplicates)."""
+    spec = tiny_spec(cifar_path, name="driver-crash", num_trials=5, epochs=5)
+    env = sweep_env(tmp_path)
+    proc, out = start_sweep(pielab_exe, spec, tmp_path, env=env)
+
+    def some_done_some_running() -> bool:
+        res = results(out)
+        done = [t for t, r in res.items() if r["state"] == "completed"]
+        running = [t for t, r in res.items() if r["state"] == "running" and metrics_epochs_safe(out, t)]
+        return bool(done) and bool(running)
+
+    wait_for(some_done_some_running, proc, what="a finished and a running trial")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    before = snapshot(out)
+    numbers_before = optuna_trials(out)
+    done_before = {t for t, s in before.items() if s["result"]["state"] == "completed"}
+    assert done_before and numbers_before
+
+    # Ctrl-C during the resume: graceful, exit 130, the resume command printed.
+    resumed = subprocess.Popen([*pielab_exe, "resume", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    rows = lambda: sum(len(metrics_epochs_safe(out, t)) for t in results(out))  # noqa: E731
+    start_rows = rows()
+    wait_for(lambda: rows() > start_rows, resumed, what="the resumed sweep's first epoch")
+    resumed.send_signal(signal.SIGINT)
+    stdout, stderr = resumed.communicate(timeout=120)
+    assert resumed.returncode == 130, stdout[-3000:] + stderr[-3000:]
+    assert f"pielab resume {out}" in stdout, stdout[-3000:]
+    assert "Traceback" not in stdout + stderr, stderr[-3000:]
+
+    final = subprocess.run([*pielab_exe, "resume", str(out)], capture_output=True, text=True, env=env, timeout=900)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    status = json.loads((out / "status.json").read_text())
+    assert status["finished"] is True and len(status["resumes"]) == 2
+
+    after = snapshot(out)
+    for tid in done_before:  # finished trials are not run again: same end time, journal and metrics
+        assert after[tid] == before[tid], tid
+    interrupted = set(before) - done_before
+    assert interrupted
+    for tid, snap in after.items():
+        res = snap["result"]
+        if res["state"] == "failed":  # started after Tune's last snapshot: replaced by a new trial
+            assert "interrupted before Tune saved it" in res["reason"], res
+            continue
+        assert res["state"] == "completed", res
+        assert metrics_epochs(out, tid) == list(range(1, 6)), tid
+        lines = snap["journal"]
+        trained = epochs_trained(lines)
+        assert len(trained) - len(set(trained)) <= len(starts(lines)) - 1, (tid, lines)  # <= 1 redone per restart
+        done: list[int] = []
+        for line in lines:
+            if line.startswith("start "):
+                after_epoch = int(line.split("after_epoch=")[1].split()[0])
+                last = done[-1] if done else 0
+                assert last - 1 <= after_epoch <= last, (tid, lines)  # from its last (or the one before) checkpoint
+            else:
+                done.append(int(line.split()[1]))
+        if tid in interrupted and before[tid]["journal"]:
+            assert len(starts(lines)) >= 2 and starts(lines)[1] >= 1, (tid, lines)  # resumed, not restarted
+    completed = [t for t, s in after.items() if s["result"]["state"] == "completed"]
+    assert len(completed) >= spec["num_trials"], after.keys()
+
+    numbers_after = optuna_trials(out)
+    for number, (tid, params) in numbers_before.items():
+        assert numbers_after[number] == (tid, params), number  # same trials under the same numbers
+    ids = [tid for tid, _ in numbers_after.values() if tid]
+    assert len(ids) == len(set(ids)), ids  # no trial told twice
+    study = study_of(out)
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+
+    again = subprocess.run([*pielab_exe, "resume", str(out)], capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0 and "already finished" in again.stdout, again.stdout + again.stderr
+
+
+def metrics_epochs_safe(sweep_dir: Path, trial_id: str) -> list[int]:
+    try:
+        return metrics_epochs(sweep_dir, trial_id)
+    except (OSError, ValueError, IndexError):
+        return []
+
+
+# --------------------------------------------------------------------------- 5. PostgreSQL for the Optuna study
+
+
+@pytest.mark.slow
+def test_optuna_study_on_postgresql(tmp_path, cifar_path, pielab_exe):
+    """A sweep whose study lives on a real PostgreSQL server (tests/postgres.py, 127.0.0.1): every trial
+    is in the study there, with its end state and intermediate values; no optuna.db in the folder."""
+    from postgres import postgres_server
+
+    spec = tiny_spec(cifar_path, name="pg-study", num_trials=2, epochs=2)
+    with postgres_server() as url:
+        spec["storage"] = {"path": "sweep_results", "optuna": url}
+        sweep = run_sweep(pielab_exe, spec, tmp_path)
+        assert sweep.rc == 0, ok(sweep)
+        study = optuna.load_study(study_name=sweep.dir.name, storage=url)
+        res = results(sweep.dir)
+        assert sorted(t.user_attrs["trial_id"] for t in study.trials) == sorted(res)
+        assert all(t.state.name == "COMPLETE" and sorted(t.intermediate_values) == [1, 2] for t in study.trials)
+        assert not (sweep.dir / "optuna.db").exists()
+        import sqlalchemy
+
+        with sqlalchemy.create_engine(url).connect() as conn:  # the rows are in PostgreSQL itself
+            count = conn.execute(sqlalchemy.text("select count(*) from trials")).scalar()
+        assert count == 2
+
+
+def run_cli(cmd: list[str], *args: str, env: dict[str, str] | None = None, timeout: float = 120):
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def assert_one_line_error(proc, fragment: str) -> str:
+    err = proc.stderr.strip()
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], err[-2000:])
+    assert "Traceback" not in proc.stderr + proc.stdout, err[-3000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("pielab: error: "), err[-3000:]
+    assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_database_password_never_shown(tmp_path, cifar_path, pielab_exe):
+    """An unreachable PostgreSQL URL with a password: one line, exit 2, the password masked, and no
+    half-made sweep folder left behind."""
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(tiny_spec(cifar_path, name="pg-bad")))
+    out = tmp_path / "out"
+    url = "postgresql://pielab:s3cret-pw-42@127.0.0.1:1/pielab"
+    start = time.monotonic()
+    proc = run_cli(pielab_exe, "sweep", str(spec_path), "--set", f"storage.optuna={url}", "--out", str(out),
+                   env=sweep_env(tmp_path))
+    line = assert_one_line_error(proc, "storage.optuna: cannot open 'postgresql://pielab:***@127.0.0.1:1/pielab'")
+    assert "s3cret-pw-42" not in proc.stdout + proc.stderr
+    assert time.monotonic() - start < 90, line
+    assert not out.exists() or not any(out.rglob("*")), list(out.rglob("*"))
+    # a malformed URL with a password is masked by the spec check too
+    proc = run_cli(pielab_exe, "sweep", str(spec_path), "--set", "storage.optuna=postgres:/u:s3cret-pw-42@h",
+                   "--out", str(out), env=sweep_env(tmp_path))
+    assert proc.returncode == 2 and "s3cret-pw-42" not in proc.stdout + proc.stderr, proc.stderr
+
+
+# --------------------------------------------------------------------------- 6. bad input to the sweep commands
+
+
+def test_sweep_commands_bad_input_one_line_exit_2(tmp_path, cifar_path, pielab_exe):
+    """What test_spec.py checks in-process (every spec problem, with file:line), here through the CLI for
+    the sweep commands: exit 2, one `pielab: error:` line, no traceback, no sweep folder left behind."""
+    env = sweep_env(tmp_path)
+    out = tmp_path / "never"
+
+    def spec_file(name: str, text: str | None = None, **over) -> str:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text if text is not None else yaml.safe_dump(tiny_spec(cifar_path, name=name, **over)))
+        return str(path)
+
+    cases = [
+        (["sweep", spec_file("malformed", "name: x\nnum_trials: [1\n"), "--out", str(out)], "malformed.yaml:"),
+        (["sweep", spec_file("unknown-key", num_trail=3), "--out", str(out)], "num_trail: unknown key"),
+        (["sweep", spec_file("wrong-type", num_trials="many"), "--out", str(out)], "num_trials: expected int"),
+        (["sweep", spec_file("range", space={"parameters": {"train.lr": {"type": "float", "low": 1, "high": 0.1}}}),
+          "--out", str(out)], "train.lr"),
+        (["sweep", spec_file("model"), "--set", "base.model.name=resnet999", "--out", str(out)], "resnet999"),
+        (["sweep", spec_file("data"), "--set", "base.data.path=/nonexistent/cifar.npz", "--out", str(out)],
+         "/nonexistent/cifar.npz"),
+        (["sweep", str(tmp_path / "missing.yaml"), "--out", str(out)], "missing.yaml"),
+        (["status", str(tmp_path)], "not a sweep folder"),
+        (["resume", str(tmp_path)], "not a sweep folder"),
+        (["report", str(tmp_path)], "not a sweep folder"),
+        (["resume", str(tmp_path / "nope")], "no such sweep folder"),
+    ]
+    for args, fragment in cases:
+        assert_one_line_error(run_cli(pielab_exe, *args, env=env), fragment)
+        assert not out.exists(), args
+    start = time.monotonic()
+    assert_one_line_error(run_cli(pielab_exe, "sweep", spec_file("addr"), "--address", "127.0.0.1:1", "--out",
+                                  str(out), env=env), "cannot reach a Ray cluster at 127.0.0.1:1")
+    assert time.monotonic() - start < 30
+    assert not out.exists()
+    assert_one_line_error(run_cli(pielab_exe, "sweep", spec_file("proc"), "--out", "/proc/pielab-sweep", env=env),
+                          "/proc/pielab-sweep")
+
+
+def test_corrupt_or_malicious_checkpoint_fails_the_trial_with_one_line(tmp_path):
+    """A trial resumed from a corrupt checkpoint, or from a pickle that carries code, is failed with one
+    clear reason (a PielabError: not retried, the sweep goes on) and the code never runs: trial state is
+    loaded with weights_only=True."""
+    from ray import tune
+
+    from pielab.errors import PielabError
+    from pielab.sweep.trainable import STATE_FILE, _load_state
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / STATE_FILE).write_bytes(b"\x80\x04 not a checkpoint")
+    with pytest.raises(PielabError, match="is not a readable pielab trial state") as exc:
+        _load_state(tune.Checkpoint.from_directory(str(corrupt)))
+    assert "\n" not in str(exc.value)
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / STATE_FILE).write_bytes(pickle.dumps(Evil(str(marker))))
+    with pytest.raises(PielabError, match="is not a readable pielab trial state"):
+        _load_state(tune.Checkpoint.from_directory(str(evil)))
+    assert not marker.exists(), "unpickling a checkpoint ran code"
+    # control: the same bytes unpickled without weights_only do run the code (the test can fail)
+    pickle.loads((evil / STATE_FILE).read_bytes())
+    assert marker.exists()
+
+
+class Evil:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+# --------------------------------------------------------------------------- 7. security
+
+
+@pytest.mark.slow
+def test_wandb_key_never_written(tmp_path, cifar_path, pielab_exe):
+    """WANDB_API_KEY set in the environment, W&B offline: the key appears nowhere in the sweep folder,
+    the W&B files or the output."""
+    secret = "sekrit-0123456789abcdef0123456789abcdef01234567"
+    spec = tiny_spec(cifar_path, name="wandb-key", num_trials=1, epochs=1,
+                     tracking={"wandb": True, "mode": "offline", "project": "pielab-tests"})
+    env = sweep_env(tmp_path, WANDB_API_KEY=secret, WANDB_MODE="offline")
+    sweep = run_sweep(pielab_exe, spec, tmp_path, env=env)
+    assert sweep.rc == 0, ok(sweep)
+    assert list((sweep.dir / "wandb").glob("offline-run-*")), "W&B wrote no run: the check would prove nothing"
+    checked = 0
+    for root in (sweep.dir, Path(env["HOME"]), Path(os.environ["WANDB_DIR"])):
+        for path in root.rglob("*"):
+            if path.is_file() and path.stat().st_size < 50_000_000:
+                assert secret.encode() not in path.read_bytes(), path
+                checked += 1
+    assert checked > 10
+    assert secret not in sweep.stdout + sweep.stderr
+
+
+def test_dashboard_binds_loopback_by_default():
+    from pielab.cli import build_parser
+
+    args = build_parser().parse_args(["dashboard", "somewhere"])
+    assert args.host == "127.0.0.1"

@@ -42,6 +42,13 @@ END_COMPLETED, END_EARLY, END_FAILED, END_DIVERGED = "completed", "early_stopped
 EPOCHS_KEY = "train.epochs"
 
 
+def mask_password(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``: for any message or file."""
+    import re
+
+    return re.sub(r"([^:/@\s]+:)[^@\s/:]+@", r"\1***@", str(url))
+
+
 def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -212,8 +219,11 @@ def read_metrics_csv(path: Path) -> dict[int, dict[str, Any]]:
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 parsed = {k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+                for key in ("epoch", "best/epoch"):  # written back as "3", not "3.0", after a resume
+                    if parsed.get(key) is not None:
+                        parsed[key] = int(parsed[key])
                 if parsed.get("epoch") is not None:
-                    rows[int(parsed["epoch"])] = parsed
+                    rows[parsed["epoch"]] = parsed
     except (OSError, ValueError):
         pass
     return rows

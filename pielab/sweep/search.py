@@ -326,4 +326,7 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
     try:
         return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as exc:
-        raise ConfigError(f"storage.optuna: cannot open {url!r}: {str(exc).splitlines()[0]}") from None
+        from pielab.sweep.folder import mask_password
+
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"storage.optuna: cannot open {mask_password(url)!r}: {mask_password(first)}") from None

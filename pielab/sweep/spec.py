@@ -37,6 +37,7 @@ import yaml
 from pielab.config import Config, TrackingConfig, build_config, coerce, load_yaml, parse_set
 from pielab.errors import ConfigError
 from pielab.sweep.space import SearchSpace, load_space
+from pielab.sweep.folder import mask_password
 
 ALGORITHMS = ("tpe", "random", "grid", "cmaes")
 SCHEDULERS = ("asha", "fifo")
@@ -556,7 +557,7 @@ class _Builder:
             self.problems.append(f"{self.where('storage.path')}: must be a folder path")
         if storage.optuna is not None and not _URL_RE.match(storage.optuna):
             self.problems.append(
-                f"{self.where('storage.optuna')}: {storage.optuna!r} is not an RDB URL "
+                f"{self.where('storage.optuna')}: {mask_password(storage.optuna)!r} is not an RDB URL "
                 "(sqlite:////abs/path.db, postgresql://user@host/db); null keeps optuna.db in the sweep folder"
             )
 

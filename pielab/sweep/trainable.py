@@ -79,7 +79,13 @@ def _load_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
         return None
     with checkpoint.as_directory() as folder:
         # The training-loop state holds only tensors and primitives: no pickled code is loaded.
-        return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
+        try:
+            return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - truncated, corrupt or foreign (code-carrying) pickle
+            # Every retry would get the same checkpoint: end the trial as failed, with one clear reason.
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise PielabError(f"checkpoint {checkpoint.path} is not a readable pielab trial state "
+                              f"({type(exc).__name__}: {first})") from None
 
 
 JOURNAL_FILE = "epochs.log"
