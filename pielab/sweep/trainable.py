@@ -106,6 +106,15 @@ def _journal(line: str) -> None:
         pass
 
 
+def _node_ip() -> str:
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
 def _faults() -> list:
     """Fault injection for the reliability tests: nothing unless ``PIELAB_FAULTS`` is set."""
     if not os.environ.get("PIELAB_FAULTS"):
@@ -139,7 +148,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, cpus
                 return  # restarted after its last epoch was reported and saved: nothing left to train
 
         faults = _faults()
-        _journal(f"start after_epoch={last['epoch']} pid={os.getpid()}")
+        _journal(f"start after_epoch={last['epoch']} pid={os.getpid()} node={_node_ip()}")
 
         def on_epoch(metrics: dict[str, Any], epoch_state: dict[str, Any]) -> None:
             if faults:  # tests only: PIELAB_FAULTS (pielab.sweep.faults); fires before the epoch is saved
