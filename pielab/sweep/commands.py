@@ -63,11 +63,14 @@ def _params_text(params: dict[str, Any]) -> str:
     return "  ".join(f"{k}={_fmt(v)}" for k, v in params.items())
 
 
-def _counts_text(counts: dict[str, int], pending: int | None = None, running_label: str = "running") -> str:
+def _counts_text(counts: dict[str, int], pending: int | None = None, running_label: str = "running",
+                 time_left: float | None = None) -> str:
     labels = {**STATE_LABELS, RUNNING: running_label}
     parts = [f"{counts.get(s, 0)} {labels[s]}" for s in (RUNNING, END_COMPLETED, END_EARLY, END_FAILED, END_DIVERGED)
              if counts.get(s, 0) or s in (RUNNING, END_COMPLETED, END_EARLY)]
-    if pending:
+    if time_left is not None:
+        parts.append(f"{_duration(time_left)} of the time budget left")  # the budget, not the count, ends it
+    elif pending:
         parts.append(f"{pending} to go")
     return " · ".join(parts)
 
@@ -136,7 +139,8 @@ class LiveStatus:
             return Text(f"sweep {self.name}")
         lines = [
             Text(f"sweep {self.name} · {_duration(status['elapsed_s'])} · {status['num_trials']} trials: "
-                 f"{_counts_text(status['counts'], status['pending'])}", style="bold"),
+                 f"{_counts_text(status['counts'], status['pending'], time_left=status.get('time_left_s'))}",
+                 style="bold"),
             Text(_best_text(status.get("best"), self.metric)),
         ]
         for tid, info in sorted(status.get("running", {}).items()):
@@ -152,7 +156,8 @@ class LiveStatus:
         with self._lock:
             self.console.print(
                 f"trial {rec.trial_id} {STATE_LABELS.get(rec.state, rec.state)}{reason}: {self.metric} "
-                f"{_fmt(rec.best_value)} after {rec.epochs} epochs  [{_counts_text(status['counts'], status['pending'])}]"
+                f"{_fmt(rec.best_value)} after {rec.epochs} epochs  "
+                f"[{_counts_text(status['counts'], status['pending'], time_left=status.get('time_left_s'))}]"
             )
 
     def stop(self) -> None:

@@ -354,6 +354,7 @@ class SweepRecorder(Callback):
             "started": self._runtime.get("started"),
             "updated": now_iso(),
             "elapsed_s": round(elapsed, 3),
+            "time_left_s": self.deadline.left() if self.time_budget_s else None,
             "efficiency": round(summary["trial_time_s"] / (elapsed * self.slots), 4) if elapsed > 0 else None,
             "finished": bool(self._runtime.get("finished")) if final else False,
             "stop_reason": self._runtime.get("stop_reason"),

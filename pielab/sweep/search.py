@@ -69,6 +69,12 @@ class Deadline:
     def start(self, at: float | None = None) -> None:
         self.start_time = time.time() if at is None else at
 
+    def left(self) -> float | None:
+        """Seconds of budget left in this run (None before it starts or without a budget)."""
+        if self.budget_s is None or self.start_time is None:
+            return None
+        return round(max(0.0, self.start_time + self.budget_s - time.time()), 1)
+
     def passed(self) -> bool:
         return (self.budget_s is not None and self.start_time is not None
                 and time.time() >= self.start_time + self.budget_s)
