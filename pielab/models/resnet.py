@@ -14,7 +14,6 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torchvision
 
 from pielab.models._checks import check_dropout, check_positive_int
 from pielab.models.registry import register_model
@@ -170,6 +169,9 @@ def resnet34(*, dropout: float = 0.0, num_classes: int = 10) -> nn.Module:
     """
     check_dropout("dropout", dropout)
     check_positive_int("num_classes", num_classes)
+    # Imported here: torchvision pulls in torch._dynamo (~2 s, more under load) in every trial process.
+    import torchvision
+
     model = torchvision.models.resnet34(weights=None)
     model.conv1 = _conv3x3(3, 64)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")  # torchvision's own conv init
