@@ -311,12 +311,14 @@ def metrics_epochs_safe(sweep_dir: Path, trial_id: str) -> list[int]:
 @pytest.mark.slow
 def test_optuna_study_on_postgresql(tmp_path, cifar_path, pielab_exe):
     """A sweep whose study lives on a real PostgreSQL server (tests/postgres.py, 127.0.0.1): every trial
-    is in the study there, with its end state and intermediate values; no optuna.db in the folder."""
+    is in the study there, with its end state and intermediate values; no optuna.db in the folder; the
+    URL's password is written nowhere in the sweep folder (resume connects with PGPASSWORD or ~/.pgpass)."""
     from postgres import postgres_server
 
     spec = tiny_spec(cifar_path, name="pg-study", num_trials=2, epochs=2)
+    password = "s3cret-pg-77"  # the test server trusts loopback, so any password works: it must not be written
     with postgres_server() as url:
-        spec["storage"] = {"path": "sweep_results", "optuna": url}
+        spec["storage"] = {"path": "sweep_results", "optuna": url.replace("pielab@", f"pielab:{password}@")}
         sweep = run_sweep(pielab_exe, spec, tmp_path)
         assert sweep.rc == 0, ok(sweep)
         study = optuna.load_study(study_name=sweep.dir.name, storage=url)
@@ -329,6 +331,10 @@ def test_optuna_study_on_postgresql(tmp_path, cifar_path, pielab_exe):
         with sqlalchemy.create_engine(url).connect() as conn:  # the rows are in PostgreSQL itself
             count = conn.execute(sqlalchemy.text("select count(*) from trials")).scalar()
         assert count == 2
+        for path in sweep.dir.rglob("*"):  # sweep.yaml, Tune's pickles, status: no password anywhere
+            if path.is_file():
+                assert password.encode() not in path.read_bytes(), path
+        assert password not in sweep.stdout + sweep.stderr
 
 
 def run_cli(cmd: list[str], *args: str, env: dict[str, str] | None = None, timeout: float = 120):

@@ -49,6 +49,14 @@ def mask_password(url: str) -> str:
     return re.sub(r"([^:/@\s]+:)[^@\s/:]+@", r"\1***@", str(url))
 
 
+def strip_password(url: str | None) -> str | None:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user@host/db``: what may be stored in a file.
+    A sweep resumed from it connects with libpq's own PGPASSWORD or ~/.pgpass."""
+    import re
+
+    return None if url is None else re.sub(r"([^:/@\s]+):[^@\s/:]+@", r"\1@", str(url))
+
+
 def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -82,6 +82,10 @@ class SweepRecorder(Callback):
         state = self.__dict__.copy()
         state["display"] = None
         state["_runtime"] = {}
+        if state.get("optuna"):  # no database password in tuner.pkl; resume rebinds the URL from sweep.yaml
+            from pielab.sweep.folder import strip_password
+
+            state["optuna"] = {**state["optuna"], "url": strip_password(state["optuna"].get("url"))}
         return state
 
     def get_state(self) -> dict | None:  # Tune's callback state: the sweep folder already holds ours

@@ -324,13 +324,34 @@ def make_sampler(algorithm: str, seed: int | None, options: dict[str, Any], spac
     raise ConfigError(f"search.algorithm: {algorithm!r} is not one of {', '.join(ALGORITHMS)}")
 
 
+class _Storage(optuna.storages.RDBStorage):
+    """An RDBStorage whose pickles (Tune's tuner.pkl and searcher state) hold its URL without the
+    database password: a resumed sweep connects with libpq's PGPASSWORD or ~/.pgpass, as with the
+    URL in sweep.yaml."""
+
+    def __getstate__(self) -> dict[Any, Any]:
+        from pielab.sweep.folder import strip_password
+
+        state = super().__getstate__()
+        _FULL_URLS[strip_password(state["url"])] = state["url"]
+        state["url"] = strip_password(state["url"])
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        # A copy in this process (deepcopy, a pickle round trip) keeps the password it was given.
+        super().__setstate__({**state, "url": _FULL_URLS.get(state["url"], state["url"])})
+
+
+_FULL_URLS: dict[str, str] = {}  # this driver's own URLs, by their password-less form; never written
+
+
 def make_storage(url: str) -> optuna.storages.RDBStorage:
     """An RDBStorage (Ray's OptunaSearch needs an instance, not a URL string)."""
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        return _Storage(url, **kwargs)
     except Exception as exc:
         from pielab.sweep.folder import mask_password
 

@@ -37,7 +37,7 @@ import yaml
 from pielab.config import Config, TrackingConfig, build_config, coerce, load_yaml, parse_set
 from pielab.errors import ConfigError
 from pielab.sweep.space import SearchSpace, load_space
-from pielab.sweep.folder import mask_password
+from pielab.sweep.folder import mask_password, strip_password
 
 ALGORITHMS = ("tpe", "random", "grid", "cmaes")
 SCHEDULERS = ("asha", "fifo")
@@ -187,7 +187,8 @@ class SweepSpec:
             time_budget_s=self.time_budget_s,
             seeds=list(self.seeds),
             max_failures=self.max_failures,
-            storage=dataclasses.asdict(self.storage),
+            # never a database password in sweep.yaml: resume connects with PGPASSWORD or ~/.pgpass
+            storage={**dataclasses.asdict(self.storage), "optuna": strip_password(self.storage.optuna)},
             tracking=dataclasses.asdict(self.tracking),
         )
         return out
