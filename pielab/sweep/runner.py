@@ -513,12 +513,25 @@ def optuna_url(spec, sweep_dir: Path) -> str:
     return spec.storage.optuna or f"sqlite:///{(sweep_dir / OPTUNA_DB).resolve()}"
 
 
+def trial_base(spec) -> dict:
+    """The base config every trial starts from, with the thread count the trial will really use.
+
+    A trial gets ``resources.cpu`` threads unless ``train.threads`` says otherwise; writing that into
+    the config makes the recorded config (``trials/<id>/config.yaml``, W&B, exports) rerun bit for bit
+    on CPU, where the thread count changes the floating-point reduction order.
+    """
+    base = spec.base.to_dict()
+    if base["train"]["threads"] is None:
+        base["train"]["threads"] = max(1, int(spec.resources.cpu))
+    return base
+
+
 def make_trainable(spec):
     from ray import tune
 
     from pielab.sweep.trainable import run_trial
 
-    fn = tune.with_parameters(run_trial, base=spec.base.to_dict(), metric=spec.metric, cpus=spec.resources.cpu)
+    fn = tune.with_parameters(run_trial, base=trial_base(spec), metric=spec.metric)
     return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
@@ -620,7 +633,7 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
 
         prepare(spec.base.task, spec.base.data)
         settings = dict(
-            sweep_dir=sweep_dir, name=spec.name, base=spec.base.to_dict(), metric=spec.metric, mode=spec.mode,
+            sweep_dir=sweep_dir, name=spec.name, base=trial_base(spec), metric=spec.metric, mode=spec.mode,
             max_t=spec.max_t if spec.scheduler.name == "asha" else None, num_trials=spec.num_trials,
             slots=spec.max_concurrent, time_budget_s=spec.time_budget_s, scheduler=spec.scheduler.name,
             tracking=tracking_settings(spec), address=address, started_at=started_at,

@@ -124,7 +124,7 @@ def _faults() -> list:
     return parse(os.environ["PIELAB_FAULTS"])
 
 
-def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, cpus: float = 1.0) -> None:
+def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str) -> None:
     """Tune function trainable. ``params`` is the searcher's suggestion: ``{dotted key: value}``."""
     last: dict[str, Any] = {"epoch": 0}
 
@@ -137,9 +137,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, cpus
         tune.report(final)
 
     try:
-        config = trial_config(base, params)
-        if config.train.threads is None:
-            torch.set_num_threads(max(1, int(cpus)))  # the trial's CPU share, not the whole machine
+        config = trial_config(base, params)  # base.train.threads is the trial's CPU share (runner.trial_base)
         prepared = _prepared_for(config)
         state = _load_state(tune.get_checkpoint())
         if state is not None:
