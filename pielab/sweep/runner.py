@@ -526,12 +526,12 @@ def trial_base(spec) -> dict:
     return base
 
 
-def make_trainable(spec):
+def make_trainable(spec, sweep_dir: Path):
     from ray import tune
 
     from pielab.sweep.trainable import run_trial
 
-    fn = tune.with_parameters(run_trial, base=trial_base(spec), metric=spec.metric)
+    fn = tune.with_parameters(run_trial, base=trial_base(spec), metric=spec.metric, sweep_dir=str(sweep_dir))
     return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
@@ -587,7 +587,7 @@ def make_tuner(spec, sweep_dir: Path, recorder: SweepRecorder):
         verbose=0,
         log_to_file=True,  # a trial's stdout/stderr go to tune/<trial>/ (log_to_driver is off)
     )
-    return tune.Tuner(make_trainable(spec), tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(make_trainable(spec, sweep_dir), tune_config=tune_config, run_config=run_config)
 
 
 def _rebind(tuner, recorder_settings: dict[str, Any]) -> SweepRecorder | None:
@@ -640,7 +640,7 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
             optuna={"url": optuna_url(spec, sweep_dir), "study": sweep_dir.name},
         )
         if restore:
-            tuner = tune.Tuner.restore(str(sweep_dir / TUNE_DIR), trainable=make_trainable(spec),
+            tuner = tune.Tuner.restore(str(sweep_dir / TUNE_DIR), trainable=make_trainable(spec, sweep_dir),
                                        resume_unfinished=True, resume_errored=True)
             recorder = _rebind(tuner, settings)
         else:

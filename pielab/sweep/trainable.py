@@ -19,6 +19,7 @@ import math
 import os
 import tempfile
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -124,7 +125,26 @@ def _faults() -> list:
     return parse(os.environ["PIELAB_FAULTS"])
 
 
-def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str) -> None:
+def _already_ended(sweep_dir: str | None) -> bool:
+    """Whether the sweep folder records this trial as ended.
+
+    After a driver crash, Tune restores from a snapshot that can predate a trial's end; it would then
+    restart the finished trial from an older checkpoint and train its last epoch again. The sweep
+    folder's ``result.json`` is written when the trial ends, so it is the authority here.
+    """
+    if sweep_dir is None:
+        return False
+    from pielab.sweep.folder import END_COMPLETED, END_DIVERGED, END_EARLY, END_FAILED, TRIALS_DIR, read_json
+
+    try:
+        result = read_json(Path(sweep_dir, TRIALS_DIR, tune.get_context().get_trial_id(), "result.json"))
+    except Exception:  # noqa: BLE001 - unreadable or absent (e.g. another node without the folder): train
+        return False
+    return bool(result) and bool(result.get("ended")) and result.get("state") in (
+        END_COMPLETED, END_EARLY, END_DIVERGED, END_FAILED)
+
+
+def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, sweep_dir: str | None = None) -> None:
     """Tune function trainable. ``params`` is the searcher's suggestion: ``{dotted key: value}``."""
     last: dict[str, Any] = {"epoch": 0}
 
@@ -136,6 +156,8 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str) -> N
         final.update({flag: True, "reason": str(exc) or default_reason})
         tune.report(final)
 
+    if _already_ended(sweep_dir):
+        return
     try:
         config = trial_config(base, params)  # base.train.threads is the trial's CPU share (runner.trial_base)
         prepared = _prepared_for(config)
