@@ -125,7 +125,7 @@ def _faults() -> list:
     return parse(os.environ["PIELAB_FAULTS"])
 
 
-def _already_ended(sweep_dir: str | None) -> bool:
+def _recorded_end(sweep_dir: str | None) -> dict[str, Any] | None:
     """Whether the sweep folder records this trial as ended.
 
     After a driver crash, Tune restores from a snapshot that can predate a trial's end; it would then
@@ -133,15 +133,16 @@ def _already_ended(sweep_dir: str | None) -> bool:
     folder's ``result.json`` is written when the trial ends, so it is the authority here.
     """
     if sweep_dir is None:
-        return False
+        return None
     from pielab.sweep.folder import END_COMPLETED, END_DIVERGED, END_EARLY, END_FAILED, TRIALS_DIR, read_json
 
     try:
         result = read_json(Path(sweep_dir, TRIALS_DIR, tune.get_context().get_trial_id(), "result.json"))
     except Exception:  # noqa: BLE001 - unreadable or absent (e.g. another node without the folder): train
-        return False
-    return bool(result) and bool(result.get("ended")) and result.get("state") in (
+        return None
+    ended = bool(result) and bool(result.get("ended")) and result.get("state") in (
         END_COMPLETED, END_EARLY, END_DIVERGED, END_FAILED)
+    return result if ended else None
 
 
 def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, sweep_dir: str | None = None) -> None:
@@ -156,7 +157,12 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, swee
         final.update({flag: True, "reason": str(exc) or default_reason})
         tune.report(final)
 
-    if _already_ended(sweep_dir):
+    ended = _recorded_end(sweep_dir)
+    if ended is not None:
+        # One closing result that repeats the recorded end (the scheduler requires the metric in every
+        # result); the driver's recorder ignores results of trials it already holds as ended.
+        value = ended.get("best_value")
+        tune.report({"epoch": int(ended.get("epochs") or 0), metric: math.nan if value is None else value})
         return
     try:
         config = trial_config(base, params)  # base.train.threads is the trial's CPU share (runner.trial_base)
