@@ -409,6 +409,32 @@ def _set_quiet_env() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)  # "no result.json" (ours is trials/) and the auth notice
 
 
+def tolerate_already_deleted_checkpoints() -> None:
+    """Make Tune's removal of an old checkpoint a no-op when that checkpoint is already gone.
+
+    After ``kill -9`` Tune restores an experiment snapshot that can predate the deletion of the
+    oldest kept checkpoint; when the resumed trial saves its next one Tune deletes that path again,
+    and Ray's ``_delete_fs_path`` checks the path *outside* its own try block, so the
+    ``FileNotFoundError`` escapes into the controller: an ERROR traceback on the terminal, and the
+    controller skips the experiment snapshot that should follow the save. A missing path is what
+    the deletion wanted, so it is skipped; every other error still goes to Ray's handler.
+    """
+    import pyarrow.fs
+    from ray.train._internal import checkpoint_manager
+
+    original = checkpoint_manager._delete_fs_path
+    if getattr(original, "_pielab_tolerant", False):
+        return
+
+    def delete_unless_gone(fs, fs_path):
+        if fs.get_file_info(fs_path).type == pyarrow.fs.FileType.NotFound:
+            return
+        original(fs=fs, fs_path=fs_path)
+
+    delete_unless_gone._pielab_tolerant = True
+    checkpoint_manager._delete_fs_path = delete_unless_gone
+
+
 def localize_env() -> None:
     """Make the relative data folders in the environment absolute, before Ray starts.
 
@@ -625,6 +651,7 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
     started_at = started_at or time.time()
     localize_paths(spec)
     started = start_ray(address) or owns_ray
+    tolerate_already_deleted_checkpoints()
     try:
         if not address:
             check_resources({"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
