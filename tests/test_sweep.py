@@ -557,3 +557,47 @@ def test_time_budget_ends_the_sweep_cleanly(tmp_path, cifar_path, pielab_exe):
     assert study.trials and all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert sorted(t.user_attrs["trial_id"] for t in pruned) == sorted(records)
+
+
+GPU_DRIVER = """
+import sys
+import ray
+from pielab.sweep import runner
+from pielab.sweep.commands import sweep_command
+
+runner._set_quiet_env()
+# One logical GPU on this CPU machine: Ray schedules by the number, CUDA is never touched.
+ray.init(num_cpus=2, num_gpus=1, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+try:
+    code = sweep_command(sys.argv[1], [], sys.argv[2], None)
+finally:
+    ray.shutdown()
+sys.exit(code)
+"""
+
+
+@pytest.mark.slow
+def test_fractional_gpu_trials_share_one_gpu(tmp_path, cifar_path):
+    """resources.gpu: 0.5 packs two trials onto one GPU: on a Ray node with one (logical) GPU both run
+    at the same time, each told GPU 0; a third waits for a free half."""
+    spec = cifar_spec(cifar_path, name="half-gpu", num_trials=3, resources={"cpu": 1, "gpu": 0.5},
+                      scheduler={"name": "fifo"}, tracking={"wandb": False})
+    spec["base"]["train"].update(epochs=2, threads=1)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    (tmp_path / "driver.py").write_text(GPU_DRIVER)
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(spec_path), str(out)],
+                          capture_output=True, text=True, env=subprocess_env(tmp_path), timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = load_records(out)
+    assert len(records) == 3 and all(r.state == "completed" for r in records.values()), records
+    starts = {}
+    for tid in records:
+        lines = (out / "tune" / tid / "epochs.log").read_text().splitlines()
+        first = next(line for line in lines if line.startswith("start "))
+        assert "gpus=0" in first.split(), first  # Ray gave the trial GPU 0
+        starts[tid] = first
+    spans = sorted((r.started, r.ended) for r in records.values())
+    assert spans[1][0] < spans[0][1], spans  # the first two ran at the same time on the one GPU
+    assert spans[2][0] >= min(spans[0][1], spans[1][1]), spans  # the third waited for a free half

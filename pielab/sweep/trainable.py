@@ -116,6 +116,17 @@ def _node_ip() -> str:
         return "?"
 
 
+def _gpu_ids() -> str:
+    """The GPUs Ray gave this trial ("0,1"; "-" for none). With a fractional ``resources.gpu`` several
+    trials show the same id: they share that GPU."""
+    try:
+        import ray
+
+        return ",".join(str(i) for i in ray.get_gpu_ids()) or "-"
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
 def _faults() -> list:
     """Fault injection for the reliability tests: nothing unless ``PIELAB_FAULTS`` is set."""
     if not os.environ.get("PIELAB_FAULTS"):
@@ -174,7 +185,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, swee
                 return  # restarted after its last epoch was reported and saved: nothing left to train
 
         faults = _faults()
-        _journal(f"start after_epoch={last['epoch']} pid={os.getpid()} node={_node_ip()}")
+        _journal(f"start after_epoch={last['epoch']} pid={os.getpid()} node={_node_ip()} gpus={_gpu_ids()}")
 
         def on_epoch(metrics: dict[str, Any], epoch_state: dict[str, Any]) -> None:
             if faults:  # tests only: PIELAB_FAULTS (pielab.sweep.faults); fires before the epoch is saved
