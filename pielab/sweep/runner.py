@@ -419,11 +419,13 @@ def tolerate_already_deleted_checkpoints() -> None:
     controller skips the experiment snapshot that should follow the save. A missing path is what
     the deletion wanted, so it is skipped; every other error still goes to Ray's handler.
     """
-    import pyarrow.fs
-    from ray.train._internal import checkpoint_manager
-
-    original = checkpoint_manager._delete_fs_path
-    if getattr(original, "_pielab_tolerant", False):
+    try:
+        import pyarrow.fs
+        from ray.train._internal import checkpoint_manager
+    except ImportError:  # another Ray layout: leave it as it is (the traceback is noise, not harm)
+        return
+    original = getattr(checkpoint_manager, "_delete_fs_path", None)
+    if original is None or getattr(original, "_pielab_tolerant", False):
         return
 
     def delete_unless_gone(fs, fs_path):
