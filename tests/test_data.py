@@ -379,6 +379,50 @@ def test_a_failed_build_leaves_nothing_behind(small_npz: Path, tmp_path: Path, m
     assert not prepare("cifar10", DataConfig(path=str(small_npz), cache_dir=str(cache_dir))).meta["cache_hit"]
 
 
+def mapped_file(address: int) -> str | None:
+    """The file behind the memory mapping that holds ``address`` in this process ("" = anonymous memory)."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(None, 5)
+        lo, hi = (int(x, 16) for x in fields[0].split("-"))
+        if lo <= address < hi:
+            return fields[5] if len(fields) > 5 else ""
+    return None
+
+
+def test_every_split_is_memory_mapped_not_copied(cifar: Prepared, cifar_path: str, imdb: Prepared) -> None:
+    # Copies (e.g. subsets taken by fancy indexing) would live in each process's anonymous memory: one
+    # copy of the data per trial of a sweep instead of one per machine (benchmarks/memory.py).
+    sub = prepare("cifar10", DataConfig(path=cifar_path, train_size=2000, test_size=1000))
+    for prepared in (cifar, sub, imdb):
+        root = Path(prepared.meta["cache_dir"]).resolve()
+        for split in ("train", "val", "test"):
+            for tensor in prepared.split(split):
+                where = mapped_file(tensor.data_ptr())
+                assert where and Path(where).resolve().is_relative_to(root), (prepared.task, split, where)
+    assert Path(sub.meta["subset_dir"]).parent == Path(sub.meta["cache_dir"]) / "subsets"
+    assert sub.meta["subset_dir"] != cifar.meta["subset_dir"]  # other rows, another subset folder
+    again = prepare("cifar10", DataConfig(path=cifar_path, train_size=2000, test_size=1000))
+    assert again.meta["subset_dir"] == sub.meta["subset_dir"] and torch.equal(again.train[0], sub.train[0])
+
+
+def test_a_cache_that_cannot_take_subsets_falls_back_to_copies(small_npz: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    cache_dir = tmp_path / "cache"
+    first = prepare("cifar10", DataConfig(path=str(small_npz), cache_dir=str(cache_dir), val_size=50))
+    real = data_cache.get_or_build
+
+    def read_only(entry, build, what):  # what a read-only or full cache folder does to a new subset
+        if what.endswith("subset"):
+            raise DataError(f"cannot lock the data cache {entry} (Read-only file system)")
+        return real(entry, build, what)
+
+    monkeypatch.setattr(data_cache, "get_or_build", read_only)
+    other = prepare("cifar10", DataConfig(path=str(small_npz), cache_dir=str(cache_dir), val_size=60))
+    assert other.meta["cache_hit"] and other.meta["subset_dir"] is None
+    assert len(other.val[1]) == 60 and len(other.train[1]) == 240
+    assert set(row_keys(other.train[0][:5])) <= set(row_keys(torch.cat([first.train[0], first.val[0]])))
+
+
 def test_prepared_pickles_for_ray(small_npz: Path, tmp_path: Path) -> None:
     p = prepare("cifar10", DataConfig(path=str(small_npz), cache_dir=str(tmp_path)))
     q = pickle.loads(pickle.dumps(p))

@@ -13,6 +13,9 @@ Why this shape:
   so N trial processes on a node hold one copy of the data, and the arrays are writable from numpy's point
   of view (``torch.from_numpy`` then has nothing to warn about) while writes, if any, stay private to the
   process and never reach the file.
+* The splits a config selects (holdout, ``train_size``, ``test_size`` subsets) are written the same way,
+  once, into ``<entry>/subsets/<hash of the rows>/`` and memory-mapped too (``Task._subsets`` in
+  ``base.py``): a subset taken by indexing would be a private copy in every trial process.
 * A local source file is identified by a SHA-256 of its content, computed once and memoised by
   (path, size, mtime, inode): renaming or touching a file does not silently reuse stale data, and hashing
   47 MB on every trial start is avoided.
