@@ -36,7 +36,7 @@ def workload(data: str, epochs: int) -> dict:
     }
 
 
-def run_sweep(base: dict, trials: int, tmp: Path) -> tuple[float, list[dict]]:
+def run_sweep(base: dict, trials: int, tmp: Path) -> tuple[float, float, list[dict]]:
     spec = {
         "name": "overhead",
         "base": base,
@@ -55,6 +55,7 @@ def run_sweep(base: dict, trials: int, tmp: Path) -> tuple[float, list[dict]]:
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     out = tmp / "sweep"
     env = {**os.environ, "PIELAB_CACHE_DIR": str(tmp / "cache"), "WANDB_MODE": "offline"}
+    began = time.time()
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pielab", "sweep", str(spec_path), "--out", str(out)],
                           env=env, capture_output=True, text=True)
@@ -62,7 +63,7 @@ def run_sweep(base: dict, trials: int, tmp: Path) -> tuple[float, list[dict]]:
     if proc.returncode != 0:
         sys.exit(f"the sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     results = [json.loads(p.read_text()) for p in sorted((out / "trials").glob("*/result.json"))]
-    return wall, results
+    return began, wall, results
 
 
 def run_plain(base: dict, trials: int, tmp: Path) -> list[float]:
@@ -80,6 +81,24 @@ def run_plain(base: dict, trials: int, tmp: Path) -> list[float]:
     return times
 
 
+def where_the_rest_goes(results: list[dict], began: float, wall: float, trial_time: float) -> str:
+    """Split the slot-seconds that are not training: before the first trial starts (Ray, imports,
+    data), inside trials but outside training (worker start, model build, checkpoints, reports), and
+    after the last trial ends (shut-down, final files). result.json times are whole seconds."""
+    from datetime import datetime
+
+    spans = [(datetime.fromisoformat(r["started"]).timestamp() - began,
+              datetime.fromisoformat(r["ended"]).timestamp() - began)
+             for r in results if r.get("started") and r.get("ended")]
+    if not spans:
+        return "no trial start/end times recorded"
+    first, last = min(s for s, _ in spans), max(e for _, e in spans)
+    in_trials = sum(e - s for s, e in spans)
+    return (f"slot-seconds not training, of {wall * SLOTS:.0f}: first trial started at +{first:.0f} s, last ended "
+            f"at +{last:.0f} s of {wall:.0f} s; inside trials but not training {in_trials - trial_time:.0f}; "
+            f"outside any trial {wall * SLOTS - in_trials:.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10_subset.npz"))
@@ -92,7 +111,7 @@ def main() -> None:
         start = time.perf_counter()
         plain = run_plain(base, args.trials, tmp)
         plain_wall = time.perf_counter() - start
-        wall, results = run_sweep(base, args.trials, tmp)
+        began, wall, results = run_sweep(base, args.trials, tmp)
     states = {r["state"] for r in results}
     trial_time = sum(r["train_time_s"] for r in results)
     print(f"plain, back to back: {args.trials} workloads, {sum(plain):.1f} s training, {plain_wall:.1f} s wall "
@@ -100,6 +119,7 @@ def main() -> None:
     print(f"sweep, {SLOTS} at a time: {len(results)} trials ({', '.join(sorted(states))}), "
           f"{trial_time:.1f} s training, {wall:.1f} s wall (mean {trial_time / max(len(results), 1):.1f} s per trial)")
     print(f"speed-up over back to back: {plain_wall / wall:.2f}x on {SLOTS} slots")
+    print(where_the_rest_goes(results, began, wall, trial_time))
     print(f"efficiency (summed trial training time / (sweep wall x {SLOTS})): {trial_time / (wall * SLOTS):.3f}")
 
 
