@@ -601,3 +601,23 @@ def test_fractional_gpu_trials_share_one_gpu(tmp_path, cifar_path):
     spans = sorted((r.started, r.ended) for r in records.values())
     assert spans[1][0] < spans[0][1], spans  # the first two ran at the same time on the one GPU
     assert spans[2][0] >= min(spans[0][1], spans[1][1]), spans  # the third waited for a free half
+
+
+@pytest.mark.parametrize("state", ["completed", "early_stopped", "failed", "diverged"])
+def test_a_resume_never_rewrites_an_ended_trial(tmp_path, state):
+    """Tune's snapshot can predate a trial's end (or restart an errored one with resume_errored): the
+    trainable then returns at once, and the recorder must keep the recorded end, failed ones too."""
+    from pielab.sweep.folder import TrialRecord
+    from pielab.sweep.runner import SweepRecorder
+
+    recorder = SweepRecorder(tmp_path, name="s", base={}, metric="val/acc", mode="max", max_t=None, num_trials=1,
+                             slots=1, time_budget_s=None, scheduler="fifo", tracking=None, address=None)
+    rec = TrialRecord(trial_id="t1", params={"train.lr": 0.1}, state=state, reason="why",
+                      ended="2026-11-28T10:00:00+00:00")
+    recorder.records["t1"] = rec
+    trial = SimpleNamespace(trial_id="t1", config={"train.lr": 0.1}, last_result={"epoch": 1, "val/acc": 0.5})
+    recorder.on_trial_start(0, [trial], trial)
+    recorder.on_trial_result(0, [trial], trial, {"epoch": 1, "val/acc": 0.5})
+    recorder.on_trial_complete(0, [trial], trial)
+    assert (rec.state, rec.reason, rec.ended) == (state, "why", "2026-11-28T10:00:00+00:00")
+    assert not (tmp_path / "trials" / "t1").exists()  # nothing rewritten

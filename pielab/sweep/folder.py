@@ -94,6 +94,9 @@ OPTUNA_DB = "optuna.db"
 
 RUNNING = "running"
 STATES = (RUNNING, END_COMPLETED, END_EARLY, END_FAILED, END_DIVERGED)
+# A trial in one of these states (with its `ended` time) is over: a resume neither retrains it (the
+# trainable) nor rewrites its record (the recorder), whatever Tune's older snapshot says.
+ENDED_STATES = (END_COMPLETED, END_EARLY, END_FAILED, END_DIVERGED)
 STATE_LABELS = {RUNNING: "running", END_COMPLETED: "done", END_EARLY: "stopped early",
                 END_FAILED: "failed", END_DIVERGED: "diverged"}
 

@@ -23,7 +23,7 @@ from ray.tune.stopper import Stopper
 from pielab.errors import PielabError
 from pielab.sweep.search import Deadline
 from pielab.sweep.folder import (
-    END_COMPLETED, END_EARLY, END_FAILED, METRIC_KEYS, PARAMS_KEY, RUNNING, SEED_KEY, STATUS_FILE, TRIALS_DIR,
+    END_COMPLETED, END_EARLY, END_FAILED, ENDED_STATES, METRIC_KEYS, PARAMS_KEY, RUNNING, SEED_KEY, STATUS_FILE, TRIALS_DIR,
     TUNE_DIR, OPTUNA_DB, TrialRecord, csv_text, now_iso, one_line, end_state, is_finite_number, load_records,
     planned_epochs, read_json, summarize_records, write_atomic, write_json, write_results_csv,
 )
@@ -158,7 +158,7 @@ class SweepRecorder(Callback):
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         tid = trial.trial_id
         rec = self.records.get(tid)
-        if rec is not None and rec.state in (END_COMPLETED, END_EARLY, "diverged") and rec.ended:
+        if rec is not None and rec.state in ENDED_STATES and rec.ended:
             # Resumed from a Tune snapshot older than this trial's end (the driver died in between):
             # it restarts from its last checkpoint and returns at once. Its recorded end stands.
             self._runtime.setdefault("kept", set()).add(tid)

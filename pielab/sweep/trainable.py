@@ -145,14 +145,13 @@ def _recorded_end(sweep_dir: str | None) -> dict[str, Any] | None:
     """
     if sweep_dir is None:
         return None
-    from pielab.sweep.folder import END_COMPLETED, END_DIVERGED, END_EARLY, END_FAILED, TRIALS_DIR, read_json
+    from pielab.sweep.folder import ENDED_STATES, TRIALS_DIR, read_json
 
     try:
         result = read_json(Path(sweep_dir, TRIALS_DIR, tune.get_context().get_trial_id(), "result.json"))
     except Exception:  # noqa: BLE001 - unreadable or absent (e.g. another node without the folder): train
         return None
-    ended = bool(result) and bool(result.get("ended")) and result.get("state") in (
-        END_COMPLETED, END_EARLY, END_DIVERGED, END_FAILED)
+    ended = bool(result) and bool(result.get("ended")) and result.get("state") in ENDED_STATES
     return result if ended else None
 
 
