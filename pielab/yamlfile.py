@@ -133,14 +133,15 @@ class Problems:
             if probe in self.lines:
                 return self.lines[probe]
             probe = probe.rpartition(".")[0]
-        return None
+        return self.lines.get("")  # the line of the section this input sits in (a spec's base:), if any
 
-    def where(self, key: str) -> str:
+    def where(self, key: str, at: str | None = None) -> str:
+        """``FILE:LINE: key``; ``at`` is the key whose line to use when it differs from the one shown."""
         if key in self.set_keys:
             return f"--set {key}"
         if self.source is None:
             return key or "input"
-        line = self.line(key) or 1
+        line = self.line(at if at is not None else key) or 1
         return f"{self.source}:{line}: {key}" if key else f"{self.source}:{line}"
 
     def add(self, key: str, message: str) -> None:
@@ -153,9 +154,13 @@ class Problems:
     def add_validation_error(self, exc: ValidationError, schema: Any, prefix: str = "") -> None:
         """One line per pydantic error; ``schema`` is the validated type (its annotations name the types)."""
         for err in exc.errors():
-            loc = [str(part) for part in err["loc"] if not isinstance(part, int)]
-            key = prefix + ".".join(loc)
-            self.add(key, describe(err, _annotation(schema, loc), _known_keys(schema, loc[:-1])))
+            self.add_error(err, schema, prefix)
+
+    def add_error(self, err: dict[str, Any], schema: Any, prefix: str = "") -> None:
+        """One error of ``ValidationError.errors()``, located at its key."""
+        loc = [str(part) for part in err["loc"] if not isinstance(part, int)]
+        key = prefix + ".".join(loc)
+        self.add(key, describe(err, _annotation(schema, loc), _known_keys(schema, loc[:-1])))
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -246,7 +251,10 @@ def describe(err: dict[str, Any], annotation: Any = None, known: list[str] | Non
         expected = type_phrase(annotation) if annotation is not None else _TYPE_WORDS[kind]
         return f"expected {expected}, got {type(value).__name__} {value!r}"
     if kind == "literal_error":
-        choices = typing.get_args(_strip(annotation)) if annotation is not None else ()
+        tp = _strip(annotation)
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            tp = next((a for a in typing.get_args(tp) if typing.get_origin(a) is typing.Literal), tp)
+        choices = typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else ()
         allowed = ", ".join(str(c) for c in choices) if choices else ctx.get("expected", "")
         return f"{value!r} is not one of {allowed}"
     if kind == "greater_than":
