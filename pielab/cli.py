@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PielabError as exc:
-        print(f"pielab: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # a ConfigError lists every problem, one line each
+            print(f"pielab: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("pielab: interrupted", file=sys.stderr)

@@ -1,72 +1,108 @@
 """Dataclass configs, YAML loading, validation and ``--set`` overrides.
 
-One precedence order: dataclass (and task) defaults < YAML < ``--set``. Unknown keys and values
-of the wrong type are errors that name the key, and the file and line when the value came from
-YAML. The model section is checked against the registered builder's own keyword defaults, so
-every resolved config can rebuild its model exactly.
+One precedence order: dataclass (and task) defaults < YAML < ``--set``. Types and ranges are
+declared on the dataclass fields (``Annotated`` pydantic constraints) and checked by pydantic in
+one pass; every problem is reported, one line each, as ``FILE:LINE: key: message`` (or
+``--set key: message``) in one ``ConfigError`` (:class:`pielab.yamlfile.Problems`). The model
+section is checked against the registered builder's own keyword defaults, so every resolved config
+can rebuild its model exactly.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import types
+import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, create_model, with_config
 
 from pielab.errors import ConfigError
+from pielab.yamlfile import Problems, load_yaml, type_phrase
+
+__all__ = [
+    "Config", "DataConfig", "TrainConfig", "TrackingConfig", "SECTIONS", "TASK_DEFAULTS", "apply_params",
+    "build_config", "config_from_dict", "default_config", "flatten", "load_config", "load_yaml", "nest",
+    "parse_set", "save_config",
+]
+
+# Field types: strict (YAML `true` is not an int, "1e-3" is not a float), ints widen to floats.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+OptPositiveInt = Annotated[int | None, Strict(), Field(gt=0)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
+Probability = Annotated[float, Strict(), Field(ge=0, lt=1)]  # [0, 1)
+Fraction = Annotated[float, Strict(), Field(gt=0, lt=1)]  # (0, 1)
 
 
+def _device(value: str) -> str:
+    if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
+        raise ValueError(f"{value!r} is not auto, cpu, cuda or cuda:N")
+    return value
+
+
+Device = Annotated[str, Strict(), AfterValidator(_device)]
+_FORBID = ConfigDict(extra="forbid")
+
+
+@with_config(_FORBID)
 @dataclass
 class DataConfig:
     """Where the data comes from and how it is split and processed."""
 
-    path: str | None = None  # a local file (.npz for CIFAR-10, .parquet for IMDB); else PIELAB_DATA_DIR; else download
-    train_size: int | None = None  # stratified subset of the training split (after the validation holdout)
-    val_fraction: float = 0.1  # seeded, stratified validation holdout taken from the training split
-    val_size: int | None = None  # absolute validation size; overrides val_fraction
-    test_size: int | None = None  # stratified subset of the test split (CPU-scale runs)
-    split_seed: int = 0  # seeds the holdout and subsets: fixed across trials so they all see the same split
-    augment: bool = True  # CIFAR-10: random crop (padding 4) and horizontal flip on the training batches
-    max_len: int = 300  # IMDB: tokens kept per review (longer ones are truncated)
-    vocab_size: int = 20000  # IMDB: most frequent training words kept, plus pad and unk
-    cache_dir: str | None = None  # processed-data cache; default $PIELAB_CACHE_DIR or ~/.cache/pielab
+    path: Str | None = None  # a local file (.npz for CIFAR-10, .parquet for IMDB); else PIELAB_DATA_DIR; else download
+    train_size: OptPositiveInt = None  # stratified subset of the training split (after the validation holdout)
+    val_fraction: Fraction = 0.1  # seeded, stratified validation holdout taken from the training split
+    val_size: OptPositiveInt = None  # absolute validation size; overrides val_fraction
+    test_size: OptPositiveInt = None  # stratified subset of the test split (CPU-scale runs)
+    split_seed: Int = 0  # seeds the holdout and subsets: fixed across trials so they all see the same split
+    augment: Bool = True  # CIFAR-10: random crop (padding 4) and horizontal flip on the training batches
+    max_len: PositiveInt = 300  # IMDB: tokens kept per review (longer ones are truncated)
+    vocab_size: PositiveInt = 20000  # IMDB: most frequent training words kept, plus pad and unk
+    cache_dir: Str | None = None  # processed-data cache; default $PIELAB_CACHE_DIR or ~/.cache/pielab
 
 
+@with_config(_FORBID)
 @dataclass
 class TrainConfig:
     """The optimisation recipe shared by both tasks."""
 
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 1e-3
-    optimizer: str = "adam"  # adam | adamw | sgd (Nesterov)
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | cosine | onecycle
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None  # max global gradient norm; None = no clipping
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
-    compile: bool = False  # torch.compile the model
-    channels_last: bool = False  # CIFAR-10 on GPU: NHWC memory format
-    threads: int | None = None  # torch intra-op threads; None = torch's default
-    eval_batch_size: int | None = None  # None = 2 x batch_size
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 1e-3
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"  # sgd is Nesterov
+    momentum: Probability = 0.9  # sgd only
+    weight_decay: NonNegativeFloat = 0.0
+    schedule: Literal["constant", "cosine", "onecycle"] = "constant"
+    label_smoothing: Probability = 0.0
+    grad_clip: Annotated[float | None, Strict(), Field(gt=0)] = None  # max global gradient norm; None = no clipping
+    seed: Int = 0
+    device: Device = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: Bool = False  # torch.compile the model
+    channels_last: Bool = False  # CIFAR-10 on GPU: NHWC memory format
+    threads: OptPositiveInt = None  # torch intra-op threads; None = torch's default
+    eval_batch_size: OptPositiveInt = None  # None = 2 x batch_size
 
 
+@with_config(_FORBID)
 @dataclass
 class TrackingConfig:
     """Experiment tracking (used by sweeps; ``pielab train`` writes local files only)."""
 
-    wandb: bool = True
-    project: str = "pielab"
-    entity: str | None = None
-    mode: str = "auto"  # auto (online if an API key is configured, else offline) | online | offline
+    wandb: Bool = True
+    project: Str = "pielab"
+    entity: Str | None = None
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online if an API key is configured
 
 
 @dataclass
@@ -121,136 +157,6 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _allowed_types(tp: Any) -> tuple[tuple[type, ...], bool]:
-    """(concrete types, allows None) of a field annotation such as ``int | None``."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        return tuple(a for a in args if a is not type(None)), type(None) in args
-    return (tp,), False
-
-
-def coerce(value: Any, tp: Any, where: str, *, from_string: bool = False) -> Any:
-    """Check ``value`` against annotation ``tp``; ints widen to floats, numeric strings parse for --set."""
-    allowed, nullable = _allowed_types(tp)
-    if value is None:
-        if nullable or tp is Any:
-            return None
-        raise ConfigError(f"{where}: must be {_type_name(allowed[0])}, not null")
-    if tp is Any:
-        return value
-    for t in allowed:
-        if t is bool:
-            if isinstance(value, bool):
-                return value
-            continue
-        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if t is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if t is str and isinstance(value, str):
-            return value
-        if t is list and isinstance(value, list):
-            return value
-        if t is dict and isinstance(value, dict):
-            return value
-    if from_string and isinstance(value, str):
-        for t in allowed:
-            if t is float:
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
-    names = " or ".join(_type_name(t) for t in allowed) + (" or null" if nullable else "")
-    raise ConfigError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
-
-
-def _model_field_type(default: Any) -> Any:
-    if default is None:
-        return Any
-    if isinstance(default, bool):
-        return bool
-    if isinstance(default, float):
-        return float
-    if isinstance(default, int):
-        return int
-    if isinstance(default, (list, tuple)):
-        return list
-    return type(default)
-
-
-# --------------------------------------------------------------------------- YAML with line numbers
-
-
-class _LineLoader(yaml.SafeLoader):
-    """A SafeLoader that records the line of every mapping key as ``dotted.key -> line``."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    mapping = yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-    lines = {}
-    for key_node, _ in node.value:
-        lines[key_node.value] = key_node.start_mark.line + 1
-    mapping = _LinedDict(mapping)
-    mapping.lines = lines
-    return mapping
-
-
-class _LinedDict(dict):
-    lines: dict[str, int]
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def load_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """Read a YAML mapping; returns (data, {dotted key: line}). Errors name the file and line."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.__class__.__name__})") from None
-    try:
-        data = yaml.load(text, Loader=_LineLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
-    if data is None:
-        data = _LinedDict()
-        data.lines = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}:1: expected a mapping at the top level, got {type(data).__name__}")
-    return _plain(data), _collect_lines(data)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _collect_lines(data: Any, prefix: str = "") -> dict[str, int]:
-    out: dict[str, int] = {}
-    if isinstance(data, dict):
-        for key, value in data.items():
-            dotted = f"{prefix}{key}"
-            line = getattr(data, "lines", {}).get(key)
-            if line is not None:
-                out[dotted] = line
-            out.update(_collect_lines(value, dotted + "."))
-    return out
-
-
 # --------------------------------------------------------------------------- overrides
 
 
@@ -285,11 +191,50 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- building a Config
 
 
-def _where(key: str, source: str | None, lines: dict[str, int]) -> str:
-    if source is None:
-        return key
-    line = lines.get(key)
-    return f"{source}:{line}: {key}" if line else f"{source}: {key}"
+class _Sections(BaseModel):
+    """The top level of a config file: ``task`` and ``model`` are checked by hand (they depend on the registry)."""
+
+    model_config = _FORBID
+
+    task: Any = None
+    model: Any = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
+_SECTIONS_ADAPTER = TypeAdapter(_Sections)
+_MODEL_SCHEMAS: dict[str, type[BaseModel]] = {}
+
+
+def _model_field_type(default: Any) -> Any:
+    """The type a builder keyword takes, told by its default (the builder's signature is the schema)."""
+    if default is None:
+        return Any
+    for tp, strict in ((bool, Bool), (int, Int), (float, Float), (str, Str)):
+        if type(default) is tp:
+            return strict
+    if isinstance(default, (list, tuple)):
+        return list
+    return type(default)
+
+
+def _model_schema(name: str, defaults: dict[str, Any]) -> type[BaseModel]:
+    """A pydantic model of one builder's keywords, built once per model name."""
+    if name not in _MODEL_SCHEMAS:
+        fields = {k: (_model_field_type(v), None) for k, v in defaults.items()}
+        _MODEL_SCHEMAS[name] = create_model(f"model_{name}", __config__=_FORBID, **fields)
+    return _MODEL_SCHEMAS[name]
+
+
+def _parse_set_number(value: Any, annotation: Any) -> Any:
+    """``--set train.lr=3e-3``: YAML reads ``3e-3`` (no dot) as text; on the command line it means a number."""
+    if isinstance(value, str) and "float" in type_phrase(annotation).split(" or "):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def build_config(
@@ -299,132 +244,169 @@ def build_config(
     lines: dict[str, int] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Config:
-    """Resolve a raw nested mapping (YAML) plus dotted ``overrides`` into a validated Config."""
-    from pielab.models import model_defaults, model_task, TASKS
+    """Resolve a raw nested mapping (YAML) plus dotted ``overrides`` into a validated Config.
 
-    lines = lines or {}
+    ``source``/``lines`` (``load_yaml``'s map, keyed relative to ``raw``) locate problems at their
+    file line. Raises one ``ConfigError`` listing every problem found, one ``FILE:LINE: key: message``
+    line each.
+    """
+    from pielab.models import TASKS, model_defaults, model_task
+
+    problems = Problems(source, lines)
+    if not isinstance(raw, dict):
+        problems.add("", f"a config is a mapping with model, data, train, tracking; got {type(raw).__name__}")
+        problems.raise_if_any()
     raw = copy.deepcopy(raw)
-    set_keys: set[str] = set()
+    if isinstance(raw.get("model"), str):
+        raw["model"] = {"name": raw["model"]}
     for dotted, value in (overrides or {}).items():
         section, _, rest = dotted.partition(".")
-        if section in ("task",) and not rest:
+        if section == "task" and not rest:
             raw["task"] = value
         elif section in ("model", *SECTIONS) and rest and "." not in rest:
-            raw.setdefault(section, {})
+            if raw.get(section) is None:
+                raw[section] = {}
             if not isinstance(raw[section], dict):
-                raise ConfigError(f"{section}: must be a mapping")
+                problems.add(section, "must be a mapping")
+                continue
             raw[section][rest] = value
         else:
-            raise ConfigError(
+            problems.items.append(
                 f"--set {dotted}: unknown key; keys look like model.depth, data.train_size, train.lr"
             )
-        set_keys.add(dotted)
+            continue
+        problems.set_keys.add(dotted)
 
-    unknown = sorted(set(raw) - {"task", "model", *SECTIONS})
-    if unknown:
-        raise ConfigError(f"{_where(unknown[0], source, lines)}: unknown key (sections: task, model, data, train, tracking)")
-
+    # the model section: its name decides the task and the keywords it takes
+    model: dict[str, Any] | None = None
+    task = raw.get("task")
     model_raw = raw.get("model")
-    if isinstance(model_raw, str):
-        model_raw = {"name": model_raw}
     if not isinstance(model_raw, dict) or "name" not in model_raw:
-        raise ConfigError(f"{_where('model', source, lines)}: needs model.name (see `pielab models`)")
-    name = model_raw["name"]
-    if not isinstance(name, str):
-        raise ConfigError(f"{_where('model.name', source, lines)}: expected a model name, got {name!r}")
-    defaults = model_defaults(name)  # raises ConfigError for an unknown model
-    task = raw.get("task") or model_task(name)
-    if task not in TASKS:
-        raise ConfigError(f"{_where('task', source, lines)}: unknown task {task!r}; tasks: {', '.join(TASKS)}")
-    if task != model_task(name):
-        raise ConfigError(f"{_where('task', source, lines)}: model {name!r} is for task {model_task(name)!r}, not {task!r}")
+        problems.add("model", "needs model.name (see `pielab models`)")
+    elif not isinstance(model_raw["name"], str):
+        problems.add("model.name", f"expected a model name, got {model_raw['name']!r}")
+    else:
+        name = model_raw["name"]
+        try:
+            defaults = model_defaults(name)
+        except ConfigError as exc:  # an unknown model: nothing else of the section can be checked
+            problems.add("model.name", str(exc))
+        else:
+            task = task if task is not None else model_task(name)
+            if task not in TASKS:
+                problems.add("task", f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+            elif task != model_task(name):
+                problems.add("task", f"model {name!r} is for task {model_task(name)!r}, not {task!r}")
+            model = _check_model_section(name, model_raw, defaults, problems)
 
-    model: dict[str, Any] = {"name": name}
-    for key, value in model_raw.items():
+    # data, train, tracking (and unknown top-level keys), all in one pass
+    sections = {k: v for k, v in raw.items() if not (k in SECTIONS and v is None)}
+    for section in SECTIONS:
+        given = sections.get(section)
+        if given is not None and not isinstance(given, dict):
+            continue  # pydantic reports it
+        values = dict(TASK_DEFAULTS.get(task, {}).get(section, {})) if isinstance(task, str) else {}
+        hints = typing.get_type_hints(SECTIONS[section], include_extras=True)
+        for key, value in (given or {}).items():
+            if f"{section}.{key}" in problems.set_keys and key in hints:
+                value = _parse_set_number(value, hints[key])
+            values[key] = value
+        sections[section] = values
+    try:
+        parsed = _SECTIONS_ADAPTER.validate_python(sections)
+    except ValidationError as exc:
+        problems.add_validation_error(exc, _Sections)
+        parsed = None
+    if model is not None:
+        complaint = model_complaint(model["name"], {k: v for k, v in model.items() if k != "name"})
+        if complaint is not None:
+            named = [k for k in model if k != "name" and re.search(rf"\b{k}\b", complaint)]
+            problems.add(f"model.{named[0]}" if named else "model", complaint)
+    problems.raise_if_any()
+    assert parsed is not None and model is not None and isinstance(task, str)
+    return Config(task=task, model=model, data=parsed.data, train=parsed.train, tracking=parsed.tracking)
+
+
+def _check_model_section(
+    name: str, given: dict[str, Any], defaults: dict[str, Any], problems: Problems
+) -> dict[str, Any] | None:
+    """The model section with every builder default filled in; problems go to ``problems``."""
+    schema = _model_schema(name, defaults)
+    hints = typing.get_type_hints(schema, include_extras=True)
+    values: dict[str, Any] = {}
+    before = len(problems.items)
+    for key, value in given.items():
         if key == "name":
             continue
-        dotted = f"model.{key}"
-        where = _where(dotted, None if dotted in set_keys else source, lines)
         if key not in defaults:
-            raise ConfigError(f"{where}: unknown key for model {name!r}; it takes: {', '.join(sorted(defaults))}")
-        value = coerce(value, _model_field_type(defaults[key]), where, from_string=dotted in set_keys)
-        model[key] = value
+            problems.add(f"model.{key}", f"unknown key for model {name!r}; it takes: {', '.join(sorted(defaults))}")
+            continue
+        if f"model.{key}" in problems.set_keys:
+            value = _parse_set_number(value, hints[key])
+        values[key] = value
+    try:
+        checked = schema.model_validate(values)
+    except ValidationError as exc:
+        problems.add_validation_error(exc, schema, prefix="model.")
+        return None
+    if len(problems.items) > before:
+        return None
+    model: dict[str, Any] = {"name": name}
+    model.update({k: getattr(checked, k) for k in values})
     for key, default in defaults.items():
         model.setdefault(key, list(default) if isinstance(default, tuple) else default)
-
-    sections = {}
-    task_defaults = TASK_DEFAULTS.get(task, {})
-    for section, cls in SECTIONS.items():
-        given = raw.get(section) or {}
-        if not isinstance(given, dict):
-            raise ConfigError(f"{_where(section, source, lines)}: must be a mapping")
-        hints = typing.get_type_hints(cls)
-        values = dict(task_defaults.get(section, {}))
-        for key, value in given.items():
-            dotted = f"{section}.{key}"
-            where = _where(dotted, None if dotted in set_keys else source, lines)
-            if key not in hints:
-                raise ConfigError(f"{where}: unknown key; {section} takes: {', '.join(hints)}")
-            values[key] = coerce(value, hints[key], where, from_string=dotted in set_keys)
-        sections[section] = cls(**values)
-
-    config = Config(task=task, model=model, **sections)
-    validate(config)
-    _check_model_builds(config)
-    return config
+    return model
 
 
-def _check_model_builds(config: Config) -> None:
-    """Build the model on PyTorch's meta device, so an unsupported argument (ResNet depth 12, LSTM depth 9)
-    fails here, before any data loads, at no memory or compute cost.
+# (model name, keyword arguments as JSON) -> the builder's complaint, or None when it builds.
+_BUILT: dict[str, str | None] = {}
 
-    Builders raise ``ValueError`` for such arguments, which ``get_model`` turns into ``ConfigError``.
-    Anything else a builder raises on the meta device says nothing about the config: the run checks for real.
+
+def model_complaint(name: str, kwargs: dict[str, Any]) -> str | None:
+    """Why the builder refuses ``kwargs`` (``unsupported ResNet depth 12``), or None when it builds.
+
+    The model is built on PyTorch's meta device, so an unsupported argument (ResNet depth 12, LSTM
+    depth 9) fails here, before any data loads, at no memory or compute cost. Builders raise
+    ``ValueError`` for such arguments, which ``get_model`` turns into ``ConfigError``; anything else
+    a builder raises on the meta device says nothing about the config (the run checks for real).
+    The outcome is remembered per model name and keywords, so a search space validated against a
+    base config, and every trial config resolved from it, builds each distinct model once per process.
     """
-    import torch
+    key = json.dumps([name, kwargs], sort_keys=True, default=repr)
+    if key not in _BUILT:
+        import torch
 
-    from pielab.models import get_model
+        from pielab.models import get_model
 
-    try:
-        with torch.device("meta"):
-            get_model(config.model_name, **config.model_kwargs())
-    except ConfigError:
-        raise
-    except Exception:  # noqa: BLE001
-        pass
+        complaint = None
+        try:
+            with torch.device("meta"):
+                get_model(name, **kwargs)
+        except ConfigError as exc:
+            complaint = str(exc).removeprefix(f"model {name!r}: ")
+        except Exception:  # noqa: BLE001
+            pass
+        _BUILT[key] = complaint
+    return _BUILT[key]
 
 
-def validate(config: Config) -> None:
-    """Semantic checks that types alone cannot express."""
-    t, d = config.train, config.data
-    choices = {
-        "train.optimizer": (t.optimizer, ("adam", "adamw", "sgd")),
-        "train.schedule": (t.schedule, ("constant", "cosine", "onecycle")),
-        "train.precision": (t.precision, ("auto", "fp32", "bf16")),
-        "tracking.mode": (config.tracking.mode, ("auto", "online", "offline", "disabled")),
-    }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
-    positive = {
-        "train.epochs": t.epochs, "train.batch_size": t.batch_size, "data.max_len": d.max_len,
-        "data.vocab_size": d.vocab_size,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key}: must be positive, got {value}")
-    for key, value in {"data.train_size": d.train_size, "data.val_size": d.val_size, "data.test_size": d.test_size,
-                       "train.threads": t.threads, "train.eval_batch_size": t.eval_batch_size}.items():
-        if value is not None and value <= 0:
-            raise ConfigError(f"{key}: must be positive, got {value}")
-    if t.lr <= 0:
-        raise ConfigError(f"train.lr: must be positive, got {t.lr}")
-    if t.weight_decay < 0 or not 0 <= t.label_smoothing < 1 or not 0 <= t.momentum < 1:
-        raise ConfigError("train.weight_decay must be >= 0, train.label_smoothing and train.momentum in [0, 1)")
-    if not 0 < d.val_fraction < 1:
-        raise ConfigError(f"data.val_fraction: must be in (0, 1), got {d.val_fraction}")
-    if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
-        raise ConfigError(f"train.device: {t.device!r} is not auto, cpu, cuda or cuda:N")
+def apply_params(base: Config | dict[str, Any], params: dict[str, Any], *, seed: int | None = None) -> Config:
+    """The Config one trial runs: ``base`` < sampled ``{dotted key: value}`` < ``train.seed``.
+
+    Values go in as YAML would (not as ``--set`` text), so a string ``"1e-3"`` for a float is an
+    error, not a number. The one rule every sweep trial's config follows (``SweepSpec.trial_config``,
+    the trainable, and ``SearchSpace.validate`` for each candidate value).
+    """
+    raw = base.to_dict() if isinstance(base, Config) else copy.deepcopy(base)
+    for key, value in params.items():
+        section, _, name = key.partition(".")
+        node = raw.get(section)
+        if not isinstance(node, dict):
+            node = raw[section] = {}
+        node[name] = copy.deepcopy(value)
+    if seed is not None:
+        raw.setdefault("train", {})["seed"] = seed
+    return build_config(raw)
 
 
 def default_config(model_name: str, overrides: dict[str, Any] | None = None) -> Config:

@@ -1,4 +1,6 @@
-"""Errors that the command line turns into one clear line and a non-zero exit."""
+"""Errors that the command line turns into clear lines and a non-zero exit."""
+
+from __future__ import annotations
 
 
 class PielabError(Exception):
@@ -6,7 +8,16 @@ class PielabError(Exception):
 
 
 class ConfigError(PielabError):
-    """A configuration, sweep spec or search space that cannot be used as given."""
+    """A configuration, sweep spec or search space that cannot be used as given.
+
+    ``problems`` lists every problem found, one line each (``FILE:LINE: key: message`` for YAML);
+    the message is those lines joined by newlines.
+    """
+
+    def __init__(self, message: str | list[str] = "") -> None:
+        problems = list(message) if isinstance(message, (list, tuple)) else str(message).splitlines()
+        super().__init__("\n".join(problems))
+        self.problems: list[str] = problems
 
 
 class DataError(PielabError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -398,7 +399,8 @@ def fit(
 
     prepared = prepared if prepared is not None else prepare(config.task, config.data)
     # The data decides vocabulary size and classes; recording them keeps the config able to rebuild the model.
-    config = config_from_dict({**config.to_dict(), "model": {**config.model, **prepared.model_kwargs}})
+    # Not revalidated: the config already was, and get_model below checks these values.
+    config = dataclasses.replace(config, model={**config.model, **prepared.model_kwargs})
 
     seed_everything(tcfg.seed)
     model = get_model(config.model_name, **config.model_kwargs())

@@ -197,7 +197,7 @@ BASE_ERRORS = {
                            "expected float, got str '1e-3'"),
     "bool for an int": ("parameters:\n  train.batch_size: {type: bool}\n", "train.batch_size", "expected int, got bool"),
     "fixed value of the wrong type": ("parameters:\n  train.schedule: {type: fixed, value: 3}\n", "train.schedule",
-                                      "expected str, got int 3"),
+                                      "value 3 is invalid for myresnet34: 3 is not one of constant, cosine, onecycle"),
     "unsupported depth": ("parameters:\n  model.residual: {type: bool}\n  model.depth: {type: categorical, choices: [10, 12]}\n",
                           "model.depth", "choice 12 is invalid for myresnet34: unsupported ResNet depth 12"),
     "depth in an int range": ("parameters:\n  model.depth: {type: int, low: 17, high: 18}\n", "model.depth",

@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import ConfigDict, ValidationError, create_model
 
-from pielab.config import SECTIONS, Config, build_config, coerce, load_yaml
+from pielab.config import SECTIONS, Bool, Config, Float, Int, apply_params, load_yaml
 from pielab.errors import ConfigError
+from pielab.yamlfile import Problems, describe
 
 if TYPE_CHECKING:  # optuna is only needed by whoever passes the trial in
     import optuna
@@ -78,23 +80,29 @@ def _encode(value: Any) -> Any:
     return value if isinstance(value, _PRIMITIVE) else _fmt(value)
 
 
-class _Where:
-    """Formats ``file:line: key`` prefixes from ``load_yaml``'s line map, so every problem points at its line."""
-
-    def __init__(self, source: str | None, lines: dict[str, int] | None) -> None:
-        self.source = source
-        self.lines = lines or {}
+class _Where(Problems):
+    """``file:line: key`` prefixes for parameters: the line is the field's (``low``), else the parameter's."""
 
     def __call__(self, key: str, field_: str | None = None) -> str:
-        line = None
-        if field_ is not None:
-            line = self.lines.get(f"parameters.{key}.{field_}")
-        if line is None:
-            line = self.lines.get(f"parameters.{key}") or (self.lines.get("parameters") if key == "" else None)
+        at = f"parameters.{key}.{field_}" if field_ is not None else f"parameters.{key}" if key else "parameters"
         if self.source is None:
             return key or "space"
-        head = f"{self.source}:{line}" if line else self.source
-        return f"{head}: {key}" if key else head
+        return self.where(key, at=at)
+
+
+# The fields of each type (besides ``type`` and ``when``), checked by pydantic.
+_FIELD_TYPES: dict[str, dict[str, Any]] = {
+    "float": {"low": Float, "high": Float, "log": Bool, "step": Float | None},
+    "int": {"low": Int, "high": Int, "step": Int | None, "log": Bool},
+    "categorical": {"choices": list},
+    "bool": {},
+    "fixed": {"value": Any},
+}
+_FIELD_SCHEMAS = {
+    kind: create_model(f"{kind}_param", __config__=ConfigDict(extra="ignore"),
+                       **{f: (tp, None) for f, tp in fields.items()})
+    for kind, fields in _FIELD_TYPES.items()
+}
 
 
 @dataclass(frozen=True)
@@ -275,7 +283,7 @@ class SearchSpace:
     def validate(self, base: Config) -> None:
         """Check every key is a real key of ``base`` and every bound/choice/fixed value resolves into it.
 
-        Each candidate value is put into ``base`` and resolved with ``build_config``, the same code
+        Each candidate value is put into ``base`` and resolved with ``apply_params``, the same code
         that every trial runs, so a space that validates cannot produce a config a trial rejects
         for its type or range. Values go in as YAML would (not as ``--set`` text), so a string
         ``"1e-3"`` for a float is reported rather than silently parsed.
@@ -289,21 +297,16 @@ class SearchSpace:
             if problem:
                 problems.append(f"{loc}: {problem}")
                 continue
-            section, _, name = p.key.partition(".")
             seen: set[str] = set()
-            for what, value in p.candidates(exhaustive=section == "model"):
-                raw = copy.deepcopy(base_raw)
-                raw[section][name] = value
+            for what, value in p.candidates(exhaustive=p.key.startswith("model.")):
                 try:
-                    build_config(raw)  # also builds the model on the meta device
+                    apply_params(base_raw, {p.key: value})  # builds each distinct model once per process
                 except ConfigError as exc:
-                    msg = str(exc)
-                    for prefix in (f"{p.key}: ", f"{p.key} ", f"model {base.model_name!r}: "):
-                        msg = msg.removeprefix(prefix)
-                    line = f"{loc}: {what} {_fmt(value)} is invalid for {base.model_name}: {msg}"
-                    if msg not in seen:
-                        problems.append(line)
-                        seen.add(msg)
+                    for msg in exc.problems:
+                        msg = msg.removeprefix(f"{p.key}: ")
+                        if msg not in seen:
+                            problems.append(f"{loc}: {what} {_fmt(value)} is invalid for {base.model_name}: {msg}")
+                            seen.add(msg)
         if problems:
             raise _problems(problems)
 
@@ -434,26 +437,26 @@ def _parse_param(
             takes = ", ".join(("type", *allowed, "when"))
             problems.append(f"{where(key, f)}: unknown field {f!r} for type {kind} (it takes: {takes})")
 
-    def check(f: str, tp: Any, default: Any = None) -> Any:
-        if f not in spec:
-            return default
-        try:
-            # from_string: PyYAML reads 1e-4 (no dot) as a string; accept it for numbers as a user would expect.
-            return coerce(spec[f], tp, f"{where(key, f)}: {f}", from_string=True)
-        except ConfigError as exc:
-            problems.append(str(exc))
-            return None
+    given = {f: spec[f] for f in allowed if f in spec}
+    if kind == "float":  # PyYAML reads 1e-4 (no dot) as a string; a bound is clearly meant as a number
+        given = {f: _float_text(v) if f in ("low", "high", "step") else v for f, v in given.items()}
+    fields: dict[str, Any] = {}
+    try:
+        fields = _FIELD_SCHEMAS[kind].model_validate(given).model_dump()
+    except ValidationError as exc:
+        for err in exc.errors():
+            f = str(err["loc"][0])
+            problems.append(f"{where(key, f)}: {f}: {describe(err, _FIELD_TYPES[kind][f])}")
+            given.pop(f, None)
+        fields = _FIELD_SCHEMAS[kind].model_validate(given).model_dump()
 
     values: dict[str, Any] = {}
     if kind in ("float", "int"):
-        num = float if kind == "float" else int
         for f in ("low", "high"):
             if f not in spec:
                 problems.append(f"{where(key)}: {kind} needs {f}")
-        low, high = check("low", num), check("high", num)
-        log = check("log", bool, False)
-        step = check("step", num | None if kind == "float" else int, None)
-        values.update(low=low, high=high, log=bool(log), step=step)
+        low, high, log, step = fields["low"], fields["high"], bool(fields["log"]), fields["step"]
+        values.update(low=low, high=high, log=log, step=step)
         if low is not None and high is not None and low > high:
             problems.append(f"{where(key, 'low')}: low {_fmt(low)} > high {_fmt(high)}")
         if log and low is not None and low <= 0:
@@ -465,7 +468,8 @@ def _parse_param(
     elif kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
-            problems.append(f"{where(key, 'choices')}: choices must be a non-empty list, got {_fmt(choices)}")
+            if "choices" not in spec or fields.get("choices") is not None or choices == []:
+                problems.append(f"{where(key, 'choices')}: choices must be a non-empty list, got {_fmt(choices)}")
         else:
             labels = [_encode(c) for c in choices]
             for i, label in enumerate(labels):
@@ -519,6 +523,15 @@ def _parse_when(
                 )
         out.append((ref, tuple(copy.deepcopy(vals))))
     return tuple(out)
+
+
+def _float_text(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _possible_values(p: Param) -> list[Any] | None:

@@ -27,15 +27,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, with_config
 
-from pielab.config import Config, TrackingConfig, build_config, coerce, load_yaml, parse_set
+from pielab.config import (
+    Bool, Config, Int, NonNegativeFloat, Str, TrackingConfig, apply_params, build_config, load_yaml, parse_set,
+)
 from pielab.errors import ConfigError
+from pielab.yamlfile import Problems
 from pielab.sweep.space import SearchSpace, load_space
 from pielab.sweep.folder import mask_password, strip_password
 
@@ -50,16 +53,21 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
+_FORBID = ConfigDict(extra="forbid")
+
+
+@with_config(_FORBID)
 @dataclass
 class SearchConfig:
     """Which Optuna sampler proposes configurations; options left null keep the sampler's defaults."""
 
-    algorithm: str = "tpe"  # tpe | random | grid | cmaes (cmaes needs the `cmaes` package)
-    seed: int | None = 0  # sampler seed: the same seed proposes the same configurations
-    n_startup_trials: int | None = None  # tpe/cmaes: random trials before modelling (Optuna's default 10 / 1)
-    multivariate: bool | None = None  # tpe: model the parameters jointly
-    group: bool | None = None  # tpe with multivariate: joint models per set of co-occurring (conditional) params
-    constant_liar: bool | None = None  # tpe: count running trials as bad guesses, so parallel trials spread out
+    algorithm: Literal[ALGORITHMS] = "tpe"  # cmaes needs the `cmaes` package
+    seed: Int | None = 0  # sampler seed: the same seed proposes the same configurations
+    # tpe/cmaes: random trials before modelling (Optuna's default 10 / 1)
+    n_startup_trials: Annotated[int | None, Strict(), Field(ge=0)] = None
+    multivariate: Bool | None = None  # tpe: model the parameters jointly
+    group: Bool | None = None  # tpe with multivariate: joint models per set of co-occurring (conditional) params
+    constant_liar: Bool | None = None  # tpe: count running trials as bad guesses, so parallel trials spread out
 
     def sampler_options(self) -> dict[str, Any]:
         """Keyword arguments for the Optuna sampler's constructor (the options that were given)."""
@@ -75,30 +83,34 @@ _SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+@with_config(_FORBID)
 @dataclass
 class SchedulerConfig:
     """Which Tune scheduler stops trials early."""
 
-    name: str = "asha"  # asha | fifo (no early stopping)
-    grace_period: int = 1  # asha: epochs every trial runs before it can be stopped
-    reduction_factor: float = 2  # asha: keep the top 1/reduction_factor at each rung
-    max_t: int | None = None  # asha: the last rung, in epochs; resolved to base train.epochs
+    name: Literal[SCHEDULERS] = "asha"  # fifo: no early stopping
+    grace_period: Annotated[int, Strict(), Field(ge=1)] = 1  # asha: epochs every trial runs before it can be stopped
+    reduction_factor: Annotated[float, Strict(), Field(ge=2)] = 2  # asha: keep the top 1/reduction_factor at each rung
+    max_t: Annotated[int | None, Strict(), Field(ge=1)] = None  # asha: the last rung, in epochs; default base train.epochs
 
 
+@with_config(_FORBID)
 @dataclass
 class Resources:
     """What one trial reserves: Tune packs trials onto nodes by these numbers."""
 
-    cpu: float = 1
-    gpu: float = 0  # a fraction (0.25) packs several trials on one GPU; above 1, whole GPUs only
+    cpu: NonNegativeFloat = 1
+    gpu: NonNegativeFloat = 0  # a fraction (0.25) packs several trials on one GPU; above 1, whole GPUs only
 
 
+@with_config(_FORBID)
 @dataclass
 class StorageConfig:
     """Where results go."""
 
-    path: str = "sweep_results"  # the parent folder of sweep folders (relative to the working directory)
-    optuna: str | None = None  # None: SQLite optuna.db inside the sweep folder; else an RDB URL
+    # the parent folder of sweep folders (relative to the working directory)
+    path: Annotated[str, Strict(), Field(min_length=1)] = "sweep_results"
+    optuna: Str | None = None  # None: SQLite optuna.db inside the sweep folder; else an RDB URL
 
 
 _SUBSECTIONS: dict[str, type] = {
@@ -155,14 +167,8 @@ class SweepSpec:
         return -(-self.num_trials // len(self.seeds))
 
     def trial_config(self, params: dict[str, Any], seed: int | None = None) -> Config:
-        """The Config one trial runs: base < sampled ``{dotted key: value}`` < ``train.seed``."""
-        raw = self.base.to_dict()
-        for key, value in params.items():
-            section, _, name = key.partition(".")
-            raw[section][name] = copy.deepcopy(value)
-        if seed is not None:
-            raw["train"]["seed"] = seed
-        return build_config(raw)
+        """The Config one trial runs: base < sampled ``{dotted key: value}`` < ``train.seed`` (``apply_params``)."""
+        return apply_params(self.base, params, seed=seed)
 
     # ------------------------------------------------------------------ round trip
 
@@ -241,34 +247,53 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | list[str] | None = N
 # --------------------------------------------------------------------------- building
 
 
+class _SpecFields(BaseModel):
+    """The types and ranges of a sweep spec's own keys; ``base`` and ``space`` are checked by their own code."""
+
+    model_config = _FORBID
+
+    name: Str | None = None
+    description: Str | None = None
+    base: Any = None
+    space: Any = None
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    metric: Literal[METRICS] = "val/acc"
+    mode: Literal[MODES] | None = None
+    num_trials: Annotated[int | None, Strict(), Field(ge=1)] = None
+    max_concurrent: Annotated[int, Strict(), Field(ge=1)] = 1
+    resources: Resources = Field(default_factory=Resources)
+    time_budget_s: Annotated[float | None, Strict(), Field(gt=0)] = None
+    seeds: Annotated[list[Int], Field(min_length=1)] = Field(default_factory=lambda: [0])
+    max_failures: Annotated[int, Strict(), Field(ge=-1)] = 2  # -1: unlimited
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    tracking: Any = None  # merged into the base config's tracking section, which checks it
+
+
+_SPEC_ADAPTER = TypeAdapter(_SpecFields)
+
+
 class _Builder:
     """Collects every problem of one spec, each located at its file line or its ``--set``."""
 
     def __init__(self, d: Any, source: str | None, lines: dict[str, int] | None,
                  overrides: dict[str, Any] | list[str] | None, base_dir: str | Path | None) -> None:
+        self.problems = Problems(source, lines)
         if not isinstance(d, dict):
-            raise ConfigError(f"{source or 'sweep spec'}: expected a mapping, got {type(d).__name__}")
+            self.problems.add("", f"a sweep spec is a mapping, got {type(d).__name__}")
+            self.problems.raise_if_any()
         self.raw = copy.deepcopy(d)
         self.source = source
         self.lines = dict(lines or {})
         self.base_dir = Path(base_dir) if base_dir is not None else None
-        self.problems: list[str] = []
-        self.set_keys: set[str] = set()
         self.base_overrides: dict[str, Any] = {}
         if isinstance(overrides, (list, tuple)):
             overrides = parse_set(overrides)
         for key, value in (overrides or {}).items():
             self._override(key, value)
 
-    # ------------------------------------------------------------------ locating problems
-
     def where(self, key: str) -> str:
-        if key in self.set_keys:
-            return f"--set {key}"
-        if self.source is None:
-            return key
-        line = self.lines.get(key)
-        return f"{self.source}:{line}: {key}" if line else f"{self.source}: {key}"
+        return self.problems.where(key)
 
     def _override(self, key: str, value: Any) -> None:
         """Route one dotted ``--set`` key: ``base.*`` (or the shorthand model/data/train/task) or the spec."""
@@ -283,14 +308,15 @@ class _Builder:
             if section is None:
                 section = self.raw[head] = {}
             if not isinstance(section, dict):
-                raise ConfigError(f"--set {key}: {head} is not a mapping in {self.source or 'the spec'}")
-            section[rest] = value
-            self.set_keys.add(key)
+                self.problems.items.append(f"--set {key}: {head} is not a mapping in {self.source or 'the spec'}")
+                return
+            section[rest] = _number(value, head, rest)
+            self.problems.set_keys.add(key)
         elif key in _SCALARS or key == "space":
-            self.raw[key] = value
-            self.set_keys.add(key)
+            self.raw[key] = _number(value, key, None)
+            self.problems.set_keys.add(key)
         else:
-            raise ConfigError(
+            self.problems.items.append(
                 f"--set {key}: unknown key; sweep keys: {', '.join(TOP_KEYS)}, their fields "
                 "(scheduler.grace_period), or base.<section>.<key> (train.epochs is short for base.train.epochs)"
             )
@@ -298,147 +324,74 @@ class _Builder:
     # ------------------------------------------------------------------ the parts
 
     def build(self) -> SweepSpec:
-        raw = self.raw
-        for key in raw:
-            if key not in TOP_KEYS:
-                self.problems.append(f"{self.where(str(key))}: unknown key; a sweep spec takes: {', '.join(TOP_KEYS)}")
-        sections = {name: self._section(name, cls) for name, cls in _SUBSECTIONS.items() if name != "tracking"}
-        base = self._base()  # raises: nothing else can be checked without it
-        space = self._space(base)
-        search, scheduler, resources, storage = (sections[k] for k in ("search", "scheduler", "resources", "storage"))
-
-        name = self._scalar("name", str, self._default_name())
-        description = self._scalar("description", str | None, None)
-        metric = self._scalar("metric", str, "val/acc")
-        mode = self._scalar("mode", str | None, None)
-        num_trials = self._scalar("num_trials", int | None, None)
-        max_concurrent = self._scalar("max_concurrent", int, 1)
-        time_budget_s = self._scalar("time_budget_s", float | None, None)
-        seeds = self._seeds()
-        max_failures = self._scalar("max_failures", int, 2)
-
-        if isinstance(name, str) and not _NAME_RE.match(name):
-            self.problems.append(f"{self.where('name')}: {name!r}: use letters, digits, '_', '-' and '.' (it names the sweep folder)")
-        if metric is not None and metric not in METRICS:
-            self.problems.append(f"{self.where('metric')}: unknown metric {metric!r}; metrics: {', '.join(METRICS)}")
-        goal = "max" if str(metric).endswith("acc") else "min"
-        if mode is None:
-            mode = goal
-        elif mode not in MODES:
-            self.problems.append(f"{self.where('mode')}: {mode!r} is not max or min")
-        elif metric in METRICS and mode != goal:
-            self.problems.append(f"{self.where('mode')}: {mode} would select the worst {metric}; use mode: {goal}")
-        if max_concurrent is not None and max_concurrent < 1:
-            self.problems.append(f"{self.where('max_concurrent')}: must be at least 1, got {max_concurrent}")
-        if num_trials is not None and num_trials < 1:
-            self.problems.append(f"{self.where('num_trials')}: must be at least 1, got {num_trials}")
-        if time_budget_s is not None and time_budget_s <= 0:
-            self.problems.append(f"{self.where('time_budget_s')}: must be positive seconds or null, got {time_budget_s:g}")
-        if max_failures is not None and max_failures < -1:
-            self.problems.append(f"{self.where('max_failures')}: must be >= 0 (or -1 for unlimited), got {max_failures}")
-        if space is not None and "train.seed" in space.keys:
-            self.problems.append(
-                f"{self.where('space')}: train.seed is searched by the space; repeats go in seeds: [0, 1, ...] instead"
-            )
-
-        self._check_search(search)
-        self._check_scheduler(scheduler, base)
-        self._check_resources(resources)
-        self._check_storage(storage)
-
-        if search is not None and search.algorithm == "grid" and space is not None:
-            try:
-                size = space.grid_size()
-            except ConfigError as exc:
-                for problem in str(exc).splitlines():
-                    self.problems.append(f"{self.where('search.algorithm')}: grid: {problem}")
-            else:
-                if num_trials is None and seeds:
-                    num_trials = size * len(seeds)
-        if num_trials is None:
-            num_trials = DEFAULT_NUM_TRIALS
+        fields, bad = self._fields()
+        base = self._base()
+        space = self._space(base) if base is not None else None
+        if base is not None:
+            self._check(fields, bad, base, space)
+        self.problems.raise_if_any()
+        assert base is not None and space is not None
+        num_trials = fields.num_trials
+        if num_trials is None and fields.search.algorithm == "grid":
+            num_trials = space.grid_size() * len(fields.seeds)
+        scheduler = fields.scheduler
         if scheduler.name == "asha" and scheduler.max_t is None:
             scheduler.max_t = base.train.epochs  # resolved now, so the saved sweep.yaml keeps it
-
-        if self.problems:
-            err = ConfigError("\n".join(self.problems))
-            err.problems = list(self.problems)  # type: ignore[attr-defined]
-            raise err
-        assert space is not None
         return SweepSpec(
-            name=name, base=base, space=space, search=search, scheduler=scheduler, metric=metric, mode=mode,
-            num_trials=num_trials, max_concurrent=max_concurrent, resources=resources, time_budget_s=time_budget_s,
-            seeds=seeds, max_failures=max_failures, storage=storage, tracking=base.tracking,
-            description=description, source_path=self.source,
+            name=fields.name or self._default_name(), base=base, space=space, search=fields.search,
+            scheduler=scheduler, metric=fields.metric, mode=fields.mode or _goal(fields.metric),
+            num_trials=num_trials or DEFAULT_NUM_TRIALS, max_concurrent=fields.max_concurrent,
+            resources=fields.resources, time_budget_s=fields.time_budget_s, seeds=list(fields.seeds),
+            max_failures=fields.max_failures, storage=fields.storage, tracking=base.tracking,
+            description=fields.description, source_path=self.source,
         )
+
+    def _fields(self) -> tuple[_SpecFields, set[str]]:
+        """The spec's own keys checked by pydantic; the keys with problems are left at their defaults."""
+        given = {k: v for k, v in self.raw.items() if not (k in _SUBSECTIONS and v is None)}
+        if isinstance(given.get("seeds"), int) and not isinstance(given.get("seeds"), bool):
+            given["seeds"] = [given["seeds"]]
+        try:
+            return _SPEC_ADAPTER.validate_python(given), set()
+        except ValidationError as exc:
+            for err in exc.errors():
+                if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+                    self.problems.add(str(err["loc"][0]), f"unknown key; a sweep spec takes: {', '.join(TOP_KEYS)}")
+                else:
+                    self.problems.add_error(err, _SpecFields)
+            bad = {str(err["loc"][0]) for err in exc.errors()}
+        clean = {k: v for k, v in given.items() if k not in bad}
+        return _SPEC_ADAPTER.validate_python(clean), bad
 
     def _default_name(self) -> str:
         return Path(self.source).stem if self.source else "sweep"
 
-    def _scalar(self, key: str, tp: Any, default: Any) -> Any:
-        if key not in self.raw:
-            return default
-        try:
-            return coerce(self.raw[key], tp, self.where(key), from_string=key in self.set_keys)
-        except ConfigError as exc:
-            self.problems.append(str(exc))
-            return None
-
-    def _seeds(self) -> list[int]:
-        seeds = self.raw.get("seeds", [0])
-        if isinstance(seeds, int) and not isinstance(seeds, bool):
-            seeds = [seeds]
-        if (not isinstance(seeds, list) or not seeds
-                or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
-            self.problems.append(f"{self.where('seeds')}: expected a non-empty list of integers such as [0, 1, 2], got {seeds!r}")
-            return [0]
-        if len(set(seeds)) != len(seeds):
-            self.problems.append(f"{self.where('seeds')}: repeated seed in {seeds} (each repeat needs its own seed)")
-        return list(seeds)
-
-    def _section(self, name: str, cls: type) -> Any:
-        """A sub-mapping checked field by field against its dataclass (unknown keys, types)."""
-        given = self.raw.get(name)
-        if given is None:
-            return cls()
-        if not isinstance(given, dict):
-            self.problems.append(f"{self.where(name)}: must be a mapping, got {type(given).__name__} {given!r}")
-            return cls()
-        hints = typing.get_type_hints(cls)
-        values: dict[str, Any] = {}
-        for key, value in given.items():
-            dotted = f"{name}.{key}"
-            if key not in hints:
-                self.problems.append(f"{self.where(dotted)}: unknown key; {name} takes: {', '.join(hints)}")
-                continue
-            try:
-                values[key] = coerce(value, hints[key], self.where(dotted), from_string=dotted in self.set_keys)
-            except ConfigError as exc:
-                self.problems.append(str(exc))
-        if name == "scheduler" and given.get("name", "asha") == "fifo":
-            for key in _ASHA_ONLY:
-                if key in given:
-                    self.problems.append(f"{self.where(f'scheduler.{key}')}: fifo runs every trial to the end; {key} is for asha")
-        return cls(**values)
-
-    def _base(self) -> Config:
+    def _base(self) -> Config | None:
         """Resolve ``base`` with build_config; the top-level ``tracking`` is merged into its tracking section."""
         given = self.raw.get("base")
         base_source, base_lines = self.source, {k[5:]: v for k, v in self.lines.items() if k.startswith("base.")}
+        if "base" in self.lines:
+            base_lines[""] = self.lines["base"]  # keys missing from base are located at base:
         if isinstance(given, str):
             if given.endswith((".yaml", ".yml")):
                 path = self._find(given)
                 if path is None:
-                    raise self._fail(f"{self.where('base')}: no such config file {given!r}")
-                given, base_lines = load_yaml(path)
+                    self.problems.add("base", f"no such config file {given!r}")
+                    return None
+                try:
+                    given, base_lines = load_yaml(path)
+                except ConfigError as exc:
+                    self.problems.extend(exc)
+                    return None
                 base_source = str(path)
             else:
                 given = {"model": {"name": given}}
         if not isinstance(given, dict):
-            raise self._fail(
-                f"{self.where('base')}: needs a config mapping like `pielab train` takes, "
-                "such as base: {model: {name: myresnet34}, train: {epochs: 6}}"
+            self.problems.add(
+                "base", "needs a config mapping like `pielab train` takes, "
+                "such as base: {model: {name: myresnet34}, train: {epochs: 6}}",
             )
+            return None
         raw = copy.deepcopy(given)
         top_tracking = self.raw.get("tracking")
         if isinstance(top_tracking, dict):
@@ -449,26 +402,13 @@ class _Builder:
                 if f"tracking.{key}" in self.lines:
                     base_lines[f"tracking.{key}"] = self.lines[f"tracking.{key}"]
         elif top_tracking is not None:
-            raise self._fail(f"{self.where('tracking')}: must be a mapping such as {{wandb: true, mode: offline}}")
+            self.problems.add("tracking", "must be a mapping such as {wandb: true, mode: offline}")
+            return None
         try:
             return build_config(raw, source=base_source, lines=base_lines, overrides=self.base_overrides)
         except ConfigError as exc:
-            raise self._fail(self._locate(str(exc), base_source, base_lines)) from None
-
-    def _locate(self, msg: str, source: str | None, lines: dict[str, int]) -> str:
-        """Give build_config's semantic errors (``train.lr: must be positive``) their line or ``--set``."""
-        key = msg.split(":", 1)[0].split(" ", 1)[0]
-        if key in self.base_overrides:
-            return f"--set {msg}"
-        if source and not msg.startswith(source) and key in lines:
-            return f"{source}:{lines[key]}: {msg}"
-        return msg
-
-    def _fail(self, message: str) -> ConfigError:
-        problems = [*self.problems, message]
-        err = ConfigError("\n".join(problems))
-        err.problems = problems  # type: ignore[attr-defined]
-        return err
+            self.problems.extend(exc)
+            return None
 
     def _find(self, rel: str) -> Path | None:
         """A relative path: next to the spec first, then the working directory, then the repository."""
@@ -489,76 +429,85 @@ class _Builder:
                 if path is None:
                     roots = (self.base_dir, Path.cwd(), _REPO_ROOT)
                     looked = ", ".join(dict.fromkeys(str(p.resolve()) for p in roots if p is not None))
-                    self.problems.append(f"{self.where('space')}: no such search space file {given!r} (looked in {looked})")
+                    self.problems.add("space", f"no such search space file {given!r} (looked in {looked})")
                     return None
                 space = load_space(path)
             elif isinstance(given, dict):
                 lines = {k[6:]: v for k, v in self.lines.items() if k.startswith("space.")}
-                where_lines = lines if "space" not in self.set_keys else {}
+                where_lines = lines if "space" not in self.problems.set_keys else {}
                 space = SearchSpace.from_dict(given, source=self.source, lines=where_lines)
             else:
-                self.problems.append(
-                    f"{self.where('space')}: needs a search space file path or an inline {{parameters: ...}} mapping"
-                )
+                self.problems.add("space", "needs a search space file path or an inline {parameters: ...} mapping")
                 return None
             space.validate(base)
             return space
         except ConfigError as exc:
-            self.problems.extend(str(exc).splitlines())
+            self.problems.extend(exc)
             return None
 
-    # ------------------------------------------------------------------ semantic checks
+    # ------------------------------------------------------------------ checks across keys
 
-    def _check_search(self, search: SearchConfig) -> None:
-        if search.algorithm not in ALGORITHMS:
-            self.problems.append(f"{self.where('search.algorithm')}: unknown algorithm {search.algorithm!r}; algorithms: {', '.join(ALGORITHMS)}")
-            return
-        takes = _SAMPLER_OPTIONS[search.algorithm]
-        for key in search.sampler_options():
-            if key not in takes:
-                users = " and ".join(a for a, opts in _SAMPLER_OPTIONS.items() if key in opts)
-                self.problems.append(f"{self.where(f'search.{key}')}: applies to {users} only, not {search.algorithm}")
-        if search.n_startup_trials is not None and search.n_startup_trials < 0:
-            self.problems.append(f"{self.where('search.n_startup_trials')}: must be >= 0, got {search.n_startup_trials}")
-        if search.group and not search.multivariate:
-            self.problems.append(f"{self.where('search.group')}: group needs multivariate: true")
+    def _check(self, f: _SpecFields, bad: set[str], base: Config, space: SearchSpace | None) -> None:
+        """What types and ranges cannot say: keys that contradict each other or the base config."""
+        add = self.problems.add
+        if "name" not in bad and f.name is not None and not _NAME_RE.match(f.name):
+            add("name", f"{f.name!r}: use letters, digits, '_', '-' and '.' (it names the sweep folder)")
+        if not bad & {"metric", "mode"} and f.mode is not None and f.mode != _goal(f.metric):
+            add("mode", f"{f.mode} would select the worst {f.metric}; use mode: {_goal(f.metric)}")
+        if "seeds" not in bad and len(set(f.seeds)) != len(f.seeds):
+            add("seeds", f"repeated seed in {f.seeds} (each repeat needs its own seed)")
+        if space is not None and "train.seed" in space.keys:
+            add("space", "train.seed is searched by the space; repeats go in seeds: [0, 1, ...] instead")
+        if "search" not in bad:
+            search = f.search
+            takes = _SAMPLER_OPTIONS[search.algorithm]
+            for key in search.sampler_options():
+                if key not in takes:
+                    users = " and ".join(a for a, opts in _SAMPLER_OPTIONS.items() if key in opts)
+                    add(f"search.{key}", f"applies to {users} only, not {search.algorithm}")
+            if search.group and not search.multivariate:
+                add("search.group", "group needs multivariate: true")
+            if search.algorithm == "grid" and space is not None:
+                try:
+                    space.grid_size()
+                except ConfigError as exc:
+                    for problem in exc.problems:
+                        add("search.algorithm", f"grid: {problem}")
+        if "scheduler" not in bad:
+            sched = f.scheduler
+            given = self.raw.get("scheduler") or {}
+            if sched.name == "fifo":
+                for key in _ASHA_ONLY:
+                    if key in given:
+                        add(f"scheduler.{key}", f"fifo runs every trial to the end; {key} is for asha")
+            else:
+                max_t = sched.max_t if sched.max_t is not None else base.train.epochs
+                if sched.grace_period > max_t:
+                    what = "scheduler.max_t" if sched.max_t is not None else "base train.epochs"
+                    add("scheduler.grace_period", f"{sched.grace_period} is more than max_t {max_t} ({what}); "
+                        "no trial could ever be stopped")
+        if "resources" not in bad and f.resources.gpu > 1 and f.resources.gpu != int(f.resources.gpu):
+            add("resources.gpu",
+                f"{f.resources.gpu:g}: a trial takes a fraction of one GPU or whole GPUs, not both")
+        if "storage" not in bad and f.storage.optuna is not None and not _URL_RE.match(f.storage.optuna):
+            add("storage.optuna",
+                f"{mask_password(f.storage.optuna)!r} is not an RDB URL "
+                "(sqlite:////abs/path.db, postgresql://user@host/db); null keeps optuna.db in the sweep folder")
 
-    def _check_scheduler(self, scheduler: SchedulerConfig, base: Config) -> None:
-        if scheduler.name not in SCHEDULERS:
-            self.problems.append(f"{self.where('scheduler.name')}: unknown scheduler {scheduler.name!r}; schedulers: {', '.join(SCHEDULERS)}")
-            return
-        if scheduler.name != "asha":
-            return
-        max_t = scheduler.max_t if scheduler.max_t is not None else base.train.epochs
-        if scheduler.max_t is not None and scheduler.max_t < 1:
-            self.problems.append(f"{self.where('scheduler.max_t')}: must be at least 1 epoch, got {scheduler.max_t}")
-        if scheduler.grace_period < 1:
-            self.problems.append(f"{self.where('scheduler.grace_period')}: must be at least 1 epoch, got {scheduler.grace_period}")
-        elif scheduler.grace_period > max_t:
-            what = "scheduler.max_t" if scheduler.max_t is not None else "base train.epochs"
-            self.problems.append(
-                f"{self.where('scheduler.grace_period')}: {scheduler.grace_period} is more than max_t {max_t} ({what}); "
-                "no trial could ever be stopped"
-            )
-        if scheduler.reduction_factor < 2:
-            self.problems.append(f"{self.where('scheduler.reduction_factor')}: must be at least 2, got {scheduler.reduction_factor:g}")
 
-    def _check_resources(self, resources: Resources) -> None:
-        for key in ("cpu", "gpu"):
-            value = getattr(resources, key)
-            if value < 0:
-                self.problems.append(f"{self.where(f'resources.{key}')}: must be >= 0, got {value:g}")
-        if resources.gpu > 1 and resources.gpu != int(resources.gpu):
-            self.problems.append(
-                f"{self.where('resources.gpu')}: {resources.gpu:g}: a trial takes a fraction of one GPU or whole GPUs, not both"
-            )
+def _goal(metric: str) -> str:
+    """The mode that selects the best value of ``metric``: accuracies up, losses down."""
+    return "max" if metric.endswith("acc") else "min"
 
-    def _check_storage(self, storage: StorageConfig) -> None:
-        if not storage.path:
-            self.problems.append(f"{self.where('storage.path')}: must be a folder path")
-        if storage.optuna is not None and not _URL_RE.match(storage.optuna):
-            self.problems.append(
-                f"{self.where('storage.optuna')}: {mask_password(storage.optuna)!r} is not an RDB URL "
-                "(sqlite:////abs/path.db, postgresql://user@host/db); null keeps optuna.db in the sweep folder"
-            )
 
+_FLOAT_KEYS = {("time_budget_s", None), ("scheduler", "reduction_factor"), ("resources", "cpu"), ("resources", "gpu")}
+
+
+def _number(value: Any, head: str, rest: str | None) -> Any:
+    """``--set time_budget_s=1e3``: YAML reads ``1e3`` (no dot) as text; on the command line it means a number."""
+    if isinstance(value, str) and (head, rest) in _FLOAT_KEYS:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value

@@ -44,11 +44,9 @@ def trial_config(base: dict[str, Any], params: dict[str, Any]):
     The same rule as ``SweepSpec.trial_config`` (values go in as YAML would, not as ``--set`` text),
     without needing the spec in the worker.
     """
-    raw = copy.deepcopy(base)
-    for key, value in params.items():
-        section, _, name = key.partition(".")
-        raw.setdefault(section, {})[name] = copy.deepcopy(value)
-    return build_config(raw)
+    from pielab.config import apply_params
+
+    return apply_params(base, params)
 
 
 def _prepared_for(config) -> Any:
