@@ -115,7 +115,7 @@ def make_sweep(root: Path, *, trials: list[dict], spec: dict = SPEC, optuna_db: 
         if study is not None and t["state"] in ("completed", "early_stopped"):
             study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
                                                       value=last["best/val_acc"]))
-    write_json(root / "status.json", {"name": resolved.name, "started": "2026-11-28T10:00:00+00:00",
+    write_json(root / "status.json", {"name": resolved.name, "study": resolved.name, "started": "2026-11-28T10:00:00+00:00",
                                       "updated": "2026-11-28T11:30:00+00:00", "finished": True})
     (root / "tune").mkdir()  # Ray's own files: the report never reads them
     return root
@@ -308,7 +308,7 @@ def test_bad_folders_fail_with_one_line(tmp_path: Path, layout: str, capsys) -> 
         (target / "sweep.yaml").write_text(yaml.safe_dump(SPEC))
     elif layout == "file":
         target.write_text("not a folder")
-    message = {"missing": "no such folder", "no_spec": "is not a sweep folder (no sweep.yaml)",
+    message = {"missing": "no such sweep folder", "no_spec": "is not a sweep folder (no sweep.yaml)",
                "no_trials_dir": "is not a sweep folder (no trials/)", "empty_trials": "no trials yet",
                "file": "is a file, not a sweep folder"}[layout]
     with pytest.raises(PielabError, match=re.escape(message)):

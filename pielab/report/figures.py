@@ -1,4 +1,4 @@
-"""The report's figures, rendered to PNG bytes with matplotlib's object API (no pyplot global state).
+"""The report's figures (after :mod:`.tables`, before :mod:`.page`), rendered to PNG bytes with matplotlib's object API (no pyplot global state).
 
 Each figure is a :class:`Figure` with a caption that says exactly what was aggregated; a figure that
 cannot be drawn (no finished trial, no varying parameter, no Optuna study) comes back with ``png=None``
@@ -19,10 +19,11 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from pielab.report import fmt_value
+from pielab.sweep.folder import OPTUNA_DB, STUDY_KEY, STATUS_FILE
+from pielab.text import fmt_value
 
 if TYPE_CHECKING:
-    from pielab.report import Sweep
+    from pielab.report.tables import Sweep
 
 DPI = 120
 MAX_CURVE_PANELS = 6
@@ -219,20 +220,20 @@ def _load_study(sweep: "Sweep"):
     except ImportError:
         return None, "optuna is not installed"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    db = sweep.path / "optuna.db"
+    db = sweep.path / OPTUNA_DB
     storage_cfg = sweep.spec.get("storage") if isinstance(sweep.spec.get("storage"), dict) else {}
     if db.is_file():
         url = f"sqlite:///{db.resolve()}"
     elif storage_cfg.get("optuna"):
         url = str(storage_cfg["optuna"])
     else:
-        return None, "the sweep folder has no optuna.db"
+        return None, f"the sweep folder has no {OPTUNA_DB}"
+    name = sweep.folder.study  # recorded by the runner (pielab.sweep.folder.study_name)
     try:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage=url)]
-        candidates = [n for n in (sweep.name, sweep.path.name) if n in names] + (names if len(names) == 1 else [])
-        name = candidates[0] if candidates else None
-        if name is None:
-            return None, f"no study named {sweep.name!r} in the Optuna storage (found: {', '.join(names) or 'none'})"
+        if name not in names:
+            return None, (f"no study named {name!r} (from {STATUS_FILE} {STUDY_KEY!r}, else the folder's name) in the "
+                          f"Optuna storage (found: {', '.join(names) or 'none'})")
         return optuna.load_study(study_name=name, storage=url), ""
     except Exception as exc:  # a locked, foreign or unreachable database must not stop the report
         return None, f"could not open the Optuna study ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})"
