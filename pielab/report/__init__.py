@@ -45,8 +45,9 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict[s
     caption = f"Sweep {sweep.name}: best {sweep.metric} per configuration (mean ± sd over seeds), best first"
     files: dict[str, bytes | str] = {
         "summary.csv": groups.to_csv(index=False),
-        "summary.md": to_markdown(display_groups(groups, sweep.hparams, "md")),
-        "summary.tex": to_latex(display_groups(groups, sweep.hparams, "tex"), caption, f"tab:{sweep.name}-summary"),
+        "summary.md": to_markdown(display_groups(groups, sweep.hparams, "md", sweep.metric)),
+        "summary.tex": to_latex(display_groups(groups, sweep.hparams, "tex", sweep.metric), caption,
+                                f"tab:{sweep.name}-summary"),
         "trials.csv": trials.to_csv(index=False),
         "failed.csv": failed.to_csv(index=False),
         "failed.md": to_markdown(display_plain(failed, "md")),

@@ -138,7 +138,7 @@ def render(sweep: Sweep, groups: pd.DataFrame, trials: pd.DataFrame, failed: pd.
         f"configuration of each (model, depth, residual). A trial's best epoch is its best {esc(sweep.metric)} epoch; "
         "its test accuracy is fit's test/acc there (measured at the best val/acc epoch up to it). "
         "Also in <code>summary.md</code>, <code>summary.csv</code>, <code>summary.tex</code>.</p>",
-        _table(display_groups(groups, sweep.hparams, "html")),
+        _table(display_groups(groups, sweep.hparams, "html", sweep.metric)),
         "<h2>Figures</h2>",
         *(_figure(fig) for fig in figures),
         "<h2>Failed trials</h2>",

@@ -205,7 +205,7 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
         signature = tuple(sorted((k, _hashable(v)) for k, v in flat.items() if not _is_ignored(k)))
         row["group"] = group_ids.setdefault(signature, len(group_ids) + 1)
     trials = pd.DataFrame(rows)
-    trials["rank"] = pd.to_numeric(trials["rank"])
+    trials["rank"] = pd.array(trials["rank"], dtype="Int64")
     return Sweep(folder=folder, records=records, trials=trials, metrics=metrics, configs=configs, hparams=hparams,
                  notes=notes)
 
@@ -308,9 +308,15 @@ def _params(value: float) -> str:
     return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k" if value >= 1e3 else str(int(value))
 
 
-def display_groups(table: pd.DataFrame, hparams: list[str], fmt: str) -> pd.DataFrame:
-    """The group table as strings for one format: accuracies in % with mean ± sd, the best rows in bold."""
+def display_groups(table: pd.DataFrame, hparams: list[str], fmt: str, metric: str = "val/acc") -> pd.DataFrame:
+    """The group table as strings for one format: accuracies in % with mean ± sd, the best rows in bold.
+
+    For a sweep on another ``metric`` than val/acc, a column of that metric (mean over seeds) comes first
+    and carries the bold: it is what the rows are ranked by.
+    """
     style = STYLES[fmt]
+    own = metric != "val/acc"
+    metric_column = f"Best {metric}"
 
     def pct(mean: float, sd: float) -> str:
         return style.escape(_pct(mean, sd, "\0")).replace("\0", style.pm)
@@ -318,12 +324,14 @@ def display_groups(table: pd.DataFrame, hparams: list[str], fmt: str) -> pd.Data
     rows = []
     for _, r in table.iterrows():
         val = pct(r["val_acc_mean"], r["val_acc_sd"])
+        score = style.escape(fmt_value(r["score_mean"]))
         rows.append({
+            metric_column: style.bold.format(score) if r["best"] else score,
             "Model": fmt_value(r["model"]),
             "Depth": fmt_value(r["depth"]),
             "Residual": fmt_value(r["residual"]),
             **{k: fmt_value(r[k]) for k in hparams},
-            "Val acc (%)": style.bold.format(val) if r["best"] else val,
+            "Val acc (%)": style.bold.format(val) if r["best"] and not own else val,
             "Best epoch": _epochs(r["best_epoch"]),
             "Test acc (%)": pct(r["test_acc_mean"], r["test_acc_sd"]),
             "Epochs": _epochs(r["epochs"]),
@@ -332,9 +340,9 @@ def display_groups(table: pd.DataFrame, hparams: list[str], fmt: str) -> pd.Data
             "Seeds": str(r["n_seeds"]),
             "Best": style.star if r["best"] else "",
         })
-    columns = ["Model", "Depth", "Residual", *hparams, "Val acc (%)", "Best epoch", "Test acc (%)", "Epochs",
+    columns = ["Model", "Depth", "Residual", *hparams, *([metric_column] if own else []), "Val acc (%)", "Best epoch", "Test acc (%)", "Epochs",
                "Time (s)", "Params", "Seeds", "Best"]
-    frame = pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=columns)  # without its own column, the metric's cells are dropped here
     for column in ("Model", "Residual", *hparams):  # the formatted cells above are escaped already
         frame[column] = frame[column].map(style.escape)
     frame.columns = [style.escape(c) for c in columns]
@@ -367,7 +375,8 @@ def display_plain(table: pd.DataFrame, fmt: str) -> pd.DataFrame:
         elif column == "train_time_s":
             cells, name = table[column].map(_seconds), "time (s)"
         else:
-            cells, name = table[column].map(fmt_value), column.replace("_", " ") if "." not in column else column
+            cells = table[column].map(lambda v: fmt_value(None if v is pd.NA else v))
+            name = column.replace("_", " ") if "." not in column else column
         out[style.escape(name)] = cells.map(style.escape)
     return out
 

@@ -85,7 +85,7 @@ def running_line(rec: TrialRecord, metric: str) -> str:
 
 
 def failed_line(rec: TrialRecord) -> str:
-    return f"  {STATE_LABELS.get(rec.state, rec.state)} {rec.trial_id}: {rec.reason}"
+    return f"  {STATE_LABELS.get(rec.state, rec.state)} {rec.trial_id}: {fmt_value(rec.reason)}"
 
 
 class LiveStatus:
