@@ -115,7 +115,7 @@ def make_sweep(root: Path, *, trials: list[dict], spec: dict = SPEC, optuna_db: 
         if study is not None and t["state"] in ("completed", "early_stopped"):
             study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
                                                       value=last["best/val_acc"]))
-    write_json(root / "status.json", {"name": resolved.name, "started": "2026-11-28T10:00:00+00:00",
+    write_json(root / "status.json", {"name": resolved.name, "study": resolved.name, "started": "2026-11-28T10:00:00+00:00",
                                       "updated": "2026-11-28T11:30:00+00:00", "finished": True})
     (root / "tune").mkdir()  # Ray's own files: the report never reads them
     return root
@@ -308,7 +308,7 @@ def test_bad_folders_fail_with_one_line(tmp_path: Path, layout: str, capsys) -> 
         (target / "sweep.yaml").write_text(yaml.safe_dump(SPEC))
     elif layout == "file":
         target.write_text("not a folder")
-    message = {"missing": "no such folder", "no_spec": "is not a sweep folder (no sweep.yaml)",
+    message = {"missing": "no such sweep folder", "no_spec": "is not a sweep folder (no sweep.yaml)",
                "no_trials_dir": "is not a sweep folder (no trials/)", "empty_trials": "no trials yet",
                "file": "is a file, not a sweep folder"}[layout]
     with pytest.raises(PielabError, match=re.escape(message)):
@@ -414,3 +414,137 @@ def test_exported_config_retrains_to_identical_metrics(cifar_path: str, tmp_path
     # the report also reads a real trial folder
     paths = build_report(sweep)
     assert len(pd.read_csv(paths["summary.csv"])) == 1
+
+
+# --------------------------------------------------------------------------- status, report and export agree
+
+
+def cli(pielab_exe: list[str], *args: str, home: Path) -> str:
+    """Run the console script in a subprocess (this worktree's code: PYTHONPATH is kept); returns stdout."""
+    env = {**os.environ, "HOME": str(home)}
+    proc = subprocess.run([*pielab_exe, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def best_named(pielab_exe: list[str], sweep: Path, tmp_path: Path) -> dict[str, tuple[str, int]]:
+    """(best trial id, its epoch) as `pielab status`, `pielab report` and `pielab export` each name them."""
+    status = cli(pielab_exe, "status", str(sweep), home=tmp_path)
+    found = re.search(r"best so far: \S+ \S+ \(trial (\S+), epoch (\d+), test acc", status)
+    assert found, status
+    cli(pielab_exe, "report", str(sweep), "--out", str(tmp_path / "report"), home=tmp_path)
+    page = (tmp_path / "report" / "report.html").read_text()
+    trial = re.search(r"<dt>trial</dt><dd>(\S+) \(", page)
+    epoch = re.search(r"<dt>best [^<]+</dt><dd>\S+ at epoch (\d+) of", page)
+    assert trial and epoch, page[:3000]
+    cli(pielab_exe, "export", str(sweep), "--out", str(tmp_path / "best.yaml"), home=tmp_path)
+    exported = (tmp_path / "best.yaml").read_text()
+    return {
+        "status": (found.group(1), int(found.group(2))),
+        "report": (trial.group(1), int(epoch.group(1))),
+        "export": (re.search(r"# trial: (\S+) ", exported).group(1),
+                   int(re.search(r"# best_epoch: (\d+)", exported).group(1))),
+    }
+
+
+def curve_trial(root: Path, resolved: SweepSpec, tid: str, state: str, val_loss: list[float], val_acc: list[float],
+                seed: int = 0) -> None:
+    """A trial whose result.json is written the way the recorder wrote it before the sweep metric set the best
+    epoch: best_value by the metric, but best_epoch and test_acc from fit's best val/acc epoch."""
+    rows, best = [], (-1.0, 0, math.nan)
+    for epoch, (loss, acc) in enumerate(zip(val_loss, val_acc), 1):
+        if acc > best[0]:
+            best = (acc, epoch, acc - 0.01)
+        rows.append({"epoch": epoch, "train/loss": loss, "train/acc": acc, "val/loss": loss, "val/acc": acc,
+                     "best/val_acc": best[0], "best/epoch": best[1], "test/acc": best[2], "lr": 1e-3,
+                     "time/epoch_s": 5.0, "time/total_s": 5.0 * epoch, "perf/samples_per_s": 100.0,
+                     "grad/first_norm": 1.0, "grad/last_norm": 1.0, "grad/first_last_ratio": 1.0})
+    params = {"model.depth": 10, "model.residual": True, "train.lr": 1e-3 * (1 + len(rows) + seed)}
+    record = TrialRecord(trial_id=tid, params=params, seed=seed, state=state, best_value=min(val_loss),
+                         best_val_acc=best[0], best_epoch=best[1], test_acc=best[2], epochs=len(rows),
+                         planned_epochs=4, train_time_s=5.0 * len(rows), num_params=1000)
+    write_trial(root, tid, resolved.trial_config(params, seed=seed), rows, record)
+
+
+@pytest.fixture(scope="module")
+def loss_sweep(tmp_path_factory) -> Path:
+    """A sweep on val/loss (min) with traps: the best trial by val/acc is another one; a running and a failed trial
+    have lower val/loss than every finished one; the best trial's lowest val/loss epoch (2) is neither its best
+    val/acc epoch (4) nor the epoch its result.json names."""
+    root = tmp_path_factory.mktemp("loss") / "byloss-20261128"
+    resolved = SweepSpec.from_dict({**SPEC, "name": "byloss", "metric": "val/loss", "mode": "min"})
+    root.mkdir(parents=True)
+    resolved.save(root / "sweep.yaml")
+    curve_trial(root, resolved, "t0_best", "completed", [0.9, 0.5, 0.6, 0.7], [0.5, 0.45, 0.7, 0.8])
+    curve_trial(root, resolved, "t1_by_acc", "completed", [0.8, 0.7, 0.65, 0.6], [0.6, 0.85, 0.9, 0.91], seed=1)
+    curve_trial(root, resolved, "t2_running", "running", [0.3], [0.5])
+    curve_trial(root, resolved, "t3_failed", "failed", [0.2, 0.1], [0.5, 0.5])
+    curve_trial(root, resolved, "t4_stopped", "early_stopped", [0.95, 0.55], [0.4, 0.5])
+    write_json(root / "status.json", {"name": "byloss", "finished": True, "metric": "val/loss", "mode": "min"})
+    return root
+
+
+def test_status_report_and_export_name_the_same_best_trial(sweep_dir: Path, pielab_exe, tmp_path: Path) -> None:
+    named = best_named(pielab_exe, sweep_dir, tmp_path)
+    best = load_sweep(sweep_dir).finished().iloc[0]
+    assert set(named.values()) == {(best["trial_id"], int(best["best_epoch"]))}, named
+
+
+def test_a_val_loss_sweep_names_its_lowest_val_loss_epoch_everywhere(loss_sweep: Path, pielab_exe,
+                                                                       tmp_path: Path) -> None:
+    named = best_named(pielab_exe, loss_sweep, tmp_path)
+    assert set(named.values()) == {("t0_best", 2)}, named
+    status = cli(pielab_exe, "status", str(loss_sweep), home=tmp_path)
+    # fit measured test accuracy at epoch 1 (val/acc fell at epoch 2): every output says which one it is
+    assert "test acc 0.49 at epoch 1, the best val/acc epoch up to epoch 2" in status
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "49.00% (at epoch 1, the best val/acc epoch up to epoch 2)" in page
+    assert "# test_acc: 0.4900  (at epoch 1, the best val/acc epoch up to epoch 2)" in (tmp_path / "best.yaml").read_text()
+    ranked = load_sweep(loss_sweep).finished()
+    assert list(ranked["trial_id"]) == ["t0_best", "t4_stopped", "t1_by_acc"]
+
+
+def test_booleans_read_yes_and_no_in_status_and_report(sweep_dir: Path, pielab_exe, tmp_path: Path) -> None:
+    status = cli(pielab_exe, "status", str(sweep_dir), home=tmp_path)
+    assert "model.residual=yes" in status
+    assert not re.search(r"=(True|False|true|false)\b", status), status
+    cli(pielab_exe, "report", str(sweep_dir), "--out", str(tmp_path / "r"), home=tmp_path)
+    summary = (tmp_path / "r" / "summary.md").read_text()
+    assert "| yes |" in summary and "| no |" in summary and "True" not in summary and "False" not in summary
+
+
+@pytest.mark.slow
+def test_a_real_val_loss_sweep_names_the_same_best_trial(imdb_path: str, pielab_exe, tmp_path: Path) -> None:
+    """A real two-trial sweep through the console script, selected on val/loss (min)."""
+    spec = {
+        "name": "real-loss",
+        "base": {
+            "model": {"name": "lstm4", "embed_dim": 8, "hidden": 8, "depth": 1},
+            "data": {"path": imdb_path, "train_size": 200, "val_size": 100, "test_size": 100, "max_len": 30,
+                     "vocab_size": 1000},
+            "train": {"epochs": 3, "batch_size": 50, "device": "cpu", "threads": 1},
+        },
+        "space": {"parameters": {"model.residual": {"type": "bool"}}},
+        "search": {"algorithm": "grid", "seed": 0},
+        "scheduler": {"name": "fifo"},
+        "metric": "val/loss",
+        "mode": "min",
+        "max_concurrent": 2,
+        "resources": {"cpu": 1, "gpu": 0},
+        "tracking": {"wandb": False},
+    }
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    proc = subprocess.run([*pielab_exe, "sweep", str(spec_path), "--out", str(sweep)], capture_output=True,
+                          text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    named = best_named(pielab_exe, sweep, tmp_path)
+    best_id = named["status"][0]
+    losses = pd.read_csv(sweep / "trials" / best_id / "metrics.csv")
+    lowest_epoch = int(losses.loc[losses["val/loss"].idxmin(), "epoch"])
+    assert set(named.values()) == {(best_id, lowest_epoch)}, named
+    others = [pd.read_csv(p)["val/loss"].min() for p in (sweep / "trials").glob("*/metrics.csv")]
+    assert losses["val/loss"].min() == min(others)

@@ -1,6 +1,7 @@
 """``pielab sweep | resume | status | dashboard``: what the command line calls.
 
-Each command returns an exit code; bad input raises a :class:`~pielab.errors.PielabError` subclass
+What they print is formatted in :mod:`pielab.sweep.display`; what they read of a sweep folder is read
+through :mod:`pielab.sweep.folder`. Each command returns an exit code; bad input raises a :class:`~pielab.errors.PielabError` subclass
 with one line, which the CLI prints before exiting 2. Ray and Optuna are imported only by the
 commands that run them: ``pielab status`` reads the sweep folder's own files and nothing else.
 """
@@ -19,151 +20,16 @@ from typing import Any
 import yaml
 
 from pielab.errors import ConfigError, PielabError
-from pielab.sweep.folder import (
-    END_COMPLETED, END_DIVERGED, END_EARLY, END_FAILED, OPTUNA_DB, RESULTS_FILE, RUNNING, STATE_LABELS,
-    STATUS_FILE, SWEEP_FILE, TUNE_DIR, TrialRecord, load_records, rank_records, read_json,
-    summarize_records, write_atomic,
+from pielab.sweep.display import (  # noqa: F401  (best_table and LiveStatus: importable from here as before)
+    LiveStatus, best_table, best_text, counts_text, failed_line, make_console, running_line,
 )
+from pielab.sweep.folder import (
+    END_DIVERGED, END_FAILED, OPTUNA_DB, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR, SweepFolder,
+    load_records, read_json, summarize_records, write_atomic,
+)
+from pielab.text import fmt_duration
 
 WANDB_SYNC_HINT = "upload the offline W&B runs later with: wandb sync {sweep}/wandb/offline-run-*"
-
-
-# --------------------------------------------------------------------------- formatting
-
-
-def _console():
-    from rich.console import Console
-
-    console = Console(highlight=False)
-    if not console.is_terminal:  # logs and pipes: full lines, wide tables
-        console = Console(highlight=False, width=max(console.width, 200), soft_wrap=True)
-    return console
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
-    return str(value)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def _params_text(params: dict[str, Any]) -> str:
-    return "  ".join(f"{k}={_fmt(v)}" for k, v in params.items())
-
-
-def _counts_text(counts: dict[str, int], pending: int | None = None, running_label: str = "running",
-                 time_left: float | None = None) -> str:
-    labels = {**STATE_LABELS, RUNNING: running_label}
-    parts = [f"{counts.get(s, 0)} {labels[s]}" for s in (RUNNING, END_COMPLETED, END_EARLY, END_FAILED, END_DIVERGED)
-             if counts.get(s, 0) or s in (RUNNING, END_COMPLETED, END_EARLY)]
-    if time_left is not None:
-        parts.append(f"{_duration(time_left)} of the time budget left")  # the budget, not the count, ends it
-    elif pending:
-        parts.append(f"{pending} to go")
-    return " · ".join(parts)
-
-
-def _best_text(best: dict[str, Any] | None, metric: str) -> str:
-    if not best:
-        return "best so far: -"
-    return (f"best so far: {metric} {_fmt(best.get('value'))} (trial {best['trial_id']}, epoch {_fmt(best.get('epoch'))}, "
-            f"test acc {_fmt(best.get('test_acc'))})  {_params_text(best.get('params') or {})}")
-
-
-def best_table(records: dict[str, TrialRecord], metric: str, mode: str, top: int = 5, title: str | None = None):
-    """A rich table of the ``top`` trials by the sweep metric."""
-    from rich.table import Table
-
-    ranked = rank_records(records, mode)[:top]
-    param_keys: list[str] = []
-    for rec in ranked:
-        param_keys += [k for k in rec.params if k not in param_keys]
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for col in ("#", "trial", "state", metric, "epoch", "test acc", "epochs", "time"):
-        table.add_column(col, justify="right" if col not in ("trial", "state") else "left")
-    for key in param_keys:
-        table.add_column(key, justify="right")
-    for i, rec in enumerate(ranked, 1):
-        table.add_row(str(i), rec.trial_id, STATE_LABELS.get(rec.state, rec.state), _fmt(rec.best_value),
-                      _fmt(rec.best_epoch), _fmt(rec.test_acc), f"{rec.epochs}/{rec.planned_epochs or '?'}",
-                      _duration(rec.train_time_s), *(_fmt(rec.params.get(k)) for k in param_keys))
-    return table
-
-
-class LiveStatus:
-    """The terminal view of a running sweep: one compact panel, not Tune's trial table.
-
-    On a terminal it is a rich ``Live`` display refreshed twice a second from the recorder's state;
-    elsewhere (CI logs, a pipe) it prints one line per finished trial.
-    """
-
-    def __init__(self, console, name: str, metric: str) -> None:
-        self.console = console
-        self.name = name
-        self.metric = metric
-        self._live = None
-        self._recorder = None
-        self._lock = threading.Lock()
-
-    def start(self, recorder) -> None:
-        self._recorder = recorder
-        if self.console.is_terminal and self._live is None:
-            from rich.live import Live
-
-            self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=2,
-                              transient=False, redirect_stderr=True, redirect_stdout=True)
-            self._live.start()
-
-    def _render(self):
-        from rich.console import Group
-        from rich.text import Text
-
-        rec = self._recorder
-        if rec is None:
-            return Text("")
-        try:
-            status = rec.status()
-        except Exception:  # the recorder is being updated on the other thread; next refresh will do
-            return Text(f"sweep {self.name}")
-        lines = [
-            Text(f"sweep {self.name} · {_duration(status['elapsed_s'])} · {status['num_trials']} trials: "
-                 f"{_counts_text(status['counts'], status['pending'], time_left=status.get('time_left_s'))}",
-                 style="bold"),
-            Text(_best_text(status.get("best"), self.metric)),
-        ]
-        for tid, info in sorted(status.get("running", {}).items()):
-            lines.append(Text(f"  {tid}  epoch {info['epoch']}/{info['planned_epochs']}  "
-                              f"{self.metric} {_fmt(info['best_value'])}", style="dim"))
-        return Group(*lines)
-
-    def trial_ended(self, recorder, rec: TrialRecord) -> None:
-        if self._live is not None:
-            return
-        status = recorder.status()
-        reason = f" ({rec.reason})" if rec.reason and rec.state != END_COMPLETED else ""
-        with self._lock:
-            self.console.print(
-                f"trial {rec.trial_id} {STATE_LABELS.get(rec.state, rec.state)}{reason}: {self.metric} "
-                f"{_fmt(rec.best_value)} after {rec.epochs} epochs  "
-                f"[{_counts_text(status['counts'], status['pending'], time_left=status.get('time_left_s'))}]"
-            )
-
-    def stop(self) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
 
 
 # --------------------------------------------------------------------------- sweep folders
@@ -190,12 +56,8 @@ def _new_sweep_dir(spec, out: str | None) -> Path:
 
 
 def _sweep_folder(sweep_dir: str) -> Path:
-    folder = Path(sweep_dir).expanduser()
-    if not folder.is_dir():
-        raise ConfigError(f"{folder}: no such sweep folder")
-    if not (folder / SWEEP_FILE).is_file():
-        raise ConfigError(f"{folder}: not a sweep folder (no {SWEEP_FILE}); `pielab sweep SPEC --out DIR` makes one")
-    return folder.resolve()
+    """The resolved sweep folder; a missing folder or one without sweep.yaml raises (one line)."""
+    return SweepFolder.open(sweep_dir).path
 
 
 def _load_saved_spec(folder: Path):
@@ -215,8 +77,8 @@ def _finish_report(console, outcome, spec) -> int:
     counts = status.get("counts", {})
     elapsed = status.get("elapsed_s")
     finished = bool(status.get("finished"))
-    console.print(f"{len(records)} trials: {_counts_text(counts, running_label='running' if finished else 'interrupted')}"
-                  f" in {_duration(elapsed)}"
+    console.print(f"{len(records)} trials: {counts_text(counts, running_label='running' if finished else 'interrupted')}"
+                  f" in {fmt_duration(elapsed)}"
                   + (f" (efficiency {status['efficiency']:.0%})" if status.get("efficiency") else ""))
     if not finished:
         console.print(f"the sweep stopped before it finished; continue it with: pielab resume {outcome.sweep_dir}")
@@ -286,7 +148,7 @@ def sweep_command(spec_path: str, overrides: list[str], out: str | None, address
         localize_paths(spec)  # sweep.yaml then names the data wherever `pielab resume` runs from
         folder = _new_sweep_dir(spec, out)
         write_atomic(folder / SWEEP_FILE, yaml.safe_dump(spec.to_dict(), sort_keys=False))
-        console = _console()
+        console = make_console()
         console.print(spec.describe())
         console.print(f"sweep folder: {folder}")
         display = LiveStatus(console, spec.name, spec.metric)
@@ -307,10 +169,10 @@ def resume_command(sweep_dir: str) -> int:
     t0 = time.time()
     folder = _sweep_folder(sweep_dir)
     status = read_json(folder / STATUS_FILE) or {}
-    console = _console()
+    console = make_console()
     if status.get("finished"):
         counts = summarize_records(load_records(folder), status.get("mode", "max"))["counts"]
-        console.print(f"sweep {folder} already finished ({_counts_text(counts)}); nothing to resume")
+        console.print(f"sweep {folder} already finished ({counts_text(counts)}); nothing to resume")
         return 0
     if not (folder / TUNE_DIR / "tuner.pkl").is_file():
         raise PielabError(
@@ -359,13 +221,15 @@ def _refuse_if_running(folder: Path, status: dict[str, Any]) -> None:
 
 
 def status_command(sweep_dir: str) -> int:
-    """``pielab status SWEEP_DIR``: trials by state, best so far, time used (during or after a sweep)."""
-    folder = _sweep_folder(sweep_dir)
-    status = read_json(folder / STATUS_FILE) or {}
-    spec_raw = yaml.safe_load((folder / SWEEP_FILE).read_text()) or {}
-    metric = status.get("metric") or spec_raw.get("metric", "val/acc")
-    mode = status.get("mode") or spec_raw.get("mode", "max")
-    records = load_records(folder)  # the live truth: result.json files are rewritten at every epoch
+    """``pielab status SWEEP_DIR``: trials by state, best so far, time used (during or after a sweep).
+
+    Reads the folder through :class:`~pielab.sweep.folder.SweepFolder`: the records (rewritten at every
+    epoch, so the live truth) and the ranking rule that ``pielab report`` uses.
+    """
+    folder = SweepFolder.open(sweep_dir)
+    status, spec_raw = folder.status, folder.spec
+    metric, mode = folder.metric, folder.mode
+    records = folder.records()
     summary = summarize_records(records, mode)
     num_trials = status.get("num_trials") or spec_raw.get("num_trials") or len(records)
     pending = max(0, int(num_trials) - len(records))
@@ -378,9 +242,9 @@ def status_command(sweep_dir: str) -> int:
     elif alive is None:
         state = "running on another machine, or interrupted"
     else:
-        state = f"interrupted: continue with `pielab resume {folder}`" if records or status else "not started"
-    console = _console()
-    console.print(f"sweep {status.get('name') or spec_raw.get('name')} ({folder}): {state}")
+        state = f"interrupted: continue with `pielab resume {folder.path}`" if records or status else "not started"
+    console = make_console()
+    console.print(f"sweep {folder.name} ({folder.path}): {state}")
     elapsed = status.get("elapsed_s")
     if alive and status.get("updated"):
         try:
@@ -392,29 +256,30 @@ def status_command(sweep_dir: str) -> int:
     slots = status.get("slots") or spec_raw.get("max_concurrent") or 1
     eff = summary["trial_time_s"] / (elapsed * slots) if elapsed else None
     running_label = "running" if alive is not False else "interrupted"
-    console.print(f"{num_trials} trials: {_counts_text(summary['counts'], pending, running_label)}")
-    console.print(f"time used: {_duration(elapsed)} wall, {_duration(summary['trial_time_s'])} of training "
+    console.print(f"{num_trials} trials: {counts_text(summary['counts'], pending, running_label)}")
+    console.print(f"time used: {fmt_duration(elapsed)} wall, {fmt_duration(summary['trial_time_s'])} of training "
                   f"in {slots} slots" + (f" (efficiency {eff:.0%})" if eff else ""))
-    console.print(_best_text(summary["best"], metric))
-    running = [r for r in records.values() if r.state == RUNNING]
+    console.print(best_text(summary["best"], metric))
     if alive is not False:
-        for rec in running:
-            console.print(f"  running {rec.trial_id}: epoch {rec.epochs}/{rec.planned_epochs}, {metric} {_fmt(rec.best_value)}")
+        for rec in records.values():
+            if rec.state == RUNNING:
+                console.print(running_line(rec, metric))
     if records:
         console.print(best_table(records, metric, mode, top=10, title="best trials"))
     failed = [r for r in records.values() if r.state in (END_FAILED, END_DIVERGED)]
     for rec in failed[:5]:
-        console.print(f"  {STATE_LABELS[rec.state]} {rec.trial_id}: {rec.reason}")
-    if (folder / RESULTS_FILE).exists():
-        console.print(f"per-trial table: {folder / RESULTS_FILE}")
+        console.print(failed_line(rec))
+    if (folder.path / RESULTS_FILE).exists():
+        console.print(f"per-trial table: {folder.path / RESULTS_FILE}")
     return 0
 
 
 def dashboard_command(sweep_dir: str, host: str, port: int) -> int:
     """``pielab dashboard SWEEP_DIR``: optuna-dashboard for the sweep's study, on 127.0.0.1 by default."""
-    folder = _sweep_folder(sweep_dir)
-    spec_raw = yaml.safe_load((folder / SWEEP_FILE).read_text()) or {}
-    url = (spec_raw.get("storage") or {}).get("optuna")
+    sweep = SweepFolder.open(sweep_dir)
+    folder = sweep.path
+    storage = sweep.spec.get("storage")
+    url = storage.get("optuna") if isinstance(storage, dict) else None
     if not url:
         db = folder / OPTUNA_DB
         if not db.is_file():

@@ -1,4 +1,6 @@
-"""The sweep folder's stable format: pielab's own files, readable without Ray, Optuna or W&B.
+"""The sweep folder's stable format, and the one reader of it: pielab's own files, readable without Ray,
+Optuna or W&B. The runner writes these files; ``pielab status``, ``pielab report`` and ``pielab export``
+read them only through this module, so they name the same best trial.
 
 ::
 
@@ -9,32 +11,52 @@
     <sweep>/trials/<id>/config.yaml    the trial's resolved config (``pielab train`` accepts it)
     <sweep>/trials/<id>/metrics.csv    one row per epoch, every metric of ``pielab.train.fit``
     <sweep>/trials/<id>/result.json    state, reason, best epoch, test accuracy, sampled params
-    <sweep>/status.json                live: trials by state, best so far, time used
+    <sweep>/status.json                live: trials by state, best so far, time used, the study's name
     <sweep>/results.csv                one row per trial, best first
 
-``result.json`` fields: ``trial_id``, ``state`` (running | completed | early_stopped | failed |
-diverged), ``reason``, ``best_value`` (best of the sweep metric), ``best_val_acc``, ``best_epoch``,
-``test_acc`` (test accuracy at the best validation epoch), ``epochs`` (run), ``planned_epochs``,
-``train_time_s``, ``num_params`` (model parameters), ``seed``, ``number`` (creation order), ``params`` (the sampled
-``{dotted key: value}``), ``retries``, ``started``, ``ended``.
+``result.json`` fields (:class:`TrialRecord`): ``trial_id``, ``state`` (running | completed |
+early_stopped | failed | diverged), ``reason``, ``best_value`` (best of the sweep metric over epochs),
+``best_epoch`` (the epoch of ``best_value``), ``test_acc`` and ``test_epoch`` (see below),
+``best_val_acc`` (best val/acc over epochs, whatever the metric), ``epochs`` (run), ``planned_epochs``,
+``train_time_s``, ``num_params`` (model parameters), ``seed``, ``number`` (creation order), ``params``
+(the sampled ``{dotted key: value}``), ``retries``, ``started``, ``ended``.
+
+``status.json`` field ``study``: the name of the sweep's Optuna study, written by the runner (the study
+is created under the folder's name at the time, and a folder may be renamed or copied later);
+:func:`study_name` reads it and falls back to the folder's name for folders written before it existed.
+
+**The best epoch and the test accuracy.** A trial's best epoch is the epoch of the best value of the
+*sweep's* metric, in the sweep's mode (a sweep on ``val/loss``, ``min`` picks the lowest val/loss epoch),
+the first such epoch on ties. ``pielab.train.fit`` measures test accuracy only at a new best val/acc
+epoch, so ``test_acc`` is the ``test/acc`` reported at the best epoch: the test accuracy of the best
+val/acc model *up to* that epoch, measured at ``test_epoch`` (equal to ``best_epoch`` for a sweep on
+val/acc; possibly earlier for another metric). :meth:`TrialRecord.add_result` holds that rule.
+
+**The ranking rule** (:func:`rank_records`; the best trial is its first). Only *finished* trials are
+ranked: state ``completed`` or ``early_stopped`` (ASHA stopped it; its epochs are real measurements)
+with a finite ``best_value``. Best first by ``best_value`` in the sweep's mode; ties go to the trial
+that trained more epochs, then to the lower trial id. Running trials are not ranked (their value can
+still change and their config is not yet measured in full: ``pielab status`` lists them apart with
+their value so far), nor failed or diverged ones (listed with their reason).
 
 Every file is written atomically (temp file + ``os.replace``): a reader during a sweep sees the old
-or the new version, never half of one. Reports and ``pielab status`` read only these files, never
-Ray's internals.
+or the new version, never half of one. Readers never read Ray's internals.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+# Shared helpers, re-exported here because the sweep modules import them from this module.
+from pielab.errors import PielabError
+from pielab.files import read_json, write_atomic, write_json  # noqa: F401  (re-exported)
+from pielab.text import one_line  # noqa: F401  (re-exported)
 
 
 # How a trial ended (result.json ``state``, the Optuna trial's ``end`` user attribute, W&B summary).
@@ -91,12 +113,20 @@ RESULTS_FILE = "results.csv"
 TRIALS_DIR = "trials"
 TUNE_DIR = "tune"
 OPTUNA_DB = "optuna.db"
+CONFIG_FILE = "config.yaml"  # in trials/<id>/
+METRICS_FILE = "metrics.csv"  # in trials/<id>/
+RESULT_FILE = "result.json"  # in trials/<id>/
+STUDY_KEY = "study"  # status.json: the Optuna study's name
 
 RUNNING = "running"
 STATES = (RUNNING, END_COMPLETED, END_EARLY, END_FAILED, END_DIVERGED)
 # A trial in one of these states (with its `ended` time) is over: a resume neither retrains it (the
 # trainable) nor rewrites its record (the recorder), whatever Tune's older snapshot says.
 ENDED_STATES = (END_COMPLETED, END_EARLY, END_FAILED, END_DIVERGED)
+# Ranked (see the module docstring): a trial that ended normally, its epochs all real measurements.
+FINISHED_STATES = (END_COMPLETED, END_EARLY)
+# Never ranked; listed with their reason.
+FAILED_STATES = (END_FAILED, END_DIVERGED)
 STATE_LABELS = {RUNNING: "running", END_COMPLETED: "done", END_EARLY: "stopped early",
                 END_FAILED: "failed", END_DIVERGED: "diverged"}
 
@@ -113,42 +143,6 @@ SEED_KEY = "train.seed"
 # --------------------------------------------------------------------------- small file helpers
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, json.dumps(_json_safe(data), indent=2) + "\n")
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
@@ -163,10 +157,13 @@ def now_iso(timestamp: float | None = None) -> str:
     return moment.astimezone().isoformat(timespec="seconds")
 
 
-def one_line(text: str, limit: int = 300) -> str:
-    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
-    line = lines[-1] if lines else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+def _finite(value: Any) -> float | None:
+    return float(value) if is_finite_number(value) else None
+
+
+def _epoch(value: Any) -> int | None:
+    return int(value) if is_finite_number(value) else None
 
 
 # --------------------------------------------------------------------------- one trial's record
@@ -174,7 +171,7 @@ def one_line(text: str, limit: int = 300) -> str:
 
 @dataclass
 class TrialRecord:
-    """What pielab knows about one trial; ``result.json`` is its serialised form."""
+    """What pielab knows about one trial; ``result.json`` is its serialised form (fields: module docstring)."""
 
     trial_id: str
     params: dict[str, Any]
@@ -185,8 +182,9 @@ class TrialRecord:
     rows: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch -> metrics
     best_value: float | None = None  # best of the sweep metric over epochs
     best_val_acc: float | None = None
-    best_epoch: int | None = None
-    test_acc: float | None = None
+    best_epoch: int | None = None  # the epoch of best_value
+    test_acc: float | None = None  # test/acc reported at best_epoch
+    test_epoch: int | None = None  # the epoch whose model test_acc measured (fit's best/epoch at best_epoch)
     epochs: int = 0
     planned_epochs: int | None = None
     train_time_s: float = 0.0
@@ -194,6 +192,57 @@ class TrialRecord:
     retries: int = 0
     started: str | None = None
     ended: str | None = None
+
+    def add_result(self, result: dict[str, Any], metric: str, mode: str) -> bool:
+        """Fold one epoch's metrics into the record: the one per-epoch update rule of the sweep folder.
+
+        Args:
+            result: one epoch of ``pielab.train.fit`` (``epoch``, ``val/acc``, ``best/val_acc``,
+                ``best/epoch``, ``test/acc``, ``time/total_s`` ..., optionally ``model/params``), as Tune
+                reports it or as a ``metrics.csv`` row. Missing or non-finite values change nothing.
+            metric: the sweep's metric (a key of ``result``); mode: ``"max"`` or ``"min"``.
+
+        Returns:
+            True when this epoch is the trial's new best by ``metric`` (strictly better, so on ties the
+            first epoch stays best, as ``fit`` keeps its first best val/acc epoch). Then ``best_value``,
+            ``best_epoch``, ``test_acc`` and ``test_epoch`` come from this epoch (module docstring).
+        """
+        value = result.get(metric)
+        improved = is_finite_number(value) and (
+            self.best_value is None or (value > self.best_value if mode == "max" else value < self.best_value))
+        if improved:
+            self.best_value = float(value)
+            self.best_epoch = _epoch(result.get("epoch"))
+            self.test_acc = _finite(result.get("test/acc"))
+            self.test_epoch = _epoch(result.get("best/epoch"))
+        for key in ("best/val_acc", "val/acc"):  # fit's running best; a bare val/acc for other writers
+            acc = _finite(result.get(key))
+            if acc is not None and (self.best_val_acc is None or acc > self.best_val_acc):
+                self.best_val_acc = acc
+        if is_finite_number(result.get("time/total_s")):
+            self.train_time_s = float(result["time/total_s"])
+        self.epochs = max(self.epochs, _epoch(result.get("epoch")) or 0)
+        if is_finite_number(result.get(PARAMS_KEY)):
+            self.num_params = int(result[PARAMS_KEY])
+        return bool(improved)
+
+    def refold(self, metric: str, mode: str) -> None:
+        """Derive the metric fields again from ``rows`` (metrics.csv) by :meth:`add_result`'s rule.
+
+        Readers call it so that a folder whose result.json was written by an older rule (its
+        ``best_epoch`` was the best val/acc epoch whatever the metric), or lags metrics.csv by one
+        epoch mid-write, reads as the rule says. Without a finite ``metric`` in any row it does nothing.
+        """
+        if not any(is_finite_number(row.get(metric)) for row in self.rows.values()):
+            return
+        self.best_value = self.best_epoch = self.test_acc = self.test_epoch = None
+        for epoch in sorted(self.rows):
+            self.add_result(self.rows[epoch], metric, mode)
+
+    @property
+    def ranked(self) -> bool:
+        """Whether the ranking rule (module docstring) ranks this trial."""
+        return self.state in FINISHED_STATES and is_finite_number(self.best_value)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -205,6 +254,7 @@ class TrialRecord:
             "best_val_acc": self.best_val_acc,
             "best_epoch": self.best_epoch,
             "test_acc": self.test_acc,
+            "test_epoch": self.test_epoch,
             "epochs": self.epochs,
             "planned_epochs": self.planned_epochs,
             "train_time_s": round(self.train_time_s, 3),
@@ -224,7 +274,20 @@ class TrialRecord:
         return rec
 
 
+def test_acc_note(best_epoch: Any, test_epoch: Any) -> str:
+    """Which model ``test_acc`` measured, in words, for every table and status line that shows it.
+
+    ``"at the best epoch"`` when ``test_epoch`` is the best epoch (always, for a sweep on val/acc); else
+    ``"at epoch T, the best val/acc epoch up to epoch B"`` (fit measures test accuracy only there).
+    """
+    if not is_finite_number(best_epoch) or not is_finite_number(test_epoch) or int(best_epoch) == int(test_epoch):
+        return "at the best epoch"
+    return f"at epoch {int(test_epoch)}, the best val/acc epoch up to epoch {int(best_epoch)}"
+
+
 def read_metrics_csv(path: Path) -> dict[int, dict[str, Any]]:
+    """``metrics.csv`` as ``{epoch: {column: float or None}}`` (``epoch`` and ``best/epoch`` as int);
+    empty when the file is missing or unreadable."""
     rows: dict[int, dict[str, Any]] = {}
     try:
         with open(path, newline="") as f:
@@ -240,50 +303,70 @@ def read_metrics_csv(path: Path) -> dict[int, dict[str, Any]]:
     return rows
 
 
-def load_records(sweep_dir: Path) -> dict[str, TrialRecord]:
-    """Every trial of a sweep folder, from ``trials/*/result.json`` and ``metrics.csv``."""
+def _read_trials(sweep_dir: Path, metric: str | None, mode: str | None) -> dict[str, TrialRecord]:
     out: dict[str, TrialRecord] = {}
-    for folder in sorted((sweep_dir / TRIALS_DIR).glob("*")):
-        data = read_json(folder / "result.json")
+    for folder in sorted((Path(sweep_dir) / TRIALS_DIR).glob("*")):
+        if not folder.is_dir():
+            continue
+        rows = read_metrics_csv(folder / METRICS_FILE)
+        data = read_json(folder / RESULT_FILE)
         if data and "trial_id" in data:
-            out[data["trial_id"]] = TrialRecord.from_json(data, read_metrics_csv(folder / "metrics.csv"))
+            rec = TrialRecord.from_json(data, rows)
+        elif metric is not None and (rows or (folder / CONFIG_FILE).is_file()):
+            rec = TrialRecord(trial_id=folder.name, params={}, rows=rows)  # started, no result.json yet
+        else:
+            continue
+        if metric is not None and mode is not None:
+            rec.refold(metric, mode)
+        out[rec.trial_id] = rec
     return out
 
 
+def load_records(sweep_dir: Path) -> dict[str, TrialRecord]:
+    """Every trial of a sweep folder, from ``trials/*/result.json`` and ``metrics.csv``, as written
+    (the recorder's restore). Readers use :meth:`SweepFolder.records`, which also applies the rules."""
+    return _read_trials(sweep_dir, None, None)
+
+
+def rank_records(records: dict[str, TrialRecord], mode: str) -> list[TrialRecord]:
+    """The ranked trials (the module docstring's rule), best first."""
+    sign = -1.0 if mode == "max" else 1.0
+    return sorted((r for r in records.values() if r.ranked),
+                  key=lambda r: (sign * r.best_value, -r.epochs, r.trial_id))
+
+
+def best_record(records: dict[str, TrialRecord], mode: str) -> TrialRecord | None:
+    """The best trial: the first of :func:`rank_records`, or None when no trial is ranked yet."""
+    ranked = rank_records(records, mode)
+    return ranked[0] if ranked else None
+
+
 def summarize_records(records: dict[str, TrialRecord], mode: str) -> dict[str, Any]:
-    """Counts by state, the best trial so far and the summed training time."""
+    """Counts by state, the best trial (``best``, or None) and the summed training time (status.json)."""
     counts = {state: 0 for state in STATES}
     for rec in records.values():
         counts[rec.state] = counts.get(rec.state, 0) + 1
-    ranked = rank_records(records, mode)
-    best = ranked[0] if ranked else None
+    best = best_record(records, mode)
     return {
         "counts": counts,
         "best": None if best is None else {
             "trial_id": best.trial_id, "value": best.best_value, "val_acc": best.best_val_acc,
-            "epoch": best.best_epoch, "test_acc": best.test_acc, "state": best.state, "params": best.params,
-            "seed": best.seed,
+            "epoch": best.best_epoch, "test_acc": best.test_acc, "test_epoch": best.test_epoch, "state": best.state,
+            "params": best.params, "seed": best.seed,
         },
         "trial_time_s": round(sum(r.train_time_s for r in records.values()), 3),
     }
 
 
-def rank_records(records: dict[str, TrialRecord], mode: str) -> list[TrialRecord]:
-    """Trials with a value, best first (ties: the one that trained longer, then the earlier one)."""
-    valued = [r for r in records.values() if r.best_value is not None and r.state != END_DIVERGED]
-    sign = -1.0 if mode == "max" else 1.0
-    return sorted(valued, key=lambda r: (sign * r.best_value, -r.epochs, r.trial_id))
-
-
 def results_rows(records: dict[str, TrialRecord], mode: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """The columns and rows of ``results.csv``: one row per trial, ranked, sampled params last."""
+    """The columns and rows of ``results.csv``: one row per trial, ranked first, sampled params last."""
     param_keys: list[str] = []
     for rec in records.values():
         for key in rec.params:
             if key not in param_keys:
                 param_keys.append(key)
     columns = ["rank", "trial_id", "number", "state", "reason", "best_value", "best_val_acc", "best_epoch", "test_acc",
-               "epochs", "planned_epochs", "train_time_s", "num_params", "seed", *param_keys]
+               "test_epoch", "epochs", "planned_epochs", "train_time_s", "num_params", "seed", *param_keys]
     ranked = rank_records(records, mode)
     rest = sorted((r for r in records.values() if r not in ranked), key=lambda r: r.trial_id)
     rows = []
@@ -297,3 +380,82 @@ def results_rows(records: dict[str, TrialRecord], mode: str) -> tuple[list[str],
 def write_results_csv(sweep_dir: Path, records: dict[str, TrialRecord], mode: str) -> None:
     columns, rows = results_rows(records, mode)
     write_atomic(sweep_dir / RESULTS_FILE, csv_text(columns, rows))
+
+
+# --------------------------------------------------------------------------- the sweep as a whole
+
+
+def metric_mode(spec: dict[str, Any], status: dict[str, Any] | None = None) -> tuple[str, str]:
+    """The sweep's metric and mode: sweep.yaml's, else status.json's, else ``val/acc``; a missing mode
+    is ``max`` for a metric that ends in ``acc`` and ``min`` otherwise (as the spec defaults it)."""
+    status = status or {}
+    metric = str(spec.get("metric") or status.get("metric") or "val/acc")
+    mode = spec.get("mode") or status.get("mode")
+    return metric, mode if mode in ("max", "min") else ("max" if metric.endswith("acc") else "min")
+
+
+def study_name(sweep_dir: str | Path) -> str:
+    """The name of the sweep's Optuna study: status.json's ``study`` field (the runner records the name
+    it created the study under), else the folder's name (what the runner used before it recorded it)."""
+    folder = Path(sweep_dir).expanduser()
+    recorded = (read_json(folder / STATUS_FILE) or {}).get(STUDY_KEY)
+    return str(recorded) if isinstance(recorded, str) and recorded else folder.resolve().name
+
+
+@dataclass
+class SweepFolder:
+    """A sweep folder opened for reading: its spec, its status and its trials, by this module's rules.
+
+    ``pielab status``, ``pielab report`` and ``pielab export`` all read through it.
+    """
+
+    path: Path
+    spec: dict[str, Any]  # sweep.yaml as written (the resolved spec)
+    status: dict[str, Any]  # status.json, or {} before the runner first wrote it
+
+    @classmethod
+    def open(cls, sweep_dir: str | Path) -> "SweepFolder":
+        """Open ``sweep_dir``; raises :class:`PielabError` (one line) for a missing folder, a file, a
+        folder without ``sweep.yaml``, or a ``sweep.yaml`` that is not a YAML mapping."""
+        from pielab.config import load_yaml
+
+        path = Path(sweep_dir).expanduser()
+        if not path.is_dir():
+            raise PielabError(f"{path} is a file, not a sweep folder" if path.exists()
+                              else f"{path}: no such sweep folder")
+        if not (path / SWEEP_FILE).is_file():
+            raise PielabError(f"{path} is not a sweep folder (no {SWEEP_FILE}); "
+                              "`pielab sweep SPEC --out DIR` makes one")
+        spec, _ = load_yaml(path / SWEEP_FILE)
+        return cls(path=path.resolve(), spec=spec, status=read_json(path / STATUS_FILE) or {})
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.get("name") or self.status.get("name") or self.path.name)
+
+    @property
+    def metric(self) -> str:
+        return metric_mode(self.spec, self.status)[0]
+
+    @property
+    def mode(self) -> str:
+        return metric_mode(self.spec, self.status)[1]
+
+    @property
+    def study(self) -> str:
+        return study_name(self.path)
+
+    def trial_dir(self, trial_id: str) -> Path:
+        return self.path / TRIALS_DIR / trial_id
+
+    def records(self) -> dict[str, TrialRecord]:
+        """Every trial, by trial id: result.json and metrics.csv with the metric fields derived by
+        :meth:`TrialRecord.refold`; a trial folder with a config or metrics but no result.json yet
+        reads as a running trial."""
+        return _read_trials(self.path, self.metric, self.mode)
+
+    def ranked(self, records: dict[str, TrialRecord] | None = None) -> list[TrialRecord]:
+        return rank_records(self.records() if records is None else records, self.mode)
+
+    def best(self, records: dict[str, TrialRecord] | None = None) -> TrialRecord | None:
+        return best_record(self.records() if records is None else records, self.mode)

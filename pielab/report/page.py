@@ -1,4 +1,4 @@
-"""The report as one self-contained HTML page: inline CSS, figures as base64 PNG data URIs.
+"""The report as one self-contained HTML page (the last of :mod:`.tables` <- :mod:`.figures` <- :mod:`.page`): inline CSS, figures as base64 PNG data URIs.
 
 No external resource of any kind (no CDN, no web fonts, no scripts), so the page opens from a file in a
 browser with no server and no network, and can be mailed or attached to a report as is.
@@ -9,16 +9,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from pielab.report import FINISHED, STATES, display_groups, display_plain, fmt_value
-
-if TYPE_CHECKING:
-    from pielab.report import Sweep
-    from pielab.report_figures import Figure
+from pielab.report.figures import Figure
+from pielab.report.tables import Sweep, display_groups, display_plain
+from pielab.sweep.folder import FINISHED_STATES, STATES, SWEEP_FILE, TRIALS_DIR, test_acc_note
+from pielab.text import fmt_value
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -47,19 +45,15 @@ def _when(value: Any) -> str:
     return str(value).replace("T", " ")[:19] if isinstance(value, str) else ""
 
 
-def sweep_dates(sweep: "Sweep") -> tuple[str, str]:
+def sweep_dates(sweep: Sweep) -> tuple[str, str]:
     """(started, last update): status.json's ``started`` / ``updated`` (the runner's), else file modification times."""
-    try:
-        status = json.loads((sweep.path / "status.json").read_text())
-    except (OSError, ValueError):
-        status = {}
-    status = status if isinstance(status, dict) else {}
+    status = sweep.folder.status
     started, updated = _when(status.get("started")), _when(status.get("updated"))
     if not started:
-        started = _when((sweep.path / "sweep.yaml").stat().st_mtime)
+        started = _when((sweep.path / SWEEP_FILE).stat().st_mtime)
     if not updated:
-        times = [p.stat().st_mtime for p in (sweep.path / "trials").glob("*/*") if p.is_file()]
-        updated = _when(max(times, default=(sweep.path / "sweep.yaml").stat().st_mtime))
+        times = [p.stat().st_mtime for p in (sweep.path / TRIALS_DIR).glob("*/*") if p.is_file()]
+        updated = _when(max(times, default=(sweep.path / SWEEP_FILE).stat().st_mtime))
     return started, updated
 
 
@@ -74,7 +68,7 @@ def _table(frame: pd.DataFrame) -> str:
     return '<div class="scroll">' + frame.to_html(index=False, escape=False, border=0, na_rep="") + "</div>"
 
 
-def _figure(fig: "Figure") -> str:
+def _figure(fig: Figure) -> str:
     if fig.png is None:
         return f'<h3>{html.escape(fig.title)}</h3><p class="note">Not drawn: {html.escape(fig.skipped)}.</p>'
     data = base64.b64encode(fig.png).decode("ascii")
@@ -83,7 +77,12 @@ def _figure(fig: "Figure") -> str:
             f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
 
 
-def _best_block(sweep: "Sweep") -> str:
+def _percent(value: float) -> str:
+    return fmt_value(None) if pd.isna(value) else f"{100 * value:.2f}%"
+
+
+def _best_block(sweep: Sweep) -> str:
+    """The best trial (the folder's ranking rule: the one `pielab status` names), its epoch by the sweep's metric."""
     ranked = sweep.finished()
     if ranked.empty:
         return "<p><em>No finished trial yet.</em></p>"
@@ -94,18 +93,18 @@ def _best_block(sweep: "Sweep") -> str:
         + f", residual {fmt_value(best['residual'])}",
         **{key: fmt_value(best[key]) for key in sweep.hparams},
         "seed": fmt_value(best["seed"]),
-        "best val acc": f"{100 * best['best_val_acc']:.2f}% at epoch {fmt_value(best['best_epoch'])} "
-                        f"of {fmt_value(best['epochs'])}",
-        "test acc": f"{100 * best['test_acc']:.2f}% (at the best validation epoch)",
+        f"best {sweep.metric}": f"{fmt_value(best['score'])} at epoch {fmt_value(best['best_epoch'])} "
+                                f"of {fmt_value(best['epochs'])} ({sweep.mode})",
+        "test acc": f"{_percent(best['test_acc'])} ({test_acc_note(best['best_epoch'], best['test_epoch'])})",
     }
     if sweep.metric != "val/acc":
-        items[f"best {sweep.metric}"] = f"{best['score']:.4f}"
+        items["best val acc"] = f"{_percent(best['best_val_acc'])} (over all epochs)"
     rows = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in items.items())
     return f'<dl class="kv">{rows}</dl><p>Export it with <code>pielab export {html.escape(str(sweep.path))}</code>.</p>'
 
 
-def render(sweep: "Sweep", groups: pd.DataFrame, trials: pd.DataFrame, failed: pd.DataFrame,
-           figures: list["Figure"]) -> str:
+def render(sweep: Sweep, groups: pd.DataFrame, trials: pd.DataFrame, failed: pd.DataFrame,
+           figures: list[Figure]) -> str:
     """The whole page as one string."""
     counts = sweep.trials["state"].value_counts()
     states = [s for s in STATES if s in counts] + [s for s in counts.index if s not in STATES]
@@ -115,7 +114,7 @@ def render(sweep: "Sweep", groups: pd.DataFrame, trials: pd.DataFrame, failed: p
     model = (sweep.spec.get("base") or {}).get("model", {}) if isinstance(sweep.spec.get("base"), dict) else {}
     model_name = model.get("name", "") if isinstance(model, dict) else str(model)
     esc = html.escape
-    finished = int(sweep.trials["state"].isin(FINISHED).sum())
+    finished = int(sweep.trials["state"].isin(FINISHED_STATES).sum())
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -132,13 +131,14 @@ def render(sweep: "Sweep", groups: pd.DataFrame, trials: pd.DataFrame, failed: p
         parts.append(f"<p>{esc(str(sweep.spec['description']))}</p>")
     parts += [f'<p class="note">{esc(note)}</p>' for note in sweep.notes]
     parts += [
-        "<h2>Best configuration</h2>", _best_block(sweep),
+        "<h2>Best trial</h2>", _best_block(sweep),
         "<h2>Configurations</h2>",
         f"<p>One row per configuration ({_plural(finished, 'finished trial')}; repeats that differ only in "
         "<code>train.seed</code> are one row, mean ± sample sd over them). Best first; ★ and bold mark the best "
-        "configuration of each (model, depth, residual). Test accuracy is measured at the best validation epoch. "
+        f"configuration of each (model, depth, residual). A trial's best epoch is its best {esc(sweep.metric)} epoch; "
+        "its test accuracy is fit's test/acc there (measured at the best val/acc epoch up to it). "
         "Also in <code>summary.md</code>, <code>summary.csv</code>, <code>summary.tex</code>.</p>",
-        _table(display_groups(groups, sweep.hparams, "html")),
+        _table(display_groups(groups, sweep.hparams, "html", sweep.metric)),
         "<h2>Figures</h2>",
         *(_figure(fig) for fig in figures),
         "<h2>Failed trials</h2>",

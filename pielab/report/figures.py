@@ -1,4 +1,4 @@
-"""The report's figures, rendered to PNG bytes with matplotlib's object API (no pyplot global state).
+"""The report's figures (after :mod:`.tables`, before :mod:`.page`), rendered to PNG bytes with matplotlib's object API (no pyplot global state).
 
 Each figure is a :class:`Figure` with a caption that says exactly what was aggregated; a figure that
 cannot be drawn (no finished trial, no varying parameter, no Optuna study) comes back with ``png=None``
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,10 +19,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from pielab.report import fmt_value
-
-if TYPE_CHECKING:
-    from pielab.report import Sweep
+from pielab.report.tables import Sweep
+from pielab.sweep.folder import OPTUNA_DB, STATUS_FILE, STUDY_KEY
+from pielab.text import fmt_value
 
 DPI = 120
 MAX_CURVE_PANELS = 6
@@ -75,12 +74,12 @@ def _trial_title(trial: pd.Series, hparams: list[str]) -> str:
 # --------------------------------------------------------------------------- (1) learning curves
 
 
-def curves_figure(sweep: "Sweep") -> Figure:
+def curves_figure(sweep: Sweep) -> Figure:
     """Loss and accuracy per epoch, train vs validation, for the best trial of the best configurations."""
     fig_info = Figure("fig_curves.png", "Learning curves",
                       "Loss (left) and accuracy (right) per epoch, train and validation, for the best run of each of "
                       f"the best (model, depth, residual) combinations (at most {MAX_CURVE_PANELS}, best first); "
-                      "the dotted line marks the best validation epoch.")
+                      f"the dotted line marks the best epoch (the best {sweep.metric}).")
     done = sweep.finished()
     chosen = done.drop_duplicates(subset=["model", "depth", "residual"]).head(MAX_CURVE_PANELS)
     chosen = chosen[[not sweep.metrics[t].empty and "val/acc" in sweep.metrics[t] for t in chosen["trial_id"]]]
@@ -107,7 +106,7 @@ def curves_figure(sweep: "Sweep") -> Figure:
             if len(frame) <= 12:
                 ax.set_xticks(frame["epoch"].astype(int).tolist())
         ax_loss.set_title(_trial_title(trial, sweep.hparams), fontsize=9, loc="left")
-        ax_acc.set_title(f"best val acc {100 * trial['best_val_acc']:.2f}% at epoch {fmt_value(trial['best_epoch'])} "
+        ax_acc.set_title(f"best {sweep.metric} {fmt_value(trial['score'])} at epoch {fmt_value(trial['best_epoch'])} "
                          f"(trial {trial['trial_id']})", fontsize=9, loc="left")
     fig.suptitle(f"{sweep.name}: learning curves of the best runs", fontsize=12)
     fig_info.png = _png(fig)
@@ -117,10 +116,11 @@ def curves_figure(sweep: "Sweep") -> Figure:
 # --------------------------------------------------------------------------- (2) accuracy vs depth
 
 
-def depth_figure(sweep: "Sweep", groups: pd.DataFrame) -> Figure:
+def depth_figure(sweep: Sweep, groups: pd.DataFrame) -> Figure:
     """Validation and test accuracy against depth, one line per residual setting (and model)."""
     fig_info = Figure("fig_depth_accuracy.png", "Accuracy vs depth",
-                      "Best validation accuracy (left) and test accuracy at that epoch (right) against depth. "
+                      "Best validation accuracy over epochs (left) and test accuracy at the best epoch (right; "
+                      f"the best {sweep.metric} epoch, test measured at the best val/acc epoch up to it) against depth. "
                       "Lines: the best configuration at each depth, mean over its seeds, error bars ±1 sd over "
                       "seeds (absent for single runs). Dots: every finished trial (slightly jittered).")
     done = sweep.finished()
@@ -164,7 +164,7 @@ def depth_figure(sweep: "Sweep", groups: pd.DataFrame) -> Figure:
 # --------------------------------------------------------------------------- (3) gradient ratio vs depth
 
 
-def grad_figure(sweep: "Sweep") -> Figure:
+def grad_figure(sweep: Sweep) -> Figure:
     """First/last-layer gradient-norm ratio against depth on a log axis: vanishing gradients in plain nets."""
     fig_info = Figure("fig_grad_ratio.png", "Gradient-norm ratio vs depth",
                       "Ratio of the gradient norm of the first layer group to that of the last "
@@ -212,33 +212,33 @@ def grad_figure(sweep: "Sweep") -> Figure:
 # --------------------------------------------------------------------------- (4) parameter importance
 
 
-def _load_study(sweep: "Sweep"):
+def _load_study(sweep: Sweep):
     """The sweep's Optuna study (``optuna.db`` or ``storage.optuna``), or (None, why not)."""
     try:
         import optuna
     except ImportError:
         return None, "optuna is not installed"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    db = sweep.path / "optuna.db"
+    db = sweep.path / OPTUNA_DB
     storage_cfg = sweep.spec.get("storage") if isinstance(sweep.spec.get("storage"), dict) else {}
     if db.is_file():
         url = f"sqlite:///{db.resolve()}"
     elif storage_cfg.get("optuna"):
         url = str(storage_cfg["optuna"])
     else:
-        return None, "the sweep folder has no optuna.db"
+        return None, f"the sweep folder has no {OPTUNA_DB}"
+    name = sweep.folder.study  # recorded by the runner (pielab.sweep.folder.study_name)
     try:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage=url)]
-        candidates = [n for n in (sweep.name, sweep.path.name) if n in names] + (names if len(names) == 1 else [])
-        name = candidates[0] if candidates else None
-        if name is None:
-            return None, f"no study named {sweep.name!r} in the Optuna storage (found: {', '.join(names) or 'none'})"
+        if name not in names:
+            return None, (f"no study named {name!r} (from {STATUS_FILE} {STUDY_KEY!r}, else the folder's name) in the "
+                          f"Optuna storage (found: {', '.join(names) or 'none'})")
         return optuna.load_study(study_name=name, storage=url), ""
     except Exception as exc:  # a locked, foreign or unreachable database must not stop the report
         return None, f"could not open the Optuna study ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})"
 
 
-def importance_figure(sweep: "Sweep") -> Figure:
+def importance_figure(sweep: Sweep) -> Figure:
     """Optuna's PED-ANOVA importances: the evaluator that works without scikit-learn (fANOVA needs it)."""
     fig_info = Figure("fig_importance.png", "Parameter importance", "")
     study, why = _load_study(sweep)
@@ -304,7 +304,7 @@ def _axis_values(values: pd.Series) -> tuple[np.ndarray, list[tuple[float, str]]
     return values.map(lambda v: index[fmt_value(v)]).to_numpy(dtype=float), [(p, l) for l, p in index.items()], False
 
 
-def parallel_figure(sweep: "Sweep") -> Figure:
+def parallel_figure(sweep: Sweep) -> Figure:
     """Every finished trial as a line through its searched values, coloured by its score."""
     fig_info = Figure("fig_parallel.png", "Parallel coordinates",
                       f"Each line is one finished trial (every seed), through its searched values, coloured by its "
@@ -357,7 +357,7 @@ def parallel_figure(sweep: "Sweep") -> Figure:
     return fig_info
 
 
-def make_figures(sweep: "Sweep", groups: pd.DataFrame) -> list[Figure]:
+def make_figures(sweep: Sweep, groups: pd.DataFrame) -> list[Figure]:
     """All five figures, in the order the HTML page shows them."""
     return [curves_figure(sweep), depth_figure(sweep, groups), grad_figure(sweep), importance_figure(sweep),
             parallel_figure(sweep)]

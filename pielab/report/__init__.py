@@ -1,0 +1,69 @@
+"""Tables, figures, one HTML page and exported configs from a sweep folder (``pielab report`` / ``pielab export``).
+
+It reads only the sweep folder's stable format through :mod:`pielab.sweep.folder` (never Ray's
+internals), so a report can be made from a sweep that is still running, was interrupted, or was copied
+off the cluster; the best trial it names is the one ``pielab status`` names.
+
+The modules import each other in a line: :mod:`.tables` (the data and the tables) <- :mod:`.figures`
+<- :mod:`.page` (the HTML page); :mod:`.export` uses only :mod:`.tables`; this module ties them
+together. Optuna is imported lazily and only for the importance figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pielab.files import write_atomic
+from pielab.report.export import export_command, export_configs, export_paths
+from pielab.report.tables import (
+    Sweep, display_groups, display_plain, failed_table, group_table, load_sweep, to_latex, to_markdown,
+    trial_table,
+)
+
+__all__ = ["Sweep", "build_report", "export_command", "export_configs", "export_paths", "load_sweep",
+           "report_command"]
+
+
+def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict[str, Path]:
+    """Render every table, figure and the HTML page of a sweep into ``out`` (default SWEEP_DIR/report).
+
+    Returns {output name: path}. Everything is rendered in memory first, then written file by file
+    atomically, so a failure leaves the previous report untouched.
+
+    Raises:
+        PielabError: not a sweep folder, or one without trials yet (one line).
+    """
+    # matplotlib loads here, not at import: `pielab export` needs none of it.
+    from pielab.report import figures, page
+
+    sweep = load_sweep(sweep_dir)
+    out_dir = Path(out) if out is not None else sweep.path / "report"
+    groups, trials, failed = group_table(sweep), trial_table(sweep), failed_table(sweep)
+    if groups.empty:
+        sweep.notes.append("no finished trials yet: the summary table and the figures are empty")
+
+    caption = f"Sweep {sweep.name}: best {sweep.metric} per configuration (mean ± sd over seeds), best first"
+    files: dict[str, bytes | str] = {
+        "summary.csv": groups.to_csv(index=False),
+        "summary.md": to_markdown(display_groups(groups, sweep.hparams, "md", sweep.metric)),
+        "summary.tex": to_latex(display_groups(groups, sweep.hparams, "tex", sweep.metric), caption,
+                                f"tab:{sweep.name}-summary"),
+        "trials.csv": trials.to_csv(index=False),
+        "failed.csv": failed.to_csv(index=False),
+        "failed.md": to_markdown(display_plain(failed, "md")),
+    }
+    rendered = figures.make_figures(sweep, groups)  # a skipped figure's reason is shown in its place
+    files.update({fig.filename: fig.png for fig in rendered if fig.png is not None})
+    files["report.html"] = page.render(sweep, groups, trials, failed, rendered)
+    paths = {name: out_dir / name for name in files}
+    for name, data in files.items():
+        write_atomic(paths[name], data)
+    return paths
+
+
+def report_command(sweep_dir: str, out: str | None = None) -> int:
+    """``pielab report``: write the report and print where it is."""
+    paths = build_report(sweep_dir, out)
+    html_page = paths["report.html"]
+    print(f"Report: {html_page} ({len(paths)} files in {html_page.parent})")
+    return 0

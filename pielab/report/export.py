@@ -1,0 +1,94 @@
+"""``pielab export``: the best trials' resolved configs as YAML that ``pielab train`` accepts.
+
+Ranks through :mod:`.tables` (that is, :mod:`pielab.sweep.folder`'s rule), so the first exported
+config is the best trial that ``pielab status`` and ``pielab report`` name.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import yaml
+
+from pielab.config import config_from_dict
+from pielab.errors import PielabError
+from pielab.files import write_atomic
+from pielab.report.tables import load_sweep, number
+from pielab.sweep.folder import test_acc_note
+from pielab.text import fmt_value
+
+
+def export_paths(out: Path, count: int) -> list[Path]:
+    """``FILE`` for one config; ``FILE-stem_1.yaml`` .. ``_K.yaml`` beside it for K > 1 (one config per file,
+    because ``pielab train`` takes a single-document YAML)."""
+    if count == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}_{rank}.yaml") for rank in range(1, count + 1)]
+
+
+def export_configs(sweep_dir: str | Path, top: int = 1, out: str | Path | None = None) -> list[Path]:
+    """Write the best ``top`` finished trials' resolved configs as YAML that ``pielab train`` accepts.
+
+    Each file is the trial's ``config.yaml`` validated through ``config_from_dict`` (so it trains as is,
+    with its full ``train.epochs`` and its ``train.seed``), under a comment header that records the trial
+    id, its best value of the sweep's metric, the epoch it was reached at (``best_epoch``), its best
+    validation accuracy and the test accuracy (and which epoch's model that measured): to reproduce the
+    trial, train the file and compare its metrics epoch by epoch up to ``best_epoch``.
+    All files are rendered before any is written; each write is atomic.
+
+    Raises:
+        PielabError: ``top`` < 1, not a sweep folder, no finished trial yet, or a config that no longer validates.
+    """
+    if top < 1:
+        raise PielabError(f"--top must be at least 1, got {top}")
+    sweep = load_sweep(sweep_dir)
+    ranked = sweep.finished()
+    if ranked.empty:
+        counts = ", ".join(f"{n} {s}" for s, n in sweep.trials["state"].value_counts().items())
+        raise PielabError(f"{sweep.path}: no completed trial to export yet ({counts})")
+    ranked = ranked.head(top)
+    target = Path(out) if out is not None else sweep.path / "best_configs.yaml"
+    paths = export_paths(target, len(ranked))
+    # Sweep trials with train.threads null run with their CPU share as torch's thread count, and a different
+    # thread count changes float summation order: the header says so rather than altering the config.
+    resources = sweep.spec.get("resources") if isinstance(sweep.spec.get("resources"), dict) else {}
+    cpus = number(resources.get("cpu"))
+    trial_threads = max(1, int(cpus)) if not math.isnan(cpus) else None
+    files: dict[Path, str] = {}
+    for rank, ((_, trial), path) in enumerate(zip(ranked.iterrows(), paths), start=1):
+        try:
+            config = config_from_dict(sweep.configs[trial["trial_id"]])
+        except PielabError as exc:
+            raise PielabError(f"trial {trial['trial_id']}: its config.yaml no longer validates: {exc}") from None
+        sampled = ", ".join(f"{k}={fmt_value(trial[k])}" for k in sweep.hparams)
+        header = [
+            f"# pielab export: rank {rank} of {len(ranked)} in sweep {sweep.name} ({sweep.path})",
+            f"# trial: {trial['trial_id']} ({trial['state']}), seed {fmt_value(trial['seed'])}",
+            f"# model: {trial['model']}, depth {fmt_value(trial['depth'])}, residual {fmt_value(trial['residual'])}",
+            f"# best {sweep.metric} ({sweep.mode}): {fmt_value(trial['score'])}",
+            f"# best_epoch: {fmt_value(trial['best_epoch'])}",
+            f"# best_val_acc: {trial['best_val_acc']:.4f}",
+            f"# test_acc: {trial['test_acc']:.4f}  ({test_acc_note(trial['best_epoch'], trial['test_epoch'])})",
+            f"# epochs_run: {fmt_value(trial['epochs'])} of train.epochs={config.train.epochs}",
+        ]
+        if sampled:
+            header.append(f"# searched: {sampled}")
+        header.append(f"# train it: pielab train {path.name} --out DIR")
+        if config.train.threads is None and trial_threads is not None:
+            header.append(f"# the trial ran with {trial_threads} torch thread(s) (its resources.cpu); for a bitwise "
+                          f"CPU reproduction add --set train.threads={trial_threads}")
+        files[path] = "\n".join(header) + "\n" + yaml.safe_dump(config.to_dict(), sort_keys=False)
+    for path, text in files.items():  # rendered all first: a config that fails to validate writes nothing
+        write_atomic(path, text)
+    return paths
+
+
+def export_command(sweep_dir: str, top: int = 1, out: str | None = None) -> int:
+    """``pielab export``: see :func:`export_configs`; prints one line per file written."""
+    paths = export_configs(sweep_dir, top, out)
+    if len(paths) < top:
+        print(f"only {len(paths)} completed trial(s): exported {len(paths)} of {top}")
+    for path in paths:
+        print(f"Exported: {path}")
+    return 0

@@ -1,0 +1,401 @@
+"""The report's data and tables: a sweep folder read through :mod:`pielab.sweep.folder`, and the
+summary, per-trial and failed-trial tables in CSV, Markdown, LaTeX and HTML cells.
+
+The first module of the report package: :mod:`.figures` and :mod:`.page` import it, it imports
+neither. It reads the sweep folder only through :class:`pielab.sweep.folder.SweepFolder`, so the report,
+``pielab export`` and ``pielab status`` share one record per trial and one ranking rule (the folder's
+docstring states it: finished trials, ``completed`` or ``early_stopped``, best first by the sweep's
+metric and mode). Running trials appear in the per-trial table with their partial metrics; failed and
+diverged ones in their own table with the reason. ``results.csv`` is a convenience copy that an
+interrupted sweep may lack, so it is not read.
+
+Trials that differ only in ``train.seed`` form a *group* (the repeats of one configuration, ``seeds:
+[0, 1]``); tables show the mean and the sample standard deviation over a group.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from pielab.config import config_from_dict, flatten, load_yaml
+from pielab.errors import PielabError
+from pielab.sweep.folder import (
+    CONFIG_FILE, FAILED_STATES, STATES, TRIALS_DIR, SweepFolder, TrialRecord, rank_records,
+)
+from pielab.text import fmt_value
+
+# Config keys that never change a result: they do not split groups and are not "hyperparameters".
+IGNORED_KEYS = ("train.seed", "train.device", "train.threads", "data.path", "data.cache_dir")
+IGNORED_PREFIXES = ("tracking.",)
+# Shown in their own columns, so left out of the hyperparameter columns.
+OWN_COLUMNS = ("model.name", "model.depth", "model.residual")
+
+
+# --------------------------------------------------------------------------- reading a sweep folder
+
+
+@dataclass
+class Sweep:
+    """A sweep folder read into memory: the folder, one row per trial, and each trial's epochs."""
+
+    folder: SweepFolder
+    records: dict[str, TrialRecord]  # trial id -> the folder's record (every trial with a config.yaml)
+    trials: pd.DataFrame  # one row per trial; see _trial_row for the columns
+    metrics: dict[str, pd.DataFrame]  # trial id -> metrics.csv (possibly empty)
+    configs: dict[str, dict[str, Any]]  # trial id -> config.yaml as written (nested)
+    hparams: list[str]  # dotted config keys that vary across trials (seed and OWN_COLUMNS excluded)
+    notes: list[str] = field(default_factory=list)  # what was skipped and why, for the HTML page
+
+    @property
+    def path(self) -> Path:
+        return self.folder.path
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.folder.spec
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def metric(self) -> str:
+        return self.folder.metric
+
+    @property
+    def mode(self) -> str:
+        return self.folder.mode
+
+    @property
+    def task(self) -> str:
+        base = self.spec.get("base")
+        return str(base.get("task", "")) if isinstance(base, dict) else ""
+
+    def finished(self) -> pd.DataFrame:
+        """The ranked trials (``pielab.sweep.folder``'s rule), best first: row 0 is the best trial."""
+        return self.trials[self.trials["rank"].notna()].sort_values("rank", kind="stable")
+
+
+def _is_ignored(key: str) -> bool:
+    return key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES)
+
+
+def _hashable(value: Any) -> Any:
+    """Config values as dictionary keys (lists such as ResNet layouts become tuples)."""
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+def number(value: Any) -> float:
+    """``value`` as a float; NaN for None and anything that is not a number."""
+    try:
+        return math.nan if value is None or isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _grad_ratios(frame: pd.DataFrame) -> tuple[float, float]:
+    """(mean over epochs, first epoch) of ``grad/first_last_ratio``, ignoring non-finite and non-positive values."""
+    if "grad/first_last_ratio" not in frame:
+        return math.nan, math.nan
+    ratio = pd.to_numeric(frame["grad/first_last_ratio"], errors="coerce")
+    ratio = ratio[ratio.map(lambda v: math.isfinite(v) and v > 0)]
+    return (float(ratio.mean()) if len(ratio) else math.nan, float(ratio.iloc[0]) if len(ratio) else math.nan)
+
+
+def _count_params(config: dict[str, Any]) -> float:
+    """Parameter count from the config, for trials whose result.json does not record it (meta device: no memory)."""
+    try:
+        import torch
+
+        from pielab.models import get_model
+
+        resolved = config_from_dict(config)
+        with torch.device("meta"):
+            model = get_model(resolved.model_name, **resolved.model_kwargs())
+        return float(sum(p.numel() for p in model.parameters()))
+    except Exception:  # an unknown model or a config from another version: the column stays empty
+        return math.nan
+
+
+def _trial_row(rec: TrialRecord, config: dict[str, Any], frame: pd.DataFrame, rank: int | None) -> dict[str, Any]:
+    """One row of ``Sweep.trials``: the folder's record, plus model columns from the trial's config.yaml.
+
+    Hyperparameter values come from the resolved config.yaml, not from the sampled dict in result.json:
+    the config is what the trial actually ran (Optuna stores non-primitive choices as text).
+    """
+    flat = flatten(config)
+    params = number(rec.num_params)
+    if math.isnan(params):
+        params = _count_params(config)
+    grad_mean, grad_first = _grad_ratios(frame)
+    return {
+        "trial_id": rec.trial_id,
+        "state": rec.state,
+        "reason": rec.reason or "",
+        "model": flat.get("model.name", ""),
+        "depth": number(flat.get("model.depth")),
+        "residual": flat.get("model.residual") if isinstance(flat.get("model.residual"), bool) else None,
+        "seed": flat.get("train.seed", rec.seed),
+        "best_val_acc": number(rec.best_val_acc),
+        "best_epoch": number(rec.best_epoch),
+        "test_acc": number(rec.test_acc),
+        "test_epoch": number(rec.test_epoch),
+        "epochs": float(rec.epochs),
+        "train_time_s": number(rec.train_time_s),
+        "params": params,
+        "grad_ratio_mean": grad_mean,
+        "grad_ratio_epoch1": grad_first,
+        "score": number(rec.best_value),
+        "rank": rank,
+        "_flat": flat,
+    }
+
+
+def _varying_keys(flats: list[dict[str, Any]], order: list[str]) -> list[str]:
+    """Config keys with more than one value across trials, in the space's order first."""
+    keys = sorted({k for flat in flats for k in flat})
+    varying = [k for k in keys if not _is_ignored(k) and k not in OWN_COLUMNS
+               and len({_hashable(flat.get(k)) for flat in flats}) > 1]
+    ranked = [k for k in order if k in varying]
+    return ranked + [k for k in varying if k not in ranked]
+
+
+def load_sweep(sweep_dir: str | Path) -> Sweep:
+    """Read a sweep folder; a folder that is not one, or has no trials yet, raises PielabError (one line)."""
+    folder = SweepFolder.open(sweep_dir)
+    if not (folder.path / TRIALS_DIR).is_dir():
+        raise PielabError(f"{folder.path} is not a sweep folder (no {TRIALS_DIR}/)")
+    space = folder.spec.get("space") if isinstance(folder.spec.get("space"), dict) else {}
+    space_keys = list((space.get("parameters") or {}) if isinstance(space, dict) else {})
+
+    records, metrics, configs, notes = {}, {}, {}, []
+    for trial_id, rec in folder.records().items():
+        config_path = folder.trial_dir(trial_id) / CONFIG_FILE
+        if not config_path.is_file():
+            notes.append(f"trial {trial_id} skipped: no {CONFIG_FILE} yet")
+            continue
+        try:
+            config, _ = load_yaml(config_path)
+        except PielabError as exc:
+            notes.append(f"trial {trial_id} skipped: {exc}")
+            continue
+        records[trial_id], configs[trial_id] = rec, config
+        metrics[trial_id] = pd.DataFrame([rec.rows[e] for e in sorted(rec.rows)])
+    if not records:
+        raise PielabError(f"{folder.path}: no trials yet ({TRIALS_DIR}/ has no trial with a {CONFIG_FILE})")
+
+    ranks = {rec.trial_id: i for i, rec in enumerate(rank_records(records, folder.mode), 1)}
+    rows = [_trial_row(rec, configs[tid], metrics[tid], ranks.get(tid)) for tid, rec in records.items()]
+    flats = [row.pop("_flat") for row in rows]
+    hparams = _varying_keys(flats, space_keys)
+    group_ids: dict[Any, int] = {}
+    for row, flat in zip(rows, flats):
+        for key in hparams:
+            row[key] = flat.get(key)
+        signature = tuple(sorted((k, _hashable(v)) for k, v in flat.items() if not _is_ignored(k)))
+        row["group"] = group_ids.setdefault(signature, len(group_ids) + 1)
+    trials = pd.DataFrame(rows)
+    trials["rank"] = pd.array(trials["rank"], dtype="Int64")
+    return Sweep(folder=folder, records=records, trials=trials, metrics=metrics, configs=configs, hparams=hparams,
+                 notes=notes)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _sd(values: pd.Series) -> float:
+    """Sample standard deviation over repeats; undefined (NaN) for a single run."""
+    values = values.dropna()
+    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def group_table(sweep: Sweep) -> pd.DataFrame:
+    """One row per configuration (finished trials that differ only in ``train.seed``), best first.
+
+    Numeric columns stay numeric (accuracies as fractions) so the CSV is machine-readable; ``best``
+    marks the best configuration of each (model, depth, residual).
+    """
+    done = sweep.finished()
+    columns = ["group", "model", "depth", "residual", *sweep.hparams, "val_acc_mean", "val_acc_sd", "best_epoch",
+               "test_acc_mean", "test_acc_sd", "epochs", "train_time_s", "params", "n_seeds", "score_mean",
+               "best", "trials"]
+    if done.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for group, part in done.groupby("group", sort=False):
+        first = part.iloc[0]
+        rows.append({
+            "group": group, "model": first["model"], "depth": first["depth"], "residual": first["residual"],
+            **{k: first[k] for k in sweep.hparams},
+            "val_acc_mean": part["best_val_acc"].mean(), "val_acc_sd": _sd(part["best_val_acc"]),
+            "best_epoch": part["best_epoch"].mean(),
+            "test_acc_mean": part["test_acc"].mean(), "test_acc_sd": _sd(part["test_acc"]),
+            "epochs": part["epochs"].mean(), "train_time_s": part["train_time_s"].mean(),
+            "params": first["params"], "n_seeds": int(part["seed"].nunique(dropna=False)),
+            "score_mean": part["score"].mean(), "trials": " ".join(part["trial_id"]),
+        })
+    table = pd.DataFrame(rows).sort_values("score_mean", ascending=sweep.mode == "min", kind="stable")
+    family = table[["model", "depth", "residual"]].astype(str).agg("|".join, axis=1)
+    table["best"] = ~family.duplicated()  # sorted best first: the first row of each family is its best
+    return table.reset_index(drop=True)[columns]
+
+
+def trial_table(sweep: Sweep) -> pd.DataFrame:
+    """Every trial, every state: the ranked ones first in rank order, then by state (the per-trial CSV)."""
+    order = {state: i for i, state in enumerate(STATES)}
+    trials = sweep.trials.copy()
+    trials["_state_rank"] = trials["state"].map(lambda s: order.get(s, len(order)))
+    trials = trials.sort_values(["rank", "_state_rank", "trial_id"], na_position="last", kind="stable")
+    columns = ["rank", "trial_id", "state", "group", "model", "depth", "residual", *sweep.hparams, "seed",
+               "best_value", "best_val_acc", "best_epoch", "test_acc", "test_epoch", "epochs", "train_time_s",
+               "params", "grad_ratio_mean", "grad_ratio_epoch1", "reason"]
+    return trials.rename(columns={"score": "best_value"})[columns].reset_index(drop=True)
+
+
+def failed_table(sweep: Sweep) -> pd.DataFrame:
+    """Failed and diverged trials with their reason: excluded from every ranking."""
+    failed = sweep.trials[sweep.trials["state"].isin(FAILED_STATES)]
+    return failed[["trial_id", "state", "reason", "model", "depth", "residual", *sweep.hparams, "seed",
+                   "epochs"]].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one output format writes a cell: escaping, bold, ± and the best marker."""
+
+    escape: Callable[[str], str]
+    bold: str
+    pm: str
+    star: str
+
+
+def _escape_tex(text: str) -> str:
+    special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(special.get(ch, ch) for ch in text)
+
+
+def _escape_md(text: str) -> str:
+    return text.replace("|", r"\|")
+
+
+STYLES = {
+    "md": Style(_escape_md, "**{}**", " ± ", "★"),
+    "tex": Style(_escape_tex, r"\textbf{{{}}}", r" $\pm$ ", r"$\star$"),
+    "html": Style(html.escape, "<strong>{}</strong>", " ± ", "★"),
+}
+
+
+def _pct(mean: float, sd: float, pm: str) -> str:
+    if math.isnan(mean):
+        return fmt_value(None)
+    return f"{100 * mean:.2f}" + ("" if math.isnan(sd) else f"{pm}{100 * sd:.2f}")
+
+
+def _params(value: float) -> str:
+    if math.isnan(value):
+        return fmt_value(None)
+    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k" if value >= 1e3 else str(int(value))
+
+
+def display_groups(table: pd.DataFrame, hparams: list[str], fmt: str, metric: str = "val/acc") -> pd.DataFrame:
+    """The group table as strings for one format: accuracies in % with mean ± sd, the best rows in bold.
+
+    For a sweep on another ``metric`` than val/acc, a column of that metric (mean over seeds) comes first
+    and carries the bold: it is what the rows are ranked by.
+    """
+    style = STYLES[fmt]
+    own = metric != "val/acc"
+    metric_column = f"Best {metric}"
+
+    def pct(mean: float, sd: float) -> str:
+        return style.escape(_pct(mean, sd, "\0")).replace("\0", style.pm)
+
+    rows = []
+    for _, r in table.iterrows():
+        val = pct(r["val_acc_mean"], r["val_acc_sd"])
+        score = style.escape(fmt_value(r["score_mean"]))
+        rows.append({
+            metric_column: style.bold.format(score) if r["best"] else score,
+            "Model": fmt_value(r["model"]),
+            "Depth": fmt_value(r["depth"]),
+            "Residual": fmt_value(r["residual"]),
+            **{k: fmt_value(r[k]) for k in hparams},
+            "Val acc (%)": style.bold.format(val) if r["best"] and not own else val,
+            "Best epoch": _epochs(r["best_epoch"]),
+            "Test acc (%)": pct(r["test_acc_mean"], r["test_acc_sd"]),
+            "Epochs": _epochs(r["epochs"]),
+            "Time (s)": _seconds(r["train_time_s"]),
+            "Params": _params(r["params"]),
+            "Seeds": str(r["n_seeds"]),
+            "Best": style.star if r["best"] else "",
+        })
+    columns = ["Model", "Depth", "Residual", *hparams, *([metric_column] if own else []), "Val acc (%)", "Best epoch", "Test acc (%)", "Epochs",
+               "Time (s)", "Params", "Seeds", "Best"]
+    frame = pd.DataFrame(rows, columns=columns)  # without its own column, the metric's cells are dropped here
+    for column in ("Model", "Residual", *hparams):  # the formatted cells above are escaped already
+        frame[column] = frame[column].map(style.escape)
+    frame.columns = [style.escape(c) for c in columns]
+    return frame
+
+
+def _epochs(value: float) -> str:
+    """An epoch count or a mean of them over seeds (``7`` or ``7.5``)."""
+    return fmt_value(None) if pd.isna(value) else f"{value:.1f}".removesuffix(".0")
+
+
+def _seconds(value: float) -> str:
+    return fmt_value(None) if pd.isna(value) else f"{value:.0f}"
+
+
+def _percent(value: float) -> str:
+    return fmt_value(None) if pd.isna(value) else f"{100 * value:.2f}"
+
+
+def display_plain(table: pd.DataFrame, fmt: str) -> pd.DataFrame:
+    """Any table as escaped strings for one format, accuracies in %."""
+    style = STYLES[fmt]
+    out = pd.DataFrame(index=table.index)
+    for column in table.columns:
+        if column in ("best_val_acc", "test_acc"):
+            cells = table[column].map(_percent)
+            name = column.replace("_acc", " acc (%)").replace("_", " ")
+        elif column == "params":
+            cells, name = table[column].map(_params), column
+        elif column == "train_time_s":
+            cells, name = table[column].map(_seconds), "time (s)"
+        else:
+            cells = table[column].map(lambda v: fmt_value(None if v is pd.NA else v))
+            name = column.replace("_", " ") if "." not in column else column
+        out[style.escape(name)] = cells.map(style.escape)
+    return out
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (pandas' ``to_markdown`` needs ``tabulate``, which we do not ship)."""
+    if frame.empty:
+        return "_(none)_\n"
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def to_latex(frame: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs ``table`` (cells already escaped by ``display_*``); needs ``\\usepackage{booktabs}``."""
+    align = "".join("l" if c in ("Model", "Residual", "Best") else "r" for c in frame.columns)
+    caption = _escape_tex(caption).replace("±", r"$\pm$")
+    body = frame.to_latex(index=False, escape=False, column_format=align, caption=caption, label=label)
+    return "% generated by `pielab report`; needs \\usepackage{booktabs}\n" + body
+
+
