@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -98,39 +97,11 @@ def _finish_report(console, outcome, spec) -> int:
 # --------------------------------------------------------------------------- commands
 
 
-def _load_while_ray_starts(load, address: str | None):
-    """``load()`` (the spec: it imports torch and the models, seconds) on a thread while Ray starts.
-
-    Ray must start on the main thread (it ties its processes to the starting thread), so the spec
-    loads beside it. Returns ``(spec, owns_ray)``; a bad spec still raises its own one-line error.
-    """
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["spec"] = load()
-        except BaseException as exc:  # re-raised on the main thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="pielab-load-spec", daemon=True)
-    thread.start()
+def _start_ray_for(spec, address: str | None) -> bool:
+    """Start (or join) Ray once the spec has loaded and validated: bad input never pays for Ray."""
     from pielab.sweep import runner
 
-    try:
-        owns_ray = runner.start_ray(address)
-    except BaseException:
-        thread.join()
-        if "error" in box:
-            raise box["error"] from None
-        raise
-    thread.join()
-    if "error" in box:
-        if owns_ray:
-            import ray
-
-            ray.shutdown()
-        raise box["error"]
-    return box["spec"], owns_ray
+    return runner.start_ray(address)
 
 
 def sweep_command(spec_path: str, overrides: list[str], out: str | None, address: str | None) -> int:
@@ -138,9 +109,8 @@ def sweep_command(spec_path: str, overrides: list[str], out: str | None, address
     t0 = time.time()
     from pielab.sweep.spec import load_spec
 
-    if not Path(spec_path).is_file():  # the common typo fails before Ray starts
-        load_spec(spec_path, overrides or [])
-    spec, owns_ray = _load_while_ray_starts(lambda: load_spec(spec_path, overrides or []), address)
+    spec = load_spec(spec_path, overrides or [])  # every file it names is validated before Ray starts
+    owns_ray = _start_ray_for(spec, address)
     from pielab.sweep.runner import localize_paths, run_sweep
 
     folder = None
@@ -181,7 +151,8 @@ def resume_command(sweep_dir: str) -> int:
         )
     _refuse_if_running(folder, status)
     address = status.get("address")
-    spec, owns_ray = _load_while_ray_starts(lambda: _load_saved_spec(folder), address)
+    spec = _load_saved_spec(folder)
+    owns_ray = _start_ray_for(spec, address)
     from pielab.sweep.runner import run_sweep
 
     console.print(f"resuming sweep {spec.name} in {folder}")
