@@ -38,6 +38,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from pielab.errors import DataError
+from pielab.files import json_text, write_atomic
 
 log = logging.getLogger("pielab.data")
 
@@ -86,7 +87,7 @@ def file_digest(path: Path, root: Path) -> str:
     digest = h.hexdigest()
     try:  # best effort: a read-only cache folder still serves the entries it holds
         memo.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(memo, digest + "\n")
+        write_atomic(memo, digest + "\n", fsync=True)
     except OSError:
         pass
     return digest
@@ -155,7 +156,7 @@ def get_or_build(entry: Path, build: Callable[[Path], dict[str, Any]], what: str
             meta = build(tmp)
             meta = {**meta, "format": FORMAT_VERSION, "build_s": round(time.perf_counter() - start, 3),
                     "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "built_by_pid": os.getpid()}
-            _atomic_write_text(tmp / _META, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+            write_atomic(tmp / _META, json_text(meta), fsync=True)  # strict JSON, durable before the rename
             _fsync_dir(tmp)
             os.replace(tmp, entry)
             _fsync_dir(entry.parent)
@@ -191,19 +192,6 @@ def load_array(entry: Path, name: str) -> torch.Tensor:
     except (OSError, ValueError) as exc:
         raise DataError(f"data cache file {path} is unreadable ({exc}); delete {entry} to rebuild it") from None
     return torch.from_numpy(array)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _fsync_dir(path: Path) -> None:
