@@ -120,6 +120,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return export_command(args.sweep_dir, args.top, args.out)
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from pielab.data.cache_command import cache_command
+
+    return cache_command(args.cache_dir, prune=args.prune, older_than=args.older_than,
+                         keep_referenced=args.keep_referenced)
+
+
+CACHE_HELP = """\
+Without --prune: one line per entry (a processed source: cifar10-KEY, imdb-KEY) and per subset under it
+(ENTRY/subsets/HASH: the rows one split setting selects), with its size and last use. Last use is the
+mtime of the folder's last_used file, which every `pielab train` and every trial touches when it opens
+the folder (folders built before pielab kept it: when they were built).
+
+--prune removes the entries and subsets last used more than --older-than ago (default 30d; units s, m,
+h, d, w), printing each with its size and the space freed. An entry goes with all its subsets; a recent
+entry keeps its recent subsets and loses its old ones. Never removed: a folder whose build lock is held
+(being built), an entry with a subset being built, lock files, raw/ (downloaded sources) and
+fingerprints/.
+
+--keep-referenced SWEEP_DIR... also keeps every entry and subset that a config in those sweep folders
+opens (sweep.yaml's base config and every trials/*/config.yaml), resolved as `pielab train CONFIG`
+resolves it in this shell (data.path, else $PIELAB_DATA_DIR, else the download), under the cache being
+pruned. A config whose data cannot be found is reported and keeps nothing. Run --prune while no sweep is
+starting: a process that opens an old entry at that instant may find it gone."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pielab",
@@ -164,6 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how many of the best finished trials (default 1)")
     p.add_argument("--out", metavar="FILE",
                    help="output YAML (default SWEEP_DIR/best_configs.yaml); with --top K>1: FILE-stem_1.yaml .. _K.yaml")
+
+    p = add("cache", cmd_cache, "list the processed-data cache, or prune what was not used recently")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = CACHE_HELP
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="the cache folder (default $PIELAB_CACHE_DIR, else $XDG_CACHE_HOME/pielab or ~/.cache/pielab)")
+    p.add_argument("--prune", action="store_true", help="remove entries and subsets not used within --older-than")
+    p.add_argument("--older-than", metavar="AGE", help="with --prune: the age of last use that goes (default 30d)")
+    p.add_argument("--keep-referenced", nargs="+", metavar="SWEEP_DIR",
+                   help="with --prune: keep what these sweep folders' configs use")
 
     p = add("dashboard", cmd_dashboard, "optuna-dashboard over the sweep's study")
     p.add_argument("sweep_dir", metavar="SWEEP_DIR")

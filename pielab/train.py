@@ -9,9 +9,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import json
+import io
 import math
-import os
 import random
 import sys
 import time
@@ -24,6 +23,7 @@ import torch.nn as nn
 
 from pielab.config import Config, config_from_dict, save_config
 from pielab.errors import Diverged, PielabError
+from pielab.files import write_atomic, write_json
 
 CHECKPOINT_VERSION = 1
 METRIC_KEYS = (
@@ -236,6 +236,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` via a temporary file and rename: a crash never leaves a half-written checkpoint."""
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only``: a malicious pickle never runs)."""
     path = Path(path)
@@ -248,19 +253,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION or "model" not in state:
         raise PielabError(f"{path}: not a pielab checkpoint (missing version/model)")
     return state
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a half-written checkpoint."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- run-folder outputs
@@ -276,15 +268,15 @@ def epoch_line(metrics: dict[str, Any], epochs: int) -> str:
 
 
 def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
+    """One row per epoch, the union of the rows' keys as the header; rewritten atomically each epoch."""
     if not history:
         return
     keys = list(dict.fromkeys(k for row in history for k in row))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(history)
+    write_atomic(path, text.getvalue())
 
 
 def plot_curves(history: list[dict[str, Any]], out_dir: Path, title: str = "") -> list[Path]:
@@ -495,10 +487,10 @@ def fit(
                 "params": params,
             }
             if out is not None:
-                save_atomic(state, out / "checkpoint.pt")
+                save_checkpoint(state, out / "checkpoint.pt")
                 if best["epoch"] == epoch:
-                    save_atomic({"version": CHECKPOINT_VERSION, "epoch": epoch, "model": state["model"],
-                                 "config": state["config"]}, out / "best.pt")
+                    save_checkpoint({"version": CHECKPOINT_VERSION, "epoch": epoch, "model": state["model"],
+                                     "config": state["config"]}, out / "best.pt")
                 write_metrics_csv(history, out / "metrics.csv")
             if on_epoch is not None:
                 on_epoch(metrics, state)
@@ -507,7 +499,7 @@ def fit(
         raise PielabError(f"nothing to train: the run already finished its {tcfg.epochs} epochs")
     summary = summarize(history, params)
     if out is not None:
-        _write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_json(out / "summary.json", summary)  # strict JSON: a NaN (no test split) is written as null
         plot_curves(history, out, title=config.model_name)
     log(f"Training completed in {elapsed:.2f} seconds.")
     return summary

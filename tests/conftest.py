@@ -37,7 +37,6 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("WANDB_API_KEY", None)
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ.pop("PIELAB_DATA_DIR", None)  # tests name their data explicitly
 
 

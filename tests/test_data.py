@@ -539,6 +539,9 @@ def test_bad_files_raise_data_error_naming_the_file(tmp_path: Path) -> None:
     np.savez(tmp_path / "labels.npz", x_train=np.zeros((4, 32, 32, 3), np.uint8), y_train=np.full(4, 12),
              x_test=np.zeros((4, 32, 32, 3), np.uint8), y_test=np.zeros(4, np.int64))
     fails("cifar10", tmp_path / "labels.npz", "labels outside 0..9")
+    np.savez(tmp_path / "notest.npz", x_train=np.zeros((4, 32, 32, 3), np.uint8), y_train=np.zeros(4, np.int64),
+             x_test=np.zeros((0, 32, 32, 3), np.uint8), y_test=np.zeros(0, np.int64))
+    fails("cifar10", tmp_path / "notest.npz", "x_test has no images")
     (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
     fails("imdb", tmp_path / "junk.parquet", "cannot read as an IMDB .parquet")
     pd.DataFrame({"review": ["good"], "sentiment": [1]}).to_parquet(tmp_path / "cols.parquet")

@@ -10,7 +10,7 @@ import torch
 
 from pielab.config import load_config
 from pielab.errors import Diverged
-from pielab.train import fit, load_checkpoint, save_atomic
+from pielab.train import fit, load_checkpoint, save_checkpoint
 
 TIMING_KEYS = ("time/epoch_s", "time/total_s", "perf/samples_per_s")
 
@@ -79,7 +79,7 @@ def test_interrupted_run_resumes_to_identical_metrics(task, cifar_path, imdb_pat
         pass
 
     def stop_after_first(metrics, state):
-        save_atomic(state, tmp_path / "ckpt.pt")
+        save_checkpoint(state, tmp_path / "ckpt.pt")
         raise Interrupt
 
     with pytest.raises(Interrupt):

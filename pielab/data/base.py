@@ -255,9 +255,9 @@ class Task:
     def prepare(self, cfg: DataConfig) -> Prepared:
         """Find the source, build or reuse the cache entry, and split it as ``cfg`` says."""
         root = cache.cache_root(cfg.cache_dir)
-        source = self.find_source(cfg, root)
-        entry = root / cache.entry_name(self.name, self._identity(source, root), self.settings(cfg))
+        source, entry = self._locate(cfg, root)
         built = cache.get_or_build(entry, lambda out: self.build(source, cfg, root, out), self.label)
+        cache.mark_used(entry)
         meta = cache.read_meta(entry)
         full = {s: tuple(cache.load_array(entry, f"{s}_{f}") for f in self.fields) for s in ("train", "test")}
         idx = split_indices(full["train"][-1].numpy(), full["test"][-1].numpy(), cfg)
@@ -275,6 +275,26 @@ class Task:
                    "train_size": cfg.train_size, "test_size": cfg.test_size, "stratified": True},
         )
         return Prepared(task=self.name, model_kwargs=self.model_kwargs(meta), meta=meta, **splits)
+
+    def cache_names(self, cfg: DataConfig, root: Path) -> list[str]:
+        """The cache entry, and the subset under it, that :meth:`prepare` would open for ``cfg`` under ``root``.
+
+        Names are relative to ``root`` (``cifar10-<key>``, ``cifar10-<key>/subsets/<hash>``); nothing is
+        built. The subset is named only when the entry exists (its labels decide the rows). Raises
+        :class:`DataError` when the source cannot be found or the split sizes do not fit it.
+        """
+        _, entry = self._locate(cfg, root)
+        names = [entry.name]
+        if cache.is_complete(entry):
+            labels = {s: cache.load_array(entry, f"{s}_{self.fields[-1]}").numpy() for s in ("train", "test")}
+            idx = split_indices(labels["train"], labels["test"], cfg)
+            if any(idx[s] is not None for s in SPLITS):
+                names.append(f"{entry.name}/subsets/{subset_name(idx)}")
+        return names
+
+    def _locate(self, cfg: DataConfig, root: Path) -> tuple[Source, Path]:
+        source = self.find_source(cfg, root)
+        return source, root / cache.entry_name(self.name, self._identity(source, root), self.settings(cfg))
 
     def _subsets(self, entry: Path, full: dict[str, tuple[torch.Tensor, ...]],
                  idx: dict[str, np.ndarray | None]) -> tuple[dict[str, tuple[torch.Tensor, ...]], Path | None]:
@@ -303,6 +323,7 @@ class Task:
         try:
             folder.parent.mkdir(exist_ok=True)
             cache.get_or_build(folder, build, f"{self.label} subset")
+            cache.mark_used(folder)
             mapped = {s: tuple(cache.load_array(folder, f"{s}_{f}") for f in self.fields) for s in taken}
         except (OSError, DataError) as exc:
             log.warning("cannot cache the split subsets in %s (%s); this process keeps its own copy", folder, exc)

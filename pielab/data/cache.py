@@ -16,6 +16,10 @@ Why this shape:
 * The splits a config selects (holdout, ``train_size``, ``test_size`` subsets) are written the same way,
   once, into ``<entry>/subsets/<hash of the rows>/`` and memory-mapped too (``Task._subsets`` in
   ``base.py``): a subset taken by indexing would be a private copy in every trial process.
+* Every :func:`~pielab.data.prepare` touches ``last_used`` in the entry and in the subset it opens: its
+  mtime is the folder's last use (atime is unreliable: ``noatime``/``relatime`` mounts), which
+  ``pielab cache --prune`` compares with ``--older-than``. Pruning takes the same lock as building, so an
+  entry being built is never removed.
 * A local source file is identified by a SHA-256 of its content, computed once and memoised by
   (path, size, mtime, inode): renaming or touching a file does not silently reuse stale data, and hashing
   47 MB on every trial start is avoided.
@@ -28,16 +32,19 @@ import json
 import logging
 import os
 import shutil
+import re
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from filelock import FileLock, Timeout
 
 from pielab.errors import DataError
+from pielab.files import json_text, write_atomic
 
 log = logging.getLogger("pielab.data")
 
@@ -45,10 +52,15 @@ log = logging.getLogger("pielab.data")
 FORMAT_VERSION = 1
 
 _META = "meta.json"
+LAST_USED = "last_used"
+_ENTRY_RE = re.compile(r"^([a-z0-9_]+)-[0-9a-f]{16}$")
+_SUBSETS = "subsets"
 
 
-def cache_root(cache_dir: str | None) -> Path:
-    """``data.cache_dir``, else ``$PIELAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/pielab`` or ``~/.cache/pielab``."""
+def cache_root(cache_dir: str | None, *, create: bool = True) -> Path:
+    """``data.cache_dir``, else ``$PIELAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/pielab`` or ``~/.cache/pielab``.
+
+    Created unless ``create`` is False; raises :class:`DataError` when it cannot be."""
     if cache_dir:
         root = Path(cache_dir)
     elif os.environ.get("PIELAB_CACHE_DIR"):
@@ -56,6 +68,8 @@ def cache_root(cache_dir: str | None) -> Path:
     else:
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pielab"
     root = root.expanduser()
+    if not create:
+        return root
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -86,7 +100,7 @@ def file_digest(path: Path, root: Path) -> str:
     digest = h.hexdigest()
     try:  # best effort: a read-only cache folder still serves the entries it holds
         memo.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(memo, digest + "\n")
+        write_atomic(memo, digest + "\n", fsync=True)
     except OSError:
         pass
     return digest
@@ -155,7 +169,7 @@ def get_or_build(entry: Path, build: Callable[[Path], dict[str, Any]], what: str
             meta = build(tmp)
             meta = {**meta, "format": FORMAT_VERSION, "build_s": round(time.perf_counter() - start, 3),
                     "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "built_by_pid": os.getpid()}
-            _atomic_write_text(tmp / _META, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+            write_atomic(tmp / _META, json_text(meta), fsync=True)  # strict JSON, durable before the rename
             _fsync_dir(tmp)
             os.replace(tmp, entry)
             _fsync_dir(entry.parent)
@@ -166,6 +180,14 @@ def get_or_build(entry: Path, build: Callable[[Path], dict[str, Any]], what: str
         return True
     finally:
         lock.release()
+
+
+def mark_used(folder: Path) -> None:
+    """Touch ``folder/last_used``: its mtime is when ``folder`` (an entry or a subset) was last opened."""
+    try:
+        (folder / LAST_USED).touch()
+    except OSError:
+        pass  # a read-only cache still serves the entries it holds
 
 
 def save_array(folder: Path, name: str, array: np.ndarray) -> None:
@@ -193,19 +215,6 @@ def load_array(entry: Path, name: str) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -217,3 +226,151 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# --------------------------------------------------------------------------- inventory and pruning
+
+
+@dataclass
+class CacheItem:
+    """One folder of the cache: an entry (``cifar10-<key>``), a subset under it, or an unfinished build.
+
+    ``name`` is relative to the cache root; ``size`` is the bytes of its files (an entry's includes its
+    subsets); ``last_used`` is a Unix time (the ``last_used`` stamp's mtime, else when it was built, else
+    the folder's mtime); ``state`` is ``ready``, ``building`` (its lock is held now) or ``incomplete``
+    (a crashed build's leftovers).
+    """
+
+    path: Path
+    name: str
+    task: str
+    kind: str  # "entry" or "subset"
+    size: int
+    last_used: float
+    state: str
+
+
+def folder_size(path: Path) -> int:
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass  # removed while we looked
+    return total
+
+
+def _last_used(folder: Path) -> float:
+    for probe in (folder / LAST_USED, folder / _META, folder):
+        try:
+            return probe.stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def _locked(lock_file: Path) -> bool:
+    """Whether another process holds the build lock (taking it for an instant when it is free)."""
+    lock = FileLock(str(lock_file))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    except OSError:
+        return False  # cannot even create the lock file: nobody can be building here either
+    lock.release()
+    return False
+
+
+def _folders(parent: Path, pattern: re.Pattern[str] | None) -> Iterator[Path]:
+    try:
+        children = sorted(parent.iterdir())
+    except OSError:
+        return
+    for child in children:
+        if child.is_dir() and not child.is_symlink() and (pattern is None or pattern.match(child.name)):
+            yield child
+
+
+def inventory(root: Path) -> list[CacheItem]:
+    """Every entry under ``root``, each followed by its subsets, then unfinished entry builds (``.tmp-*``).
+
+    The raw downloads (``raw/``) and source fingerprints (``fingerprints/``) are not entries: they are
+    the sources themselves and a few bytes per file.
+    """
+    items: list[CacheItem] = []
+    for entry in _folders(root, _ENTRY_RE):
+        task = _ENTRY_RE.match(entry.name).group(1)
+        items.append(_item(entry, entry.name, task, "entry"))
+        for sub in _folders(entry / _SUBSETS, None):
+            items.append(_item(sub, f"{entry.name}/{_SUBSETS}/{sub.name}", task, "subset"))
+    for tmp in _folders(root, re.compile(r"^\.tmp-")):
+        match = _ENTRY_RE.match(_build_target(tmp).name)
+        items.append(_item(tmp, tmp.name, match.group(1) if match else "?", "entry"))
+    return items
+
+
+def _item(path: Path, name: str, task: str, kind: str) -> CacheItem:
+    if not path.name.startswith(".tmp-") and is_complete(path):
+        state = "ready"
+    else:
+        state = "building" if _locked(lock_path(_build_target(path))) else "incomplete"
+    return CacheItem(path, name, task, kind, folder_size(path), _last_used(path), state)
+
+
+def _build_target(path: Path) -> Path:
+    """The folder whose lock guards ``path``: itself, or for a build folder ``.tmp-<target>-<random>``
+    (what ``tempfile.mkdtemp`` made in :func:`get_or_build`) that ``<target>``."""
+    if path.name.startswith(".tmp-"):
+        return path.with_name(path.name[len(".tmp-"):].rsplit("-", 1)[0])
+    return path
+
+
+def _remove_unlocked(item: CacheItem) -> bool:
+    """Remove ``item`` while holding its build lock; False when someone else holds it (a build)."""
+    lock = FileLock(str(lock_path(_build_target(item.path))))
+    try:
+        lock.acquire(timeout=0)
+    except (Timeout, OSError):
+        return False
+    try:
+        if not item.path.exists():
+            return False
+        item.size = folder_size(item.path)
+        shutil.rmtree(item.path)
+        return True
+    finally:
+        lock.release()
+
+
+def prune(root: Path, *, older_than_s: float, keep: set[str] = frozenset(), now: float | None = None) -> list[CacheItem]:
+    """Remove the entries and subsets of ``root`` last used more than ``older_than_s`` seconds ago.
+
+    Never removes a folder in ``keep`` (names as :func:`inventory` gives them; keeping a subset keeps
+    its entry), a folder whose build lock another process holds (being built), an entry with a subset
+    being built, or a lock file (a process waiting on a lock must find the same file). Each folder is
+    removed while this process holds its build lock. Unfinished builds whose lock is free are leftovers
+    of a crash; they go by the same age rule (their folder's mtime). Returns what was removed.
+    """
+    cutoff = (time.time() if now is None else now) - older_than_s
+    kept_entries = {name.split("/", 1)[0] for name in keep}
+    items = inventory(root)
+    subsets: dict[str, list[CacheItem]] = {}
+    for item in items:
+        if item.kind == "subset":
+            subsets.setdefault(item.name.split("/", 1)[0], []).append(item)
+    removed: list[CacheItem] = []
+    for item in items:
+        if item.kind != "entry" or item.state == "building":
+            continue
+        children = subsets.get(item.name, [])
+        if (item.last_used < cutoff and item.name not in kept_entries
+                and not any(_locked(lock_path(_build_target(c.path))) for c in children)):
+            if _remove_unlocked(item):
+                removed.append(item)
+            continue
+        for sub in children:  # the entry stays: its subsets one by one
+            if sub.state != "building" and sub.last_used < cutoff and sub.name not in keep and _remove_unlocked(sub):
+                removed.append(sub)
+    return removed

@@ -196,6 +196,8 @@ def _check(where: Path, split: str, x: np.ndarray, y: np.ndarray, num_classes: i
     if x.dtype != np.uint8 or x.ndim != 4 or not (x.shape[1:] == (32, 32, 3) or x.shape[1:] == (3, 32, 32)):
         raise DataError(f"{where}: x_{split} must be uint8 images N x 32 x 32 x 3 (or N x 3 x 32 x 32), "
                         f"got {x.dtype} {tuple(x.shape)}")
+    if len(x) == 0:  # an empty test split would train and report a test accuracy of 0/0
+        raise DataError(f"{where}: x_{split} has no images (CIFAR-10 needs both train and test images)")
     if x.shape[-1] == 3:
         x = x.transpose(0, 3, 1, 2)
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):

@@ -35,6 +35,7 @@ from pielab.config import DataConfig
 from pielab.data.base import Loader, Prepared, Selection, Source, Task, check_reachable, offline_reason, one_line
 from pielab.data.cache import save_array
 from pielab.errors import DataError
+from pielab.files import json_text, write_atomic
 
 log = logging.getLogger("pielab.data")
 
@@ -147,7 +148,7 @@ class Imdb(Task):
             full = np.array([len(t) for t in tokens[split]])
             meta[f"{split}_truncated_fraction"] = round(float((full > cfg.max_len).mean()), 4)
             meta[f"{split}_unk_fraction"] = round(float((ids == UNK).sum() / max(1, lengths.sum())), 4)
-        (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+        write_atomic(out / "vocab.json", json_text(vocab, indent=None), fsync=True)
         return meta
 
     def prepare(self, cfg: DataConfig) -> Prepared:
@@ -181,9 +182,7 @@ class Imdb(Task):
                 ds = datasets.load_dataset(HF_DATASET, cache_dir=str(raw / "hf"))
                 frame = pd.concat([ds[s].to_pandas()[["text", "label"]].assign(split=s) for s in ("train", "test")],
                                   ignore_index=True)
-                tmp = source.path.with_name(f".{source.path.name}.{os.getpid()}.tmp")
-                frame.to_parquet(tmp, index=False)
-                os.replace(tmp, source.path)
+                write_atomic(source.path, lambda tmp: frame.to_parquet(tmp, index=False))
         except DataError:
             raise
         except Exception as exc:  # network, disk, datasets: all end as one line naming the way out
