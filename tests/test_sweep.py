@@ -565,7 +565,7 @@ import ray
 from pielab.sweep import runner
 from pielab.sweep.commands import sweep_command
 
-runner._set_quiet_env()
+runner.set_quiet_env()
 # One logical GPU on this CPU machine: Ray schedules by the number, CUDA is never touched.
 ray.init(num_cpus=2, num_gpus=1, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
 try:
@@ -608,7 +608,7 @@ def test_a_resume_never_rewrites_an_ended_trial(tmp_path, state):
     """Tune's snapshot can predate a trial's end (or restart an errored one with resume_errored): the
     trainable then returns at once, and the recorder must keep the recorded end, failed ones too."""
     from pielab.sweep.folder import TrialRecord
-    from pielab.sweep.runner import SweepRecorder
+    from pielab.sweep.recorder import SweepRecorder
 
     recorder = SweepRecorder(tmp_path, name="s", base={}, metric="val/acc", mode="max", max_t=None, num_trials=1,
                              slots=1, time_budget_s=None, scheduler="fifo", tracking=None, address=None)
