@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pickle
 
 import optuna
 import pyarrow.fs
@@ -64,3 +65,32 @@ def test_missing_private_name_fails_loudly(monkeypatch):
     monkeypatch.delattr(checkpoint_manager, "_delete_fs_path")
     with pytest.raises(RuntimeError, match="_delete_fs_path is gone"):
         compat.tolerate_already_deleted_checkpoints()
+
+
+def test_search_generator_restored_state_follows_a_moved_folder(tmp_path):
+    """SearchGenerator still saves its Experiment (``_experiment``, its StorageContext in
+    ``spec["storage"]``) with its state; restored while a sweep runs, the movable one points that
+    storage at the folder where it is now, where Ray's own keeps the old place."""
+    from ray.tune.experiment import Experiment
+    from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+
+    from pielab.sweep.session import ActiveSweep, running
+
+    def make(cls):
+        searcher = PielabOptunaSearch(SPACE, metric="val/acc", mode="max", storage=None, study_name="gen",
+                                      sampler=make_sampler("random", 0, {}, SPACE), base_epochs=2)
+        return cls(ConcurrencyLimiter(searcher, max_concurrent=1))
+
+    old, new = tmp_path / "a", tmp_path / "b"
+    generator = make(compat.MovableSearchGenerator)
+    assert isinstance(generator, SearchGenerator)
+    generator.add_configurations([Experiment("tune", run=lambda config: None, storage_path=str(old))])
+    state = pickle.loads(pickle.dumps(generator.get_state()))
+    assert state["experiment"].spec["storage"].storage_fs_path == old.as_posix()
+    for cls, where in ((SearchGenerator, old), (compat.MovableSearchGenerator, new)):
+        restored = make(cls)
+        with running(ActiveSweep(sweep_dir=new, optuna_url="sqlite://")):
+            restored.set_state(pickle.loads(pickle.dumps(state)))
+        storage = restored._experiment.spec["storage"]
+        assert (storage.storage_fs_path, storage.experiment_dir_name) == (where.as_posix(), "tune"), cls
+        assert storage.trial_dir_name is None and restored._counter == state["counter"]

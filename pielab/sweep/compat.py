@@ -7,7 +7,11 @@ elsewhere in pielab uses Ray's and Optuna's public API only, and these functions
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
+
+from ray.tune.search import SearchGenerator
 
 # ray 2.60.0: loggers that print notices pielab replaces with its own output. Names of private
 # modules, so they live here; an unknown logger name is harmless, but the test checks they exist.
@@ -73,3 +77,35 @@ def tolerate_already_deleted_checkpoints() -> None:
 
     delete_unless_gone._pielab_tolerant = True
     checkpoint_manager._delete_fs_path = delete_unless_gone
+
+
+# --------------------------------------------------------------------------- Ray's search generator state
+
+
+class MovableSearchGenerator(SearchGenerator):
+    """Tune's ``SearchGenerator``, for a sweep folder that may move between a crash and its resume.
+
+    ray 2.60.0, ``ray/tune/search/search_generator.py``: ``set_state`` restores the ``Experiment``
+    saved with the search state (``_experiment``), and on a resume Tune gives the generator no new
+    one (``tune.run`` calls ``add_configurations`` only for a fresh run). That experiment's spec
+    holds a ``StorageContext`` (``spec["storage"]``) naming the folder's place when it was saved:
+    trials restored from the experiment state move with the folder (Tune rewrites their storage),
+    but every *new* trial the restored generator created would write to the old place ("Unable to
+    set up cluster storage" after ``mv A B; pielab resume B``). While a sweep runs
+    (:func:`pielab.sweep.session.running`) this one points that storage at the folder where it is now.
+    """
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        from pielab.sweep.folder import TUNE_DIR
+        from pielab.sweep.session import active_sweep
+
+        active, experiment = active_sweep(), self._experiment
+        storage = experiment.spec.get("storage") if experiment is not None else None
+        if active is None or storage is None:
+            return
+        here = Path(active.sweep_dir).as_posix()
+        if (storage.storage_fs_path, storage.experiment_dir_name) != (here, TUNE_DIR):
+            moved = copy.copy(storage)
+            moved.storage_fs_path, moved.experiment_dir_name = here, TUNE_DIR
+            experiment.spec["storage"] = moved

@@ -59,7 +59,8 @@ def make_trainable(spec, sweep_dir: Path):
 
 
 def make_searcher(spec, sweep_dir: Path, deadline=None):
-    """PielabOptunaSearch over the spec's space, behind Tune's ConcurrencyLimiter (``max_concurrent``).
+    """PielabOptunaSearch over the spec's space, behind Tune's ConcurrencyLimiter (``max_concurrent``), in
+    the search generator that lets the folder move (compat.MovableSearchGenerator).
 
     The study is named after the folder it starts in; its storage pickles without the password and,
     for the folder's own ``optuna.db``, without the folder's place on disk (see search.SweepStorage).
@@ -67,6 +68,8 @@ def make_searcher(spec, sweep_dir: Path, deadline=None):
     from ray.tune.search import ConcurrencyLimiter
 
     import optuna
+
+    from pielab.sweep.compat import MovableSearchGenerator
 
     from pielab.sweep.search import PielabOptunaSearch, make_sampler, make_storage
 
@@ -78,7 +81,7 @@ def make_searcher(spec, sweep_dir: Path, deadline=None):
         base_epochs=spec.base.train.epochs, max_t=spec.max_t if spec.scheduler.name == "asha" else None,
         seeds=spec.seeds, deadline=deadline,
     )
-    return ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
+    return MovableSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent))
 
 
 def make_scheduler(spec):
