@@ -31,6 +31,8 @@ __all__ = [
 
 @dataclass
 class SweepOutcome:
+    """What ``run_sweep`` returns: the folder, its final ``status.json`` and every trial's record."""
+
     sweep_dir: Path
     status: dict[str, Any]
     records: dict[str, TrialRecord]
