@@ -493,7 +493,7 @@ def test_tune_deleting_an_already_deleted_checkpoint_is_quiet(tmp_path, caplog):
     from ray.train._internal import checkpoint_manager
     from ray.train._internal.session import _TrainingResult
 
-    from pielab.sweep.runner import tolerate_already_deleted_checkpoints
+    from pielab.sweep.compat import tolerate_already_deleted_checkpoints
 
     tolerate_already_deleted_checkpoints()
     tolerate_already_deleted_checkpoints()  # idempotent: a second sweep in the same process

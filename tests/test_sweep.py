@@ -31,6 +31,7 @@ from ray.tune.search.optuna import OptunaSearch
 from pielab.config import load_config
 from pielab.errors import PielabError
 from pielab.sweep import tracking
+from pielab.sweep.compat import searcher_study, searcher_trials
 from pielab.sweep.commands import dashboard_command, resume_command, status_command
 from pielab.sweep.folder import METRIC_KEYS, STATES, load_records
 from pielab.sweep.runner import start_ray
@@ -68,7 +69,7 @@ def play(s, trial_id: str, values: list[float], *, total: int | None = None) -> 
 
 
 def frozen(s, number: int) -> optuna.trial.FrozenTrial:
-    return s._ot_study.get_trials()[number]
+    return searcher_study(s).get_trials()[number]
 
 
 def test_asha_stopped_trial_is_pruned_where_rays_searcher_says_complete():
@@ -117,7 +118,7 @@ def test_seed_repeats_run_the_same_configuration_once_per_seed():
     assert [c["train.seed"] for c in configs] == [0, 1, 2, 0, 1, 2]
     strip = [{k: v for k, v in c.items() if k != "train.seed"} for c in configs]
     assert strip[0] == strip[1] == strip[2] and strip[3] == strip[4] == strip[5] and strip[0] != strip[3]
-    assert [t.user_attrs["group"] for t in s._ot_study.get_trials()] == [0, 0, 0, 1, 1, 1]
+    assert [t.user_attrs["group"] for t in searcher_study(s).get_trials()] == [0, 0, 0, 1, 1, 1]
 
 
 def test_grid_runs_every_configuration_once_per_seed():
@@ -443,7 +444,7 @@ def test_cifar_sweep_suggestions_follow_the_seed(cifar_sweep):
     expected = []
     for i in range(saved.num_trials):
         replay.suggest(f"r{i}")
-        expected.append(replay._ot_trials[f"r{i}"].params)
+        expected.append(searcher_trials(replay)[f"r{i}"].params)
     got = [t.params for t in sorted(study_of(cifar_sweep.dir).get_trials(), key=lambda t: t.number)]
     assert got == expected
 
@@ -565,7 +566,7 @@ import ray
 from pielab.sweep import runner
 from pielab.sweep.commands import sweep_command
 
-runner._set_quiet_env()
+runner.set_quiet_env()
 # One logical GPU on this CPU machine: Ray schedules by the number, CUDA is never touched.
 ray.init(num_cpus=2, num_gpus=1, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
 try:
@@ -608,7 +609,7 @@ def test_a_resume_never_rewrites_an_ended_trial(tmp_path, state):
     """Tune's snapshot can predate a trial's end (or restart an errored one with resume_errored): the
     trainable then returns at once, and the recorder must keep the recorded end, failed ones too."""
     from pielab.sweep.folder import TrialRecord
-    from pielab.sweep.runner import SweepRecorder
+    from pielab.sweep.recorder import SweepRecorder
 
     recorder = SweepRecorder(tmp_path, name="s", base={}, metric="val/acc", mode="max", max_t=None, num_trials=1,
                              slots=1, time_budget_s=None, scheduler="fifo", tracking=None, address=None)

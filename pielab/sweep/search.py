@@ -6,8 +6,8 @@ low-fidelity* value (its ``on_trial_complete`` only chooses PRUNED when no value
 then believes that a configuration stopped after one epoch at 35 % accuracy was fully trained to
 35 %, and the density model for the "good" and "bad" groups mixes one-epoch and full-length values.
 
-:class:`PielabOptunaSearch` keeps Ray's searcher (the define-by-run space, the ``_ot_trials``
-bookkeeping, save/restore) and changes only the accounting:
+:class:`PielabOptunaSearch` keeps Ray's searcher (the define-by-run space, its trial
+bookkeeping, read through :mod:`pielab.sweep.compat`, save/restore) and changes only the accounting:
 
 * ``on_trial_result``: ``ot_trial.report(value, step=epoch)``: every epoch becomes an Optuna
   intermediate value, keyed by the training epoch (not Tune's ``training_iteration``, which counts
@@ -36,15 +36,14 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from pielab.errors import ConfigError
+from pielab.errors import ConfigError, PielabError
+from pielab.sweep.compat import searcher_study, searcher_told, searcher_trials
 from pielab.sweep.folder import (
-    END_COMPLETED, END_EARLY, end_state, is_finite_number, planned_epochs,
+    END_COMPLETED, END_EARLY, OPTUNA_DB, SEED_KEY, end_state, is_finite_number, planned_epochs,
 )
+from pielab.sweep.spec import ALGORITHMS
 
 logger = logging.getLogger(__name__)
-
-ALGORITHMS = ("tpe", "random", "grid", "cmaes")
-SEED_KEY = "train.seed"
 
 
 def _flagged(result: dict[str, Any]) -> bool:
@@ -121,21 +120,23 @@ class PielabOptunaSearch(OptunaSearch):
         self._last_step: dict[str, int] = {}
         self._best: dict[str, float] = {}
         self._deadline = deadline
+        self._rdb = storage  # ours to keep: the same object Ray's searcher drives (one pickle, one copy)
 
     # ------------------------------------------------------------------ asking
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self._deadline is not None and self._deadline.passed():
             return Searcher.FINISHED  # the time budget is spent: no new trials
-        new_group = trial_id not in self._ot_trials and not self._repeats
-        if trial_id not in self._ot_trials and self._repeats:
+        asked = searcher_trials(self)
+        new_group = trial_id not in asked and not self._repeats
+        if trial_id not in asked and self._repeats:
             group, seed, params = self._repeats.pop(0)
             # The next ask() returns this waiting trial: same parameters, the next seed.
-            self._ot_study.enqueue_trial(params, user_attrs={"seed": seed, "group": group})
+            searcher_study(self).enqueue_trial(params, user_attrs={"seed": seed, "group": group})
         config = super().suggest(trial_id)
         if config is None:
             return None
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = searcher_trials(self)[trial_id]
         ot_trial.set_user_attr("trial_id", trial_id)  # links the Optuna trial to trials/<id>/ in the sweep folder
         if new_group:
             group, self._groups = self._groups, self._groups + 1
@@ -163,18 +164,18 @@ class PielabOptunaSearch(OptunaSearch):
         if step <= self._last_step.get(trial_id, 0):
             return  # a retried trial repeats epochs it had already reported
         try:
-            self._ot_trials[trial_id].report(float(value), step=step)
+            searcher_trials(self)[trial_id].report(float(value), step=step)
         except optuna.exceptions.UpdateFinishedTrialError:
             # Told before a crash, after Tune's last snapshot: Tune reruns the trial, Optuna keeps
             # the outcome it already has.
-            self._completed_trials.add(trial_id)
+            searcher_told(self).add(trial_id)
             return
         self._last_step[trial_id] = step
         better = max if self.mode == "max" else min
         self._best[trial_id] = better(self._best.get(trial_id, float(value)), float(value))
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials or _flagged(result):
+        if trial_id in searcher_told(self) or trial_id not in searcher_trials(self) or _flagged(result):
             return
         self._observe(trial_id, result)
 
@@ -196,13 +197,14 @@ class PielabOptunaSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        told = searcher_told(self)
+        if trial_id in told or trial_id not in searcher_trials(self):
             return
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = searcher_trials(self)[trial_id]
         if result and not error and not _flagged(result):
             # The result that made the scheduler stop the trial never went through on_trial_result.
             self._observe(trial_id, result)
-            if trial_id in self._completed_trials:
+            if trial_id in told:
                 return
         end = self.classify(trial_id, result, error)
         value = None
@@ -217,10 +219,10 @@ class PielabOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr("end", end)
             if result and result.get("reason"):
                 ot_trial.set_user_attr("reason", str(result["reason"])[:500])
-            self._ot_study.tell(ot_trial, value, state=state)
+            searcher_study(self).tell(ot_trial, value, state=state)
         except Exception as exc:  # a storage hiccup must not end the sweep
             logger.warning("could not record trial %s in Optuna: %s", trial_id, exc)
-        self._completed_trials.add(trial_id)
+        told.add(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
         """Ray's save (the searcher's ``__dict__``), without the deadline: that belongs to each run."""
@@ -240,17 +242,19 @@ class PielabOptunaSearch(OptunaSearch):
         deadline = getattr(self, "_deadline", None)
         super().restore(checkpoint_path)
         self._deadline = deadline
-        finished = {t.number for t in self._ot_study.get_trials(deepcopy=False) if t.state.is_finished()}
-        for trial_id, ot_trial in self._ot_trials.items():
+        study, asked = searcher_study(self), searcher_trials(self)
+        finished = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        for trial_id, ot_trial in asked.items():
             if ot_trial.number in finished:
-                self._completed_trials.add(trial_id)  # told after the snapshot: nothing more to tell
-        known = {t.number for t in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                searcher_told(self).add(trial_id)  # told after the snapshot: nothing more to tell
+        known = {t.number for t in asked.values()}
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen.number in known:
                 continue
             try:
-                self._ot_study._storage.set_trial_user_attr(frozen._trial_id, "end", "orphaned")
-                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+                if self._rdb is not None:
+                    set_trial_user_attr(self._rdb, study.study_name, frozen.number, "end", "orphaned")
+                study.tell(frozen.number, state=TrialState.FAIL)
             except Exception:  # another process may own it (a shared RDB): leave it alone
                 pass
 
@@ -264,7 +268,8 @@ def tell_unreported(storage_url: str, study_name: str, ended: dict[str, str], mo
     the rules are the searcher's: early-stopped -> PRUNED, full length -> COMPLETE with the best
     value, anything else -> FAIL.
     """
-    study = optuna.load_study(study_name=study_name, storage=make_storage(storage_url))
+    storage = make_storage(storage_url)
+    study = optuna.load_study(study_name=study_name, storage=storage)
     better = max if mode == "max" else min
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         end = ended.get(t.user_attrs.get("trial_id"))
@@ -277,7 +282,7 @@ def tell_unreported(storage_url: str, study_name: str, ended: dict[str, str], mo
         elif end == END_COMPLETED and values:
             value, state = better(values), TrialState.COMPLETE
         try:
-            study._storage.set_trial_user_attr(t._trial_id, "end", end)
+            set_trial_user_attr(storage, study_name, t.number, "end", end)
             study.tell(t.number, value, state=state)
         except Exception as exc:
             logger.warning("could not record trial %s in Optuna: %s", t.number, exc)
@@ -324,34 +329,73 @@ def make_sampler(algorithm: str, seed: int | None, options: dict[str, Any], spac
     raise ConfigError(f"search.algorithm: {algorithm!r} is not one of {', '.join(ALGORITHMS)}")
 
 
-class _Storage(optuna.storages.RDBStorage):
-    """An RDBStorage whose pickles (Tune's tuner.pkl and searcher state) hold its URL without the
-    database password: a resumed sweep connects with libpq's PGPASSWORD or ~/.pgpass, as with the
-    URL in sweep.yaml."""
+def set_trial_user_attr(storage: optuna.storages.BaseStorage, study_name: str, number: int, key: str,
+                        value: Any) -> None:
+    """Set a user attribute of trial ``number`` of a study that may not be this process's to drive
+    (a trial a crash orphaned, one Tune stopped without telling the searcher), through the public
+    storage API: Optuna's ``Trial`` for it needs the storage's internal trial id."""
+    study_id = storage.get_study_id_from_name(study_name)
+    storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study_id, number), key, value)
+
+
+SWEEP_DB_URL = f"sqlite:///<the sweep folder>/{OPTUNA_DB}"  # what a pickle holds for the folder's own study
+
+
+class SweepStorage(optuna.storages.RDBStorage):
+    """An RDBStorage whose pickles (Tune's ``tuner.pkl`` and searcher state) hold neither the
+    database password nor the sweep folder's place on disk.
+
+    Pickled, the URL is the spec's without its password, or :data:`SWEEP_DB_URL` for the folder's own
+    ``optuna.db`` (``sweep_local``). Unpickled while a sweep runs in this process
+    (:func:`pielab.sweep.session.running`), it connects to that sweep's URL now: the moved folder's
+    ``optuna.db``, or the spec's URL (with the password this process was given, else libpq's
+    PGPASSWORD / ~/.pgpass). Unpickled anywhere else (``Tuner.restore`` by hand), a folder-local
+    storage stays unconnected and says so when used; a database URL connects as it is.
+    """
+
+    def __init__(self, url: str, *, sweep_local: bool = False, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.sweep_local = sweep_local
 
     def __getstate__(self) -> dict[Any, Any]:
+        if "engine" not in self.__dict__:  # unconnected: pickles as it came
+            return self.__dict__.copy()
         from pielab.sweep.folder import strip_password
 
         state = super().__getstate__()
-        _FULL_URLS[strip_password(state["url"])] = state["url"]
-        state["url"] = strip_password(state["url"])
+        state["url"] = SWEEP_DB_URL if self.sweep_local else strip_password(state["url"])
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
-        # A copy in this process (deepcopy, a pickle round trip) keeps the password it was given.
-        super().__setstate__({**state, "url": _FULL_URLS.get(state["url"], state["url"])})
+        from pielab.sweep.session import active_sweep
+
+        active = active_sweep()
+        if active is not None:
+            state = {**state, "url": active.optuna_url}
+        elif state.get("url") == SWEEP_DB_URL:
+            self.__dict__.update(state)  # unconnected: this process runs no sweep to say where the folder is
+            return
+        super().__setstate__(state)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for attributes that are missing: the connection of an unconnected storage.
+        if name in ("engine", "scoped_session"):
+            raise PielabError(f"this Optuna storage was unpickled outside a running sweep: its study is in "
+                              f"the sweep folder's {OPTUNA_DB} (continue the sweep with `pielab resume SWEEP_DIR`)")
+        raise AttributeError(name)
 
 
-_FULL_URLS: dict[str, str] = {}  # this driver's own URLs, by their password-less form; never written
+def make_storage(url: str, *, sweep_local: bool = False) -> optuna.storages.RDBStorage:
+    """A :class:`SweepStorage` for ``url`` (Ray's OptunaSearch needs an instance, not a URL string).
 
-
-def make_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDBStorage (Ray's OptunaSearch needs an instance, not a URL string)."""
+    ``sweep_local``: ``url`` is the sweep folder's own ``optuna.db`` (pickles then name no path).
+    Raises ConfigError (password masked) when the database cannot be opened.
+    """
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     try:
-        return _Storage(url, **kwargs)
+        return SweepStorage(url, sweep_local=sweep_local, **kwargs)
     except Exception as exc:
         from pielab.sweep.folder import mask_password
 

@@ -27,15 +27,13 @@ from ray import tune
 
 from pielab.config import build_config
 from pielab.errors import Diverged, PielabError
+from pielab.sweep.folder import PARAMS_KEY  # reported with every epoch: the model's parameter count
 
 STATE_FILE = "state.pt"
 
 # Per-process memo of prepared data: a cache of file-backed tensors, not configuration.
 _PREPARED: "OrderedDict[str, Any]" = OrderedDict()
 _PREPARED_MAX = 2
-
-
-PARAMS_KEY = "model/params"  # reported with every epoch: the model's parameter count
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any]):

@@ -1,0 +1,433 @@
+"""The driver-side Tune callback that keeps the sweep folder, and the sweep's stopper.
+
+:class:`SweepRecorder` writes pielab's own sweep-folder files (``trials/*``, ``status.json``,
+``results.csv``; the format is in :mod:`pielab.sweep.folder`), owns the W&B runs and feeds the live
+terminal status. :class:`SweepStopper` ends trials when the time budget is spent and the sweep when
+it is hopeless.
+
+Ctrl-C: Tune installs its own SIGINT (and SIGUSR1) handler when ``fit()`` starts, before it calls
+the callbacks' ``setup``; there the recorder puts a handler of its own in front of Tune's, which
+records the interrupt and then calls Tune's. On Ctrl-C Tune saves its experiment state and
+*terminates* the running trials, so they look exactly like trials its time budget stopped; only
+this record tells the two apart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray.tune import Callback
+from ray.tune.stopper import Stopper
+
+from pielab.errors import PielabError
+from pielab.sweep.folder import (
+    END_COMPLETED, END_EARLY, END_FAILED, ENDED_STATES, METRIC_KEYS, PARAMS_KEY, RUNNING, SEED_KEY, STATUS_FILE,
+    TRIALS_DIR, TrialRecord, csv_text, end_state, is_finite_number, load_records, now_iso, one_line, planned_epochs,
+    read_json, summarize_records, write_atomic, write_json, write_results_csv,
+)
+from pielab.sweep.search import Deadline
+
+INTERRUPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGUSR1") if hasattr(signal, name))
+
+
+def flag_interrupts(event: threading.Event) -> dict[int, Any]:
+    """Put a handler in front of each current SIGINT/SIGUSR1 handler (Tune's, inside ``fit``) that sets
+    ``event`` and then calls it. Returns ``{signal: the handler it wrapped}`` (empty off the main
+    thread, where Python cannot install handlers and Tune installs none either)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    wrapped: dict[int, Any] = {}
+    for sig in INTERRUPT_SIGNALS:
+        following = signal.getsignal(sig)
+        if not callable(following):
+            continue  # SIG_IGN / SIG_DFL: nothing catches it, so there is no graceful stop to record
+
+        def handler(signum, frame, _following=following):
+            event.set()
+            _following(signum, frame)
+
+        handler.pielab_flags = event
+        signal.signal(sig, handler)
+        wrapped[sig] = following
+    return wrapped
+
+
+def unflag_interrupts(wrapped: dict[int, Any]) -> None:
+    """Undo :func:`flag_interrupts` where its handler is still the installed one."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig, following in wrapped.items():
+        if getattr(signal.getsignal(sig), "pielab_flags", None) is not None:
+            signal.signal(sig, following)
+
+
+class SweepRecorder(Callback):
+    """Driver-side Tune callback: pielab's sweep folder files, W&B runs and the live terminal status.
+
+    It is pickled into Tune's ``tuner.pkl`` when the sweep starts (that is how ``Tuner.restore``
+    gets it back), so everything that is not plain data is created in :meth:`setup`.
+    """
+
+    def __init__(self, sweep_dir: Path, *, name: str, base: dict[str, Any], metric: str, mode: str,
+                 max_t: int | None, num_trials: int, slots: int, time_budget_s: float | None,
+                 scheduler: str, tracking: dict[str, Any] | None, address: str | None,
+                 optuna: dict[str, str] | None = None, started_at: float | None = None) -> None:
+        self.sweep_dir = Path(sweep_dir)
+        self.name = name
+        self.base = base
+        self.metric = metric
+        self.mode = mode
+        self.max_t = max_t
+        self.num_trials = num_trials
+        self.slots = slots
+        self.time_budget_s = time_budget_s
+        self.scheduler = scheduler
+        self.tracking = tracking  # {"project", "entity", "mode", "group"} or None when off
+        self.address = address
+        self.optuna = optuna  # {"url", "study"}: to close trials that Tune stopped without telling the searcher
+        self.started_at = started_at
+        self.deadline = Deadline(time_budget_s)  # shared with the searcher and the stopper
+        self.display = None  # a LiveStatus (or None); set by the runner, never pickled
+        self._runtime: dict[str, Any] = {}
+
+    # pickling: only the plain settings travel (Tuner.restore builds the rest again in setup)
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["display"] = None
+        state["_runtime"] = {}
+        if state.get("optuna"):
+            # No storage URL in tuner.pkl (it can hold a password, or the folder's old place on disk):
+            # setup takes this run's from the active sweep (pielab.sweep.session.running).
+            state["optuna"] = {**state["optuna"], "url": None}
+        return state
+
+    def get_state(self) -> dict | None:  # Tune's callback state: the sweep folder already holds ours
+        return None
+
+    def set_state(self, state: dict) -> None:
+        return None
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def records(self) -> dict[str, TrialRecord]:
+        return self._runtime.setdefault("records", {})
+
+    def bind(self, active) -> None:
+        """Take this run's settings (an :class:`~pielab.sweep.session.ActiveSweep`): the sweep folder
+        where it is now, the study's URL, the live display. The study's name stays the one it was
+        created with (a moved folder keeps its study)."""
+        study = (self.optuna or {}).get("study")
+        for key, value in active.recorder.items():
+            setattr(self, key, value)
+        if study and self.optuna:
+            self.optuna = {**self.optuna, "study": study}
+        self.display = active.display
+
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
+        from pielab.sweep.session import active_sweep
+
+        active = active_sweep()
+        if active is not None:
+            self.bind(active)
+        previous = read_json(self.sweep_dir / STATUS_FILE) or {}
+        self._runtime.update(
+            records=load_records(self.sweep_dir),
+            started=previous.get("started") or now_iso(self.started_at),
+            elapsed_before=float(previous.get("elapsed_s") or 0.0),
+            t0=self.started_at or time.time(),
+            resumes=list(previous.get("resumes") or []) + ([now_iso()] if previous else []),
+            tracker=self._make_tracker(),
+        )
+        self.deadline.start()  # as Tune's own budget: from the start of tuning, whole for each run or resume
+        interrupt = threading.Event()
+        self._runtime["interrupt"] = interrupt
+        self._runtime["signals"] = flag_interrupts(interrupt)  # Tune installed its handlers before setup
+        self.started_at = None  # a resumed run measures from its own start
+        self.write_status()
+        if self.display is not None:
+            self.display.start(self)
+
+    def _make_tracker(self):
+        if not self.tracking:
+            return None
+        from pielab.sweep.tracking import WandbTracker
+
+        t = self.tracking
+        return WandbTracker(sweep_dir=self.sweep_dir, group=t["group"], project=t["project"],
+                            entity=t.get("entity"), mode=t["mode"], tags=t.get("tags"))
+
+    def interrupted(self) -> bool:
+        """Whether this run was stopped by Ctrl-C (SIGINT): nothing running has ended, the sweep is not finished."""
+        event = self._runtime.get("interrupt")
+        return bool(event is not None and event.is_set())
+
+    def elapsed(self) -> float:
+        return self._runtime.get("elapsed_before", 0.0) + time.time() - self._runtime.get("t0", time.time())
+
+    def _trial_dir(self, trial_id: str) -> Path:
+        return self.sweep_dir / TRIALS_DIR / trial_id
+
+    def _planned(self, params: dict[str, Any]) -> int:
+        return planned_epochs(params, int(self.base["train"]["epochs"]), self.max_t)
+
+    # ------------------------------------------------------------------ Tune hooks
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if self._runtime.get("reconciled"):
+            return
+        # After a crash, a trial that started after Tune's last snapshot is in trials/ but not in
+        # the restored experiment (Tune replaces it with a new trial): record how it ended.
+        self._runtime["reconciled"] = True
+        known = {t.trial_id for t in trials}
+        for rec in self.records.values():
+            if rec.state == RUNNING and rec.trial_id not in known:
+                rec.reason = "interrupted before Tune saved it, so not resumed (a new trial took its place)"
+                rec.state, rec.ended = END_FAILED, now_iso()
+                self._write_trial(rec)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        tid = trial.trial_id
+        rec = self.records.get(tid)
+        if rec is not None and rec.state in ENDED_STATES and rec.ended:
+            # Resumed from a Tune snapshot older than this trial's end (the driver died in between):
+            # it restarts from its last checkpoint and returns at once. Its recorded end stands.
+            self._runtime.setdefault("kept", set()).add(tid)
+            return
+        params = {k: v for k, v in dict(trial.config).items() if k != SEED_KEY}
+        if rec is None:
+            number = next((i for i, t in enumerate(trials) if t is trial), len(self.records))
+            rec = TrialRecord(trial_id=tid, params=params, seed=trial.config.get(SEED_KEY), number=number,
+                              planned_epochs=self._planned(dict(trial.config)), started=now_iso())
+            self.records[tid] = rec
+            self._write_config(tid, dict(trial.config))
+        rec.state, rec.ended = RUNNING, None
+        self._write_trial(rec)
+        tracker = self._runtime.get("tracker")
+        if tracker is not None:
+            config_flat = self._resolved(dict(trial.config)).flat()
+            tracker.start(tid, config_flat, run_id=f"{self.sweep_dir.name}-{tid}")
+        self.write_status()
+
+    def _resolved(self, params: dict[str, Any]):
+        from pielab.sweep.trainable import trial_config
+
+        return trial_config(self.base, params)
+
+    def _write_config(self, trial_id: str, params: dict[str, Any]) -> None:
+        try:
+            text = yaml.safe_dump(self._resolved(params).to_dict(), sort_keys=False)
+        except PielabError as exc:  # the trial itself will fail with the same message
+            text = f"# this trial's config does not resolve: {exc}\n" + yaml.safe_dump({"params": params})
+        write_atomic(self._trial_dir(trial_id) / "config.yaml", text)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        rec = self.records.get(trial.trial_id)
+        if rec is None or trial.trial_id in self._runtime.get("kept", ()):
+            return
+        if result.get("diverged") or result.get("failed"):
+            rec.reason = one_line(result.get("reason") or "non-finite loss")
+            return  # the flagged closing result repeats the last epoch: no new row
+        epoch = result.get("epoch")
+        if epoch is None:
+            return
+        epoch = int(epoch)
+        row = {k: result.get(k) for k in METRIC_KEYS}
+        rec.rows[epoch] = row
+        self._absorb(rec, result)
+        write_atomic(self._trial_dir(rec.trial_id) / "metrics.csv",
+                     csv_text(list(METRIC_KEYS), [rec.rows[e] for e in sorted(rec.rows)]))
+        self._write_trial(rec)
+        tracker = self._runtime.get("tracker")
+        if tracker is not None:
+            tracker.log(rec.trial_id, row, epoch)
+            tracker.release()  # the first epoch is in: W&B's start-up no longer delays the trials
+        self.write_status()
+
+    def _absorb(self, rec: TrialRecord, result: dict[str, Any]) -> None:
+        value = result.get(self.metric)
+        if is_finite_number(value):
+            better = max if self.mode == "max" else min
+            rec.best_value = float(value) if rec.best_value is None else better(rec.best_value, float(value))
+        for attr, key in (("best_val_acc", "best/val_acc"), ("test_acc", "test/acc"), ("train_time_s", "time/total_s")):
+            if is_finite_number(result.get(key)):
+                setattr(rec, attr, float(result[key]))
+        if is_finite_number(result.get("best/epoch")):
+            rec.best_epoch = int(result["best/epoch"])
+        rec.epochs = max(rec.epochs, int(result.get("epoch") or 0))
+        if result.get(PARAMS_KEY) is not None:
+            rec.num_params = int(result[PARAMS_KEY])
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        rec = self.records.get(trial.trial_id)
+        if rec is not None:
+            rec.retries += 1
+            rec.reason = f"retry {rec.retries} after: {self._error_line(trial)}"
+            self._write_trial(rec)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        rec = self.records.get(trial.trial_id)
+        if rec is None or trial.trial_id in self._runtime.get("kept", ()):
+            return
+        result = dict(trial.last_result or {})
+        state = end_state(result, False, rec.planned_epochs or self._planned(dict(trial.config)))
+        if state == END_EARLY:
+            rec.reason = self._runtime.get("closing") or (
+                f"time budget of {self.time_budget_s:g} s reached" if self.deadline.passed() else
+                f"stopped by {self.scheduler} after epoch {rec.epochs} of {rec.planned_epochs}")
+        elif state == END_COMPLETED:
+            rec.reason = None
+        self._end(trial, rec, state)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        rec = self.records.get(trial.trial_id)
+        if rec is None:
+            return
+        rec.reason = self._error_line(trial)
+        self._end(trial, rec, END_FAILED)
+
+    @staticmethod
+    def _error_line(trial) -> str:
+        try:
+            error = trial.get_error()
+        except Exception:
+            error = None
+        if error is None:
+            try:
+                error = Path(trial.error_file).read_text() if trial.error_file else None
+            except (OSError, TypeError):
+                error = None
+        return one_line(str(error)) if error else "error (see the trial's error.txt under tune/)"
+
+    def _end(self, trial, rec: TrialRecord, state: str) -> None:
+        rec.state, rec.ended = state, now_iso()
+        self._write_trial(rec)
+        tracker = self._runtime.get("tracker")
+        if tracker is not None:
+            tracker.finish(rec.trial_id, {
+                "state": state, "reason": rec.reason, "best/val_acc": rec.best_val_acc, "best/epoch": rec.best_epoch,
+                "test/acc": rec.test_acc, "epochs": rec.epochs, "train_time_s": rec.train_time_s,
+                "model/params": rec.num_params,
+            }, failed=state == END_FAILED)
+        write_results_csv(self.sweep_dir, self.records, self.mode)
+        self.write_status()
+        if self.display is not None:
+            self.display.trial_ended(self, rec)
+
+    def hopeless(self) -> str | None:
+        """Why the sweep should stop now: its first trials all failed before any epoch (so would all)."""
+        ended = [r for r in self.records.values() if r.state != RUNNING]
+        enough = min(3, self.num_trials)
+        if len(ended) < enough or any(r.epochs > 0 for r in self.records.values()):
+            return None
+        if all(r.state == END_FAILED for r in ended):
+            reason = f"the first {len(ended)} trials all failed before their first epoch: {ended[0].reason}"
+            self._runtime["stop_reason"] = reason
+            return reason
+        return None
+
+    def _close_silently_stopped(self, trials) -> None:
+        """Trials that Tune ended without a callback: its time budget (or a ``stop_all``) stops the
+        running trials by terminating them, telling neither the callbacks nor the searcher."""
+        if self.interrupted():
+            return  # Ctrl-C: Tune terminated the running trials on its way out; resume continues them
+        ended: dict[str, str] = {}
+        self._runtime["closing"] = ("the sweep stopped: " + self._runtime["stop_reason"]
+                                    if self._runtime.get("stop_reason") else "the sweep stopped")
+        for trial in trials:
+            if trial.status not in ("TERMINATED", "ERROR"):
+                continue  # interrupted (Ctrl-C, a crash): resume continues these
+            rec = self.records.get(trial.trial_id)
+            if rec is None:
+                ended[trial.trial_id] = "not_started"
+            elif rec.state == RUNNING:
+                self.on_trial_complete(0, trials, trial)
+                ended[trial.trial_id] = rec.state
+        if ended and self.optuna and self.optuna.get("url"):  # no URL: restored outside pielab's runner
+            from pielab.sweep.search import tell_unreported
+
+            tell_unreported(self.optuna["url"], self.optuna["study"], ended, self.mode)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self._close_silently_stopped(trials)
+        # Finished: every trial reached an end state and Tune created all it was going to.
+        unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+        budget_hit = self.deadline.passed()
+        stopped = bool(self._runtime.get("stop_reason"))
+        finished = not self.interrupted() and not unfinished and (len(trials) >= self.num_trials or budget_hit or stopped)
+        self._runtime["finished"] = finished
+        tracker = self._runtime.get("tracker")
+        if tracker is not None:
+            tracker.close()
+        write_results_csv(self.sweep_dir, self.records, self.mode)
+        self.write_status(final=True)
+        unflag_interrupts(self._runtime.pop("signals", {}))
+        if self.display is not None:
+            self.display.stop()
+
+    # ------------------------------------------------------------------ files
+
+    def _write_trial(self, rec: TrialRecord) -> None:
+        write_json(self._trial_dir(rec.trial_id) / "result.json", rec.to_json())
+
+    def status(self, final: bool = False) -> dict[str, Any]:
+        summary = summarize_records(self.records, self.mode)
+        elapsed = self.elapsed()
+        started_trials = len(self.records)
+        running = {tid: {"epoch": rec.epochs, "planned_epochs": rec.planned_epochs, "best_value": rec.best_value}
+                   for tid, rec in self.records.items() if rec.state == RUNNING}
+        return {
+            "name": self.name,
+            "sweep_dir": str(self.sweep_dir),
+            "study": (self.optuna or {}).get("study"),
+            "metric": self.metric,
+            "mode": self.mode,
+            "num_trials": self.num_trials,
+            "slots": self.slots,
+            "started_trials": started_trials,
+            "pending": max(0, self.num_trials - started_trials),
+            **summary,
+            "running": running,
+            "started": self._runtime.get("started"),
+            "updated": now_iso(),
+            "elapsed_s": round(elapsed, 3),
+            "time_left_s": self.deadline.left() if self.time_budget_s else None,
+            "efficiency": round(summary["trial_time_s"] / (elapsed * self.slots), 4) if elapsed > 0 else None,
+            "finished": bool(self._runtime.get("finished")) if final else False,
+            "stop_reason": self._runtime.get("stop_reason"),
+            "resumes": self._runtime.get("resumes", []),
+            "address": self.address,
+            "driver": {"host": socket.gethostname(), "pid": os.getpid(), "alive": not final},
+            "wandb": (self.tracking or {}).get("mode", "disabled"),
+        }
+
+    def write_status(self, final: bool = False) -> None:
+        write_json(self.sweep_dir / STATUS_FILE, self.status(final))
+
+
+class SweepStopper(Stopper):
+    """Ends trials when the sweep's time budget is spent, and the sweep when it is hopeless.
+
+    Budget: each running trial stops at its next epoch boundary through Tune's normal STOP path
+    (scheduler, searcher and callbacks all hear of it; no half-trained epoch is thrown away), and the
+    searcher asks for no new trial (both read the same :class:`~pielab.sweep.search.Deadline`).
+    Hopeless: the first trials all failed before any epoch (missing data, a bad config), so every
+    other trial would fail the same way; the user hears it now, not in an hour.
+    """
+
+    def __init__(self, recorder: SweepRecorder, deadline) -> None:
+        self.recorder = recorder
+        self.deadline = deadline
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return self.deadline.passed()
+
+    def stop_all(self) -> bool:
+        return self.recorder.hopeless() is not None

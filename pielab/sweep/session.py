@@ -1,0 +1,175 @@
+"""This driver's session: starting or joining Ray, and the sweep it is running now.
+
+Ray: a local instance with every socket on 127.0.0.1, or a cluster at ``--address``; the
+environment Ray reads when it starts; a resource check; relative data paths made absolute before
+trial workers (which run in other folders) see them.
+
+The sweep running now (:class:`ActiveSweep`): ``Tuner.restore`` unpickles the searcher and the
+recorder callback from ``<sweep>/tune``, and those pickles deliberately hold neither the database
+password nor the sweep folder's place on disk (a folder can be moved between a crash and its
+resume). While :func:`running` is active, the unpickled objects take the place and the study URL
+from it: the folder where it is now, the URL with the password this process was given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from pielab.errors import PielabError
+from pielab.sweep.folder import one_line
+
+# --------------------------------------------------------------------------- the sweep running now
+
+
+@dataclass
+class ActiveSweep:
+    """Where the sweep that this driver runs now lives, for objects unpickled from Tune's state.
+
+    ``sweep_dir``: the folder as it is now (absolute). ``optuna_url``: the study's storage URL now,
+    ``sqlite:///<sweep_dir>/optuna.db`` or the spec's URL (with its password when this process was
+    given one, else libpq's PGPASSWORD / ~/.pgpass apply). ``recorder``: the recorder's settings for
+    this run (:class:`~pielab.sweep.recorder.SweepRecorder` keyword arguments). ``display``: the
+    live terminal status, or None.
+    """
+
+    sweep_dir: Path
+    optuna_url: str
+    recorder: dict[str, Any] = field(default_factory=dict)
+    display: Any = None
+
+
+# One sweep at a time per driver process (Tune's fit runs on the main thread); a stack only so that
+# a nested use restores the outer one. Driver-only: trial workers never read it.
+_ACTIVE: list[ActiveSweep] = []
+
+
+@contextmanager
+def running(active: ActiveSweep) -> Iterator[ActiveSweep]:
+    """Make ``active`` the sweep that objects unpickled in this process bind to, for the block."""
+    _ACTIVE.append(active)
+    try:
+        yield active
+    finally:
+        _ACTIVE.remove(active)
+
+
+def active_sweep() -> ActiveSweep | None:
+    """The sweep this driver runs now (inside :func:`running`), else None."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def set_quiet_env() -> None:
+    """Environment that Ray reads when it starts: loopback only, no usage reporting, quiet Tune."""
+    from pielab.sweep.compat import QUIET_LOGGERS
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # without it Ray advertises the network address
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no reporting to an outside server
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own status display instead of Tune's tables
+    # Tune's own per-trial loggers (result.json, progress.csv, TensorBoard events under tune/<trial>/)
+    # stay on: Ray's ExperimentAnalysis, Tuner.restore(...).get_results() and TensorBoard read them.
+    # A checkpoint per epoch with num_to_keep=2 makes Tune snapshot its experiment state often (so a
+    # restore never points at a deleted one); that is intended, not worth a warning.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def localize_env() -> None:
+    """Make the relative data folders in the environment absolute, before Ray starts.
+
+    Ray starts trial workers in their own folders, so ``PIELAB_DATA_DIR=../shared/data`` would name
+    nothing there; local workers inherit the driver's environment when Ray starts, so fixing it here
+    fixes it for every trial on this machine.
+    """
+    for var in ("PIELAB_DATA_DIR", "PIELAB_CACHE_DIR"):
+        if os.environ.get(var):
+            os.environ[var] = str(Path(os.environ[var]).expanduser().resolve())
+
+
+def localize_paths(spec) -> None:
+    """``localize_env`` plus the base config's own relative ``data.path`` / ``data.cache_dir``."""
+    localize_env()
+    data = spec.base.data
+    for attr in ("path", "cache_dir"):
+        value = getattr(data, attr)
+        if value and not Path(value).expanduser().is_absolute():
+            setattr(data, attr, str(Path(value).expanduser().resolve()))
+
+
+def check_reachable(address: str, timeout: float = 3.0) -> None:
+    """Fail within seconds, with one line, when ``--address`` names nothing that answers.
+
+    Raises:
+        PielabError: ``address`` is not HOST:PORT / ray://HOST:PORT / auto, or nothing answers there.
+    """
+    if address == "auto":
+        return
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise PielabError(f"--address {address}: expected HOST:PORT (such as 10.0.0.1:6379), ray://HOST:PORT or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, socket.timeout):
+            reason = f"no answer within {timeout:g} s"
+        raise PielabError(
+            f"cannot reach a Ray cluster at {address} ({reason}); start one with `ray start --head` or fix --address"
+        ) from None
+
+
+def start_ray(address: str | None) -> bool:
+    """Start a local Ray with every socket on 127.0.0.1, or join ``address`` (HOST:PORT, ray://..., auto).
+
+    Returns True when this call connected (the caller then shuts Ray down), False when Ray was
+    already initialised in this process. Must run on the main thread: Ray ties the processes it
+    starts to the lifetime of the starting thread.
+
+    Raises:
+        PielabError: ``address`` cannot be reached or joined.
+    """
+    import ray
+
+    set_quiet_env()
+    localize_env()
+    if ray.is_initialized():
+        return False
+    common = dict(logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
+    if address:
+        check_reachable(address)
+        try:
+            ray.init(address=address, **common)
+        except Exception as exc:  # ConnectionError, auth problems, version mismatch
+            raise PielabError(f"cannot join the Ray cluster at {address}: {one_line(str(exc), 200)}") from None
+        return True
+    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, **common)
+    return True
+
+
+def check_resources(needs: dict[str, float]) -> None:
+    """A local machine that cannot hold one trial is an error now, not a sweep that waits forever.
+
+    ``needs``: ``{"cpu": n, "gpu": m}`` per trial. Raises PielabError naming the fix.
+    """
+    import ray
+
+    have = ray.cluster_resources()
+    for key, ray_key in (("cpu", "CPU"), ("gpu", "GPU")):
+        want = needs.get(key, 0) or 0
+        if want > have.get(ray_key, 0):
+            fix = "--set resources.gpu=0" if key == "gpu" else f"--set resources.cpu={int(have.get(ray_key, 1))}"
+            raise PielabError(
+                f"each trial asks for {want:g} {key.upper()} but this machine has {have.get(ray_key, 0):g}; "
+                f"use {fix} or join a cluster with --address"
+            )

@@ -1,0 +1,123 @@
+"""Building the Tune Tuner of a sweep from its spec: trainable, searcher, scheduler, RunConfig.
+
+Tune keeps its experiment in ``<sweep>/tune`` (with its standard per-trial ``result.json``,
+``progress.csv`` and TensorBoard event files, so Ray's own tools read a pielab sweep); the Optuna
+study lives in ``<sweep>/optuna.db`` unless the spec's ``storage.optuna`` names another database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pielab.sweep.folder import OPTUNA_DB, TUNE_DIR
+from pielab.sweep.recorder import SweepRecorder, SweepStopper
+
+
+def _trial_name(trial) -> str:
+    return trial.trial_id
+
+
+def tracking_settings(spec) -> dict[str, Any] | None:
+    from pielab.sweep.tracking import resolve_mode
+
+    t = spec.tracking
+    mode = resolve_mode(t.wandb, t.mode)
+    if mode == "disabled":
+        return None
+    return {"project": t.project, "entity": t.entity, "mode": mode, "group": spec.name,
+            "tags": [spec.base.task, spec.base.model_name]}
+
+
+def optuna_url(spec, sweep_dir: Path) -> str:
+    """The study's storage URL: the spec's ``storage.optuna``, else ``sqlite:///<sweep_dir>/optuna.db``
+    for the folder where it is now."""
+    return spec.storage.optuna or f"sqlite:///{(sweep_dir / OPTUNA_DB).resolve()}"
+
+
+def trial_base(spec) -> dict:
+    """The base config every trial starts from, with the thread count the trial will really use.
+
+    A trial gets ``resources.cpu`` threads unless ``train.threads`` says otherwise; writing that into
+    the config makes the recorded config (``trials/<id>/config.yaml``, W&B, exports) rerun bit for bit
+    on CPU, where the thread count changes the floating-point reduction order.
+    """
+    base = spec.base.to_dict()
+    if base["train"]["threads"] is None:
+        base["train"]["threads"] = max(1, int(spec.resources.cpu))
+    return base
+
+
+def make_trainable(spec, sweep_dir: Path):
+    """The trial function with the base config, the metric and the sweep folder bound, and its resources."""
+    from ray import tune
+
+    from pielab.sweep.trainable import run_trial
+
+    fn = tune.with_parameters(run_trial, base=trial_base(spec), metric=spec.metric, sweep_dir=str(sweep_dir))
+    return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def make_searcher(spec, sweep_dir: Path, deadline=None):
+    """PielabOptunaSearch over the spec's space, behind Tune's ConcurrencyLimiter (``max_concurrent``), in
+    the search generator that lets the folder move (compat.MovableSearchGenerator).
+
+    The study is named after the folder it starts in; its storage pickles without the password and,
+    for the folder's own ``optuna.db``, without the folder's place on disk (see search.SweepStorage).
+    """
+    from ray.tune.search import ConcurrencyLimiter
+
+    import optuna
+
+    from pielab.sweep.compat import MovableSearchGenerator
+
+    from pielab.sweep.search import PielabOptunaSearch, make_sampler, make_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" lines
+    sampler = make_sampler(spec.search.algorithm, spec.search.seed, spec.search.sampler_options(), spec.space)
+    searcher = PielabOptunaSearch(
+        spec.space, metric=spec.metric, mode=spec.mode, sampler=sampler,
+        storage=make_storage(optuna_url(spec, sweep_dir), sweep_local=not spec.storage.optuna), study_name=sweep_dir.name,
+        base_epochs=spec.base.train.epochs, max_t=spec.max_t if spec.scheduler.name == "asha" else None,
+        seeds=spec.seeds, deadline=deadline,
+    )
+    return MovableSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent))
+
+
+def make_scheduler(spec):
+    """ASHA on the ``epoch`` attribute (rungs in training epochs), or FIFO."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.scheduler.name == "fifo":
+        return FIFOScheduler()
+    s = spec.scheduler
+    return ASHAScheduler(time_attr="epoch", metric=spec.metric, mode=spec.mode, max_t=spec.max_t,
+                         grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+
+
+def make_tuner(spec, sweep_dir: Path, recorder: SweepRecorder):
+    """A new Tuner for the sweep: its experiment in ``<sweep_dir>/tune``, ``recorder`` as its callback."""
+    from ray import tune
+
+    tune_config = tune.TuneConfig(
+        search_alg=make_searcher(spec, sweep_dir, recorder.deadline),
+        scheduler=make_scheduler(spec),
+        num_samples=spec.num_trials,
+        reuse_actors=True,  # a stopped trial's worker runs the next one: no new process, no re-import
+        trial_name_creator=_trial_name,
+        trial_dirname_creator=_trial_name,
+    )
+    run_config = tune.RunConfig(
+        name=TUNE_DIR,
+        storage_path=str(sweep_dir),
+        # Two, not one: Tune snapshots its experiment state after every num_to_keep checkpoints, and
+        # with one a crash between writing epoch k+1 and that snapshot leaves the state pointing at
+        # the deleted epoch k, so the trial cannot resume (seen in the kill-and-resume test).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        callbacks=[recorder],
+        stop=SweepStopper(recorder, recorder.deadline),  # the time budget (spec.time_budget_s) is here
+        verbose=0,
+        log_to_file=True,  # a trial's stdout/stderr go to tune/<trial>/ (log_to_driver is off)
+    )
+    return tune.Tuner(make_trainable(spec, sweep_dir), tune_config=tune_config, run_config=run_config)
