@@ -18,7 +18,6 @@ Clean-up kills only the PIDs inside the two namespaces (``ip netns pids``) and d
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal

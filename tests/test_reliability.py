@@ -13,7 +13,6 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +21,6 @@ import optuna
 import pytest
 import yaml
 
-from pielab.sweep.folder import load_records
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

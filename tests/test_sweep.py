@@ -238,6 +238,8 @@ def imdb_spec(imdb_path: str) -> dict:
 
 def subprocess_env(root: Path) -> dict[str, str]:
     env = dict(os.environ)
+    # A shell has no RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER: importing pielab.sweep in this process set it here.
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     env["HOME"] = str(root / "home")  # Ray's auth token and anything else written under HOME
     env["WANDB_API_KEY"] = SECRET  # tracking.mode is offline: the key must not be needed, used or written
     Path(env["HOME"]).mkdir(parents=True, exist_ok=True)
@@ -562,8 +564,8 @@ def test_time_budget_ends_the_sweep_cleanly(tmp_path, cifar_path, pielab_exe):
 
 GPU_DRIVER = """
 import sys
+from pielab.sweep import runner  # first: it keeps Ray on loopback, which only works before `import ray`
 import ray
-from pielab.sweep import runner
 from pielab.sweep.commands import sweep_command
 
 runner.set_quiet_env()

@@ -28,8 +28,8 @@ from ray.tune.stopper import Stopper
 
 from pielab.errors import PielabError
 from pielab.sweep.folder import (
-    END_COMPLETED, END_EARLY, END_FAILED, ENDED_STATES, METRIC_KEYS, PARAMS_KEY, RUNNING, SEED_KEY, STATUS_FILE,
-    TRIALS_DIR, TrialRecord, csv_text, end_state, is_finite_number, load_records, now_iso, one_line, planned_epochs,
+    END_COMPLETED, END_EARLY, END_FAILED, ENDED_STATES, METRIC_KEYS, RUNNING, SEED_KEY, STATUS_FILE,
+    TRIALS_DIR, TrialRecord, csv_text, end_state, load_records, now_iso, one_line, planned_epochs,
     read_json, summarize_records, write_atomic, write_json, write_results_csv,
 )
 from pielab.sweep.search import Deadline
@@ -241,7 +241,7 @@ class SweepRecorder(Callback):
         epoch = int(epoch)
         row = {k: result.get(k) for k in METRIC_KEYS}
         rec.rows[epoch] = row
-        self._absorb(rec, result)
+        rec.add_result(result, self.metric, self.mode)
         write_atomic(self._trial_dir(rec.trial_id) / "metrics.csv",
                      csv_text(list(METRIC_KEYS), [rec.rows[e] for e in sorted(rec.rows)]))
         self._write_trial(rec)
@@ -250,20 +250,6 @@ class SweepRecorder(Callback):
             tracker.log(rec.trial_id, row, epoch)
             tracker.release()  # the first epoch is in: W&B's start-up no longer delays the trials
         self.write_status()
-
-    def _absorb(self, rec: TrialRecord, result: dict[str, Any]) -> None:
-        value = result.get(self.metric)
-        if is_finite_number(value):
-            better = max if self.mode == "max" else min
-            rec.best_value = float(value) if rec.best_value is None else better(rec.best_value, float(value))
-        for attr, key in (("best_val_acc", "best/val_acc"), ("test_acc", "test/acc"), ("train_time_s", "time/total_s")):
-            if is_finite_number(result.get(key)):
-                setattr(rec, attr, float(result[key]))
-        if is_finite_number(result.get("best/epoch")):
-            rec.best_epoch = int(result["best/epoch"])
-        rec.epochs = max(rec.epochs, int(result.get("epoch") or 0))
-        if result.get(PARAMS_KEY) is not None:
-            rec.num_params = int(result[PARAMS_KEY])
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         rec = self.records.get(trial.trial_id)

@@ -71,7 +71,6 @@ def set_quiet_env() -> None:
     """Environment that Ray reads when it starts: loopback only, no usage reporting, quiet Tune."""
     from pielab.sweep.compat import QUIET_LOGGERS
 
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # without it Ray advertises the network address
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no reporting to an outside server
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own status display instead of Tune's tables
     # Tune's own per-trial loggers (result.json, progress.csv, TensorBoard events under tune/<trial>/)

@@ -13,7 +13,6 @@ even reopen it.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -25,7 +24,6 @@ from typing import Any
 import torch
 from ray import tune
 
-from pielab.config import build_config
 from pielab.errors import Diverged, PielabError
 from pielab.sweep.folder import PARAMS_KEY  # reported with every epoch: the model's parameter count
 
