@@ -20,7 +20,8 @@ from wandb.sdk.wandb_settings import Settings
 
 from pielab.sweep.tracking import clean_tags, group_name, run_id, sweep_key
 
-NASTY = ["sweep ü #1", " lead and trail ", "a:b;c,d#e?f/g'h", "x" * 300, "", "-", "日本語", "sweep-ü-#1", "sweep-ü-?1"]
+NASTY = ["sweep ü #1", " lead and trail ", "a:b;c,d#e?f/g'h", "x" * 300, "", "-", "日本語",
+         "sweep-ü-#1", "sweep-ü-?1"]
 
 
 def valid_run_id(value: str) -> bool:

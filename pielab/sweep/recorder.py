@@ -178,7 +178,8 @@ class SweepRecorder(Callback):
         if tracker is None or tracker.error is None or self._runtime.get("tracking_error"):
             return
         self._runtime["tracking_error"] = tracker.error
-        line = f"warning: W&B tracking stopped: {tracker.error} (the sweep goes on without it; status.json: tracking_error)"
+        line = (f"warning: W&B tracking stopped: {tracker.error} "
+                "(the sweep goes on without it; status.json: tracking_error)")
         if self.display is not None and hasattr(self.display, "warn"):
             self.display.warn(line)
         else:
