@@ -9,6 +9,7 @@ commands that run them: ``pielab status`` reads the sweep folder's own files and
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import sys
@@ -28,7 +29,14 @@ from pielab.sweep.folder import (
 )
 from pielab.text import fmt_duration
 
-WANDB_SYNC_HINT = "upload the offline W&B runs later with: wandb sync {sweep}/wandb/offline-run-*"
+
+
+def wandb_sync_hint(sweep_dir: Path) -> str | None:
+    """The ``wandb sync`` line for the sweep's offline runs, or None when there are none. The folder is
+    shell-quoted and the glob left outside the quotes, so the line pastes into a shell as printed."""
+    if not any((sweep_dir / "wandb").glob("offline-run-*")):
+        return None
+    return f"upload the offline W&B runs later with: wandb sync {shlex.quote(str(sweep_dir / 'wandb'))}/offline-run-*"
 
 
 # --------------------------------------------------------------------------- sweep folders
@@ -38,7 +46,7 @@ def _new_sweep_dir(spec, out: str | None) -> Path:
     if out:
         folder = Path(out).expanduser()
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            hint = f"continue it with `pielab resume {folder}`" if (folder / SWEEP_FILE).exists() else "it is not empty"
+            hint = f"continue it with `pielab resume {shlex.quote(str(folder))}`" if (folder / SWEEP_FILE).exists() else "it is not empty"
             raise ConfigError(f"--out {folder}: already exists ({hint}); choose another --out")
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -80,9 +88,10 @@ def _finish_report(console, outcome, spec) -> int:
                   f" in {fmt_duration(elapsed)}"
                   + (f" (efficiency {status['efficiency']:.0%})" if status.get("efficiency") else ""))
     if not finished:
-        console.print(f"the sweep stopped before it finished; continue it with: pielab resume {outcome.sweep_dir}")
-    if status.get("wandb") == "offline":
-        console.print(WANDB_SYNC_HINT.format(sweep=outcome.sweep_dir))
+        console.print(f"the sweep stopped before it finished; continue it with: pielab resume {shlex.quote(str(outcome.sweep_dir))}")
+    sync = wandb_sync_hint(outcome.sweep_dir)
+    if sync:
+        console.print(sync)
     console.print(f"sweep folder: {outcome.sweep_dir}")
     if status.get("stop_reason"):
         console.print(f"the sweep stopped early: {status['stop_reason']}")
@@ -147,7 +156,7 @@ def resume_command(sweep_dir: str) -> int:
     if not (folder / TUNE_DIR / "tuner.pkl").is_file():
         raise PielabError(
             f"{folder}: no Tune experiment state in {TUNE_DIR}/ (it stopped before its first trial); "
-            f"start again with `pielab sweep {folder / SWEEP_FILE}`"
+            f"start again with `pielab sweep {shlex.quote(str(folder / SWEEP_FILE))}`"
         )
     _refuse_if_running(folder, status)
     address = status.get("address")
@@ -188,7 +197,7 @@ def _driver_alive(status: dict[str, Any]) -> bool | None:
 def _refuse_if_running(folder: Path, status: dict[str, Any]) -> None:
     if _driver_alive(status) and status.get("driver", {}).get("pid") != os.getpid():
         raise PielabError(f"{folder}: the sweep is still running (pid {status['driver']['pid']}); "
-                          f"watch it with `pielab status {folder}`")
+                          f"watch it with `pielab status {shlex.quote(str(folder))}`")
 
 
 def status_command(sweep_dir: str) -> int:
@@ -213,7 +222,7 @@ def status_command(sweep_dir: str) -> int:
     elif alive is None:
         state = "running on another machine, or interrupted"
     else:
-        state = f"interrupted: continue with `pielab resume {folder.path}`" if records or status else "not started"
+        state = f"interrupted: continue with `pielab resume {shlex.quote(str(folder.path))}`" if records or status else "not started"
     console = make_console()
     console.print(f"sweep {folder.name} ({folder.path}): {state}")
     elapsed = status.get("elapsed_s")

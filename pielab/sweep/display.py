@@ -147,6 +147,11 @@ class LiveStatus:
                 f"[{counts_text(status['counts'], status['pending'], time_left=status.get('time_left_s'))}]"
             )
 
+    def warn(self, line: str) -> None:
+        """One warning line, printed above the live view (or in the log), never swallowed by it."""
+        with self._lock:
+            self.console.print(line, style="yellow", markup=False, highlight=False)
+
     def stop(self) -> None:
         if self._live is not None:
             self._live.stop()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -164,6 +165,27 @@ class SweepRecorder(Callback):
         return WandbTracker(sweep_dir=self.sweep_dir, group=t["group"], project=t["project"],
                             entity=t.get("entity"), mode=t["mode"], tags=t.get("tags"))
 
+    def study(self) -> str:
+        """The sweep's study name (fixed at creation; a moved folder keeps it): W&B run ids derive from it."""
+        from pielab.sweep.folder import study_name
+
+        return (self.optuna or {}).get("study") or study_name(self.sweep_dir)
+
+    def _check_tracker(self) -> None:
+        """Show and record a W&B failure once: one warning line on the terminal, ``tracking_error`` in
+        status.json. The tracker's worker thread only stores the line; this runs on Tune's thread."""
+        tracker = self._runtime.get("tracker")
+        if tracker is None or tracker.error is None or self._runtime.get("tracking_error"):
+            return
+        self._runtime["tracking_error"] = tracker.error
+        line = (f"warning: W&B tracking stopped: {tracker.error} "
+                "(the sweep goes on without it; status.json: tracking_error)")
+        if self.display is not None and hasattr(self.display, "warn"):
+            self.display.warn(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+        self.write_status()
+
     def interrupted(self) -> bool:
         """Whether this run was stopped by Ctrl-C (SIGINT): nothing running has ended, the sweep is not finished."""
         event = self._runtime.get("interrupt")
@@ -213,7 +235,9 @@ class SweepRecorder(Callback):
         tracker = self._runtime.get("tracker")
         if tracker is not None:
             config_flat = self._resolved(dict(trial.config)).flat()
-            tracker.start(tid, config_flat, run_id=f"{self.sweep_dir.name}-{tid}")
+            from pielab.sweep.tracking import run_id
+
+            tracker.start(tid, config_flat, run_id=run_id(self.study(), tid))
         self.write_status()
 
     def _resolved(self, params: dict[str, Any]):
@@ -249,6 +273,7 @@ class SweepRecorder(Callback):
         if tracker is not None:
             tracker.log(rec.trial_id, row, epoch)
             tracker.release()  # the first epoch is in: W&B's start-up no longer delays the trials
+            self._check_tracker()
         self.write_status()
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
@@ -302,6 +327,7 @@ class SweepRecorder(Callback):
                 "test/acc": rec.test_acc, "epochs": rec.epochs, "train_time_s": rec.train_time_s,
                 "model/params": rec.num_params,
             }, failed=state == END_FAILED)
+            self._check_tracker()
         write_results_csv(self.sweep_dir, self.records, self.mode)
         self.write_status()
         if self.display is not None:
@@ -352,6 +378,7 @@ class SweepRecorder(Callback):
         tracker = self._runtime.get("tracker")
         if tracker is not None:
             tracker.close()
+            self._check_tracker()
         write_results_csv(self.sweep_dir, self.records, self.mode)
         self.write_status(final=True)
         unflag_interrupts(self._runtime.pop("signals", {}))
@@ -392,6 +419,7 @@ class SweepRecorder(Callback):
             "address": self.address,
             "driver": {"host": socket.gethostname(), "pid": os.getpid(), "alive": not final},
             "wandb": (self.tracking or {}).get("mode", "disabled"),
+            "tracking_error": self._runtime.get("tracking_error"),
         }
 
     def write_status(self, final: bool = False) -> None:
