@@ -37,7 +37,7 @@ from pielab.sweep.folder import (
     load_records, read_json, summarize_records, write_atomic,
 )
 from pielab.sweep.lease import LEASE_FILE, DriverLease, LeaseHeld, read_lease
-from pielab.sweep.session import catch_stop_signals
+from pielab.sweep.session import stop_signals_caught
 from pielab.sweep.started_spec import STARTED_SPEC_FILE, check_unchanged, record_started_spec
 from pielab.text import fmt_duration
 
@@ -202,18 +202,18 @@ def sweep_command(spec_path: str, overrides: list[str], out: str | None, address
     raises :class:`~pielab.sweep.started_spec.SpecChanged` naming the changed fields.
     """
     t0 = time.time()
-    catch_stop_signals()
     from pielab.sweep.session import localize_paths
     from pielab.sweep.spec import load_spec
 
-    spec = load_spec(spec_path, overrides or [])  # every file it names is validated before Ray starts
-    localize_paths(spec)  # sweep.yaml then names the data wherever `pielab resume` runs from
-    spec_dict = spec.to_dict()
-    if resume_if_exists and out and (Path(out).expanduser() / SWEEP_FILE).is_file():
-        return resume_command(out, started_at=t0, given=(spec, spec_dict, f"--out {Path(out).expanduser()}"))
-    folder, lease = _new_sweep_dir(spec, out)
-    with _holding(lease):
-        return _start_sweep(spec, spec_dict, folder, address, lease, t0)
+    with stop_signals_caught():
+        spec = load_spec(spec_path, overrides or [])  # every file it names is validated before Ray starts
+        localize_paths(spec)  # sweep.yaml then names the data wherever `pielab resume` runs from
+        spec_dict = spec.to_dict()
+        if resume_if_exists and out and (Path(out).expanduser() / SWEEP_FILE).is_file():
+            return resume_command(out, started_at=t0, given=(spec, spec_dict, f"--out {Path(out).expanduser()}"))
+        folder, lease = _new_sweep_dir(spec, out)
+        with _holding(lease):
+            return _start_sweep(spec, spec_dict, folder, address, lease, t0)
 
 
 def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | None, lease: DriverLease,
@@ -254,11 +254,11 @@ def resume_command(sweep_dir: str, *, started_at: float | None = None, given=Non
     ``pielab sweep --resume-if-exists``, compared instead of ``sweep.yaml``.
     """
     t0 = started_at or time.time()
-    catch_stop_signals()
-    folder = _sweep_folder(sweep_dir)
-    lease = DriverLease(folder).acquire()
-    with _holding(lease):
-        return _resume(folder, lease, t0, given)
+    with stop_signals_caught():
+        folder = _sweep_folder(sweep_dir)
+        lease = DriverLease(folder).acquire()
+        with _holding(lease):
+            return _resume(folder, lease, t0, given)
 
 
 def _resume(folder: Path, lease: DriverLease, t0: float, given) -> int:

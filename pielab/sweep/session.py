@@ -86,7 +86,7 @@ def _raise_stopped(signum, frame) -> None:
     raise Stopped(signum)
 
 
-_CATCHING: list[bool] = []
+_CATCHING: list[dict[int, Any]] = []  # the handlers each active stop_signals_caught() replaced
 
 
 def catch_stop_signals() -> None:
@@ -95,8 +95,21 @@ def catch_stop_signals() -> None:
         return
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_stopped)
-    if not _CATCHING:
-        _CATCHING.append(True)
+
+
+@contextmanager
+def stop_signals_caught() -> Iterator[None]:
+    """:func:`catch_stop_signals` for the block (a driver command); the previous handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _CATCHING.append({sig: signal.getsignal(sig) for sig in STOP_SIGNALS})
+    catch_stop_signals()
+    try:
+        yield
+    finally:
+        for sig, handler in _CATCHING.pop().items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 # --------------------------------------------------------------------------- Ray
