@@ -33,12 +33,16 @@ def params_text(params: dict[str, Any]) -> str:
     return "  ".join(f"{k}={fmt_value(v)}" for k, v in params.items())
 
 
-def counts_text(counts: dict[str, int], pending: int | None = None, running_label: str = "running",
+def counts_text(counts: dict[str, int], pending: int | None = None, running_label: str | None = "running",
                 time_left: float | None = None) -> str:
-    """Trials by state on one line (``1 running · 3 done · 2 stopped early · 4 to go``)."""
-    labels = {**STATE_LABELS, RUNNING: running_label}
+    """Trials by state on one line (``1 running · 3 done · 2 stopped early · 4 to go``).
+
+    ``running_label=None``: a finished sweep, whose running count (always 0) is left out; so is
+    ``pending`` then (the caller passes 0: nothing is to go once a sweep has finished)."""
+    labels = {**STATE_LABELS, RUNNING: running_label or "running"}
+    shown = (END_COMPLETED, END_EARLY) if running_label is None else (RUNNING, END_COMPLETED, END_EARLY)
     parts = [f"{counts.get(s, 0)} {labels[s]}" for s in (RUNNING, END_COMPLETED, END_EARLY, END_FAILED, END_DIVERGED)
-             if counts.get(s, 0) or s in (RUNNING, END_COMPLETED, END_EARLY)]
+             if counts.get(s, 0) or s in shown]
     if time_left is not None:
         parts.append(f"{fmt_duration(time_left)} of the time budget left")  # the budget, not the count, ends it
     elif pending:
