@@ -108,6 +108,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.target:
         raise PielabError("pielab train needs a model name or a config YAML (see `pielab models`)")
     config = load_config(args.target, args.set)
+    if config.provenance is not None:  # a saved or exported config: say when it was recorded with other versions
+        from pielab.provenance import mismatch_warning
+
+        warning = mismatch_warning(config.provenance, args.target)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
     out = Path(args.out) if args.out else Path("runs") / f"{config.model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     _check_writable(out)
     if (out / "checkpoint.pt").exists():

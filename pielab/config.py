@@ -112,6 +112,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # Where a saved or exported config was recorded (pielab.provenance.collect's dict): not part of the
+    # config's identity, so it is left out of to_dict, flat and equality; save_config writes it.
+    provenance: dict[str, Any] | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -201,6 +204,7 @@ class _Sections(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    provenance: dict[str, Any] | None = None  # pielab.provenance: accepted, never part of the training config
 
 
 _SECTIONS_ADAPTER = TypeAdapter(_Sections)
@@ -324,7 +328,8 @@ def build_config(
             problems.add(f"model.{named[0]}" if named else "model", complaint)
     problems.raise_if_any()
     assert parsed is not None and model is not None and isinstance(task, str)
-    return Config(task=task, model=model, data=parsed.data, train=parsed.train, tracking=parsed.tracking)
+    return Config(task=task, model=model, data=parsed.data, train=parsed.train, tracking=parsed.tracking,
+                  provenance=parsed.provenance)
 
 
 def _check_model_section(
@@ -390,14 +395,47 @@ def model_complaint(name: str, kwargs: dict[str, Any]) -> str | None:
     return _BUILT[key]
 
 
+def switch_model(model: Any, name: Any) -> Any:
+    """The model section when a trial searches ``model.name``: the new model's own defaults (``mycnn``
+    keeps ``residual: false``, ``res_lstm8`` its ``depth: 8``), plus the keys of the base model section
+    that the base set away from its own model's defaults and that the new model takes too (a CPU-scale
+    ``--set model.width=8`` shrinks every ResNet of the sweep). Keys the data decides are left out.
+    An unknown name (or a base without a model section) is returned for ``build_config`` to report.
+    """
+    from pielab.models import model_defaults
+    from pielab.models.registry import DATA_DERIVED_KWARGS
+
+    if isinstance(model, dict) and model.get("name") == name:
+        return model
+    if not isinstance(model, dict) or not isinstance(name, str):
+        return {"name": name}
+    try:
+        new = model_defaults(name)
+        old = model_defaults(model["name"]) if isinstance(model.get("name"), str) else {}
+    except ConfigError:
+        return {"name": name}
+    kept = {k: copy.deepcopy(v) for k, v in model.items()
+            if k != "name" and k in new and k not in DATA_DERIVED_KWARGS and k in old and v != _plain(old[k])}
+    return {"name": name, **kept}
+
+
+def _plain(default: Any) -> Any:
+    return list(default) if isinstance(default, tuple) else default
+
+
 def apply_params(base: Config | dict[str, Any], params: dict[str, Any], *, seed: int | None = None) -> Config:
     """The Config one trial runs: ``base`` < sampled ``{dotted key: value}`` < ``train.seed``.
+
+    A sampled ``model.name`` replaces the base model section by that model's own (see
+    :func:`switch_model`); the other sampled ``model.*`` keys then go on top of it.
 
     Values go in as YAML would (not as ``--set`` text), so a string ``"1e-3"`` for a float is an
     error, not a number. The one rule every sweep trial's config follows (``SweepSpec.trial_config``,
     the trainable, and ``SearchSpace.validate`` for each candidate value).
     """
     raw = base.to_dict() if isinstance(base, Config) else copy.deepcopy(base)
+    if "model.name" in params:
+        raw["model"] = switch_model(raw.get("model"), params["model.name"])
     for key, value in params.items():
         section, _, name = key.partition(".")
         node = raw.get(section)
@@ -430,4 +468,8 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write ``config.to_dict()`` as YAML, with its ``provenance`` section last when it has one."""
+    raw = config.to_dict()
+    if config.provenance is not None:
+        raw["provenance"] = config.provenance
+    Path(path).write_text(yaml.safe_dump(raw, sort_keys=False))

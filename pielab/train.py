@@ -24,6 +24,7 @@ import torch.nn as nn
 from pielab.config import Config, config_from_dict, save_config
 from pielab.errors import Diverged, PielabError
 from pielab.files import write_atomic, write_json
+from pielab import provenance
 
 CHECKPOINT_VERSION = 1
 METRIC_KEYS = (
@@ -434,10 +435,13 @@ def fit(
         elapsed = float(state["elapsed_s"])
         start_epoch = int(state["epoch"]) + 1
 
+    # The code, library versions and device of this run (pielab.provenance): in the run folder's
+    # config.yaml and summary.json, and in every epoch's state, from which a sweep trial reports it.
+    run_provenance = provenance.collect(device)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
+        save_config(dataclasses.replace(config, provenance=run_provenance), out / "config.yaml")
 
     with _Progress(progress) as bar:
         for epoch in range(start_epoch, tcfg.epochs + 1):
@@ -485,6 +489,7 @@ def fit(
                 "best": best,
                 "elapsed_s": elapsed,
                 "params": params,
+                "provenance": run_provenance,
             }
             if out is not None:
                 save_checkpoint(state, out / "checkpoint.pt")
@@ -499,6 +504,7 @@ def fit(
         raise PielabError(f"nothing to train: the run already finished its {tcfg.epochs} epochs")
     summary = summarize(history, params)
     if out is not None:
+        summary["provenance"] = run_provenance
         write_json(out / "summary.json", summary)  # strict JSON: a NaN (no test split) is written as null
         plot_curves(history, out, title=config.model_name)
     log(f"Training completed in {elapsed:.2f} seconds.")

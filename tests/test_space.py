@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from pielab.config import build_config, default_config
+from pielab.config import apply_params, build_config, default_config
 from pielab.errors import ConfigError
 from pielab.sweep.space import SearchSpace, load_space
 
@@ -61,11 +61,7 @@ def samples(space: SearchSpace, n: int, seed: int = 0, tell: bool = False) -> li
 
 def resolve(base, params: dict):
     """A trial's config: the sampled dotted keys put into the base, resolved by the same code as every trial."""
-    raw = base.to_dict()
-    for key, value in params.items():
-        section, _, name = key.partition(".")
-        raw[section][name] = value
-    return build_config(raw)
+    return apply_params(base, params)
 
 
 # --------------------------------------------------------------------------- shipped spaces
@@ -187,8 +183,11 @@ BASE_ERRORS = {
     "unknown section": ("parameters:\n  optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2}\n", "optim.lr", "unknown key"),
     "unknown model key": ("parameters:\n  model.widht: {type: categorical, choices: [8, 16]}\n", "model.widht",
                           "unknown key for model 'myresnet34'; it takes: depth, residual, width, dropout"),
-    "model name": ("parameters:\n  model.name: {type: categorical, choices: [mycnn, myresnet34]}\n", "model.name",
-                   "the model cannot be searched"),
+    "model of another task": ("parameters:\n  model.name: {type: categorical, choices: [mycnn, bilstm2]}\n",
+                              "model.name", "choice bilstm2 is invalid for myresnet34: task: model 'bilstm2' is for task"),
+    "model key a chosen model lacks": ("parameters:\n  model.name: {type: categorical, choices: [mycnn, resnet34]}\n"
+                                       "  model.depth: {type: categorical, choices: [18, 34]}\n", "model.depth",
+                                       "resnet34 take(s) no depth"),
     "data-derived model key": ("parameters:\n  model.num_classes: {type: categorical, choices: [10, 100]}\n",
                                "model.num_classes", "set by the data"),
     "wrong choice type": ("parameters:\n  model.depth: {type: categorical, choices: [10, deep]}\n", "model.depth",

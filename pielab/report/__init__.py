@@ -16,7 +16,7 @@ from pathlib import Path
 from pielab.files import write_atomic
 from pielab.report.export import export_command, export_configs, export_paths
 from pielab.report.tables import (
-    Sweep, display_groups, display_plain, failed_table, group_table, load_sweep, to_latex, to_markdown,
+    Sweep, _escape_md, display_groups, provenance_line, reference_note, display_plain, failed_table, group_table, load_sweep, to_latex, to_markdown,
     trial_table,
 )
 
@@ -45,7 +45,8 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict[s
     caption = f"Sweep {sweep.name}: best {sweep.metric} per configuration (mean ± sd over seeds), best first"
     files: dict[str, bytes | str] = {
         "summary.csv": groups.to_csv(index=False),
-        "summary.md": to_markdown(display_groups(groups, sweep.hparams, "md", sweep.metric)),
+        "summary.md": to_markdown(display_groups(groups, sweep.hparams, "md", sweep.metric))
+        + f"\n{_escape_md(reference_note(sweep))}{_escape_md(provenance_line(sweep))}\n",
         "summary.tex": to_latex(display_groups(groups, sweep.hparams, "tex", sweep.metric), caption,
                                 f"tab:{sweep.name}-summary"),
         "trials.csv": trials.to_csv(index=False),

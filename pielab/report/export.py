@@ -14,6 +14,7 @@ import yaml
 from pielab.config import config_from_dict
 from pielab.errors import PielabError
 from pielab.files import write_atomic
+from pielab.provenance import KEY as PROVENANCE, describe_device, describe_versions
 from pielab.report.tables import load_sweep, number
 from pielab.sweep.folder import test_acc_note
 from pielab.text import fmt_value
@@ -34,7 +35,9 @@ def export_configs(sweep_dir: str | Path, top: int = 1, out: str | Path | None =
     with its full ``train.epochs`` and its ``train.seed``), under a comment header that records the trial
     id, its best value of the sweep's metric, the epoch it was reached at (``best_epoch``), its best
     validation accuracy and the test accuracy (and which epoch's model that measured): to reproduce the
-    trial, train the file and compare its metrics epoch by epoch up to ``best_epoch``.
+    trial, train the file and compare its metrics epoch by epoch up to ``best_epoch``. The trial's
+    provenance (code version, library versions, device; :mod:`pielab.provenance`) follows as a
+    ``provenance:`` section, which ``pielab train`` compares with its own machine.
     All files are rendered before any is written; each write is atomic.
 
     Raises:
@@ -74,11 +77,17 @@ def export_configs(sweep_dir: str | Path, top: int = 1, out: str | Path | None =
         ]
         if sampled:
             header.append(f"# searched: {sampled}")
-        header.append(f"# train it: pielab train {path.name} --out DIR")
+        recorded = sweep.records[trial["trial_id"]].provenance
+        if recorded:
+            header.append(f"# ran on: {describe_device(recorded.get('device'))}; {describe_versions(recorded)}")
+        header.append(f"# train it: pielab train {path.name} --out DIR (it warns when this machine's versions differ)")
         if config.train.threads is None and trial_threads is not None:
             header.append(f"# the trial ran with {trial_threads} torch thread(s) (its resources.cpu); for a bitwise "
                           f"CPU reproduction add --set train.threads={trial_threads}")
-        files[path] = "\n".join(header) + "\n" + yaml.safe_dump(config.to_dict(), sort_keys=False)
+        body = config.to_dict()
+        if recorded:
+            body[PROVENANCE] = recorded  # pielab.config accepts it; `pielab train` compares it with this machine
+        files[path] = "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False)
     for path, text in files.items():  # rendered all first: a config that fails to validate writes nothing
         write_atomic(path, text)
     return paths

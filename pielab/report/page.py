@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from pielab.report.figures import Figure
-from pielab.report.tables import Sweep, display_groups, display_plain
+from pielab.report.tables import Sweep, display_groups, display_plain, provenance_line, reference_note
 from pielab.sweep.folder import FINISHED_STATES, STATES, SWEEP_FILE, TRIALS_DIR, test_acc_note
 from pielab.text import fmt_value
 
@@ -127,6 +127,7 @@ def render(sweep: Sweep, groups: pd.DataFrame, trials: pd.DataFrame, failed: pd.
         f"started {esc(started)} · last update {esc(updated)}</p>",
         f"<p>{_plural(len(sweep.trials), 'trial')}: {badges}</p>",
         f'<p class="meta">Folder: <code>{esc(str(sweep.path))}</code></p>',
+        f'<p class="meta">Provenance: {esc(provenance_line(sweep))}</p>',
     ]
     if sweep.spec.get("description"):
         parts.append(f"<p>{esc(str(sweep.spec['description']))}</p>")
@@ -140,6 +141,7 @@ def render(sweep: Sweep, groups: pd.DataFrame, trials: pd.DataFrame, failed: pd.
         "its test accuracy is fit's test/acc there (measured at the best val/acc epoch up to it). "
         "Also in <code>summary.md</code>, <code>summary.csv</code>, <code>summary.tex</code>.</p>",
         _table(display_groups(groups, sweep.hparams, "html", sweep.metric)),
+        *([f"<p>{esc(reference_note(sweep).strip())}</p>"] if reference_note(sweep) else []),
         "<h2>Figures</h2>",
         *(_figure(fig) for fig in figures),
         "<h2>Failed trials</h2>",

@@ -247,7 +247,57 @@ def group_table(sweep: Sweep) -> pd.DataFrame:
     table = pd.DataFrame(rows).sort_values("score_mean", ascending=sweep.mode == "min", kind="stable")
     family = table[["model", "depth", "residual"]].astype(str).agg("|".join, axis=1)
     table["best"] = ~family.duplicated()  # sorted best first: the first row of each family is its best
+    reference = reference_results(sweep)
+    if reference:
+        for field_ in REFERENCE_FIELDS:
+            table[f"reference_{field_}"] = table["model"].map(lambda m: number((reference.get(m) or {}).get(field_)))
+        columns += [f"reference_{f}" for f in REFERENCE_FIELDS]
     return table.reset_index(drop=True)[columns]
+
+
+# The fields of a spec's ``reference:`` entry that the summary table shows (pielab.sweep.spec.ReferenceResult).
+REFERENCE_FIELDS = ("val_acc", "best_val_acc", "epochs", "time_s")
+
+
+def reference_results(sweep: Sweep) -> dict[str, dict[str, Any]]:
+    """The spec's ``reference:`` section (model name -> the published result), or {} when it has none."""
+    reference = sweep.spec.get("reference")
+    return {k: v for k, v in reference.items() if isinstance(v, dict)} if isinstance(reference, dict) else {}
+
+
+def reference_note(sweep: Sweep) -> str:
+    """What the Reference column is, for the table's reader (empty when the spec has no ``reference:``)."""
+    reference = reference_results(sweep)
+    if not reference:
+        return ""
+    hardware = sorted({str(v["hardware"]) for v in reference.values() if v.get("hardware")})
+    where = f" ({', '.join(hardware)})" if hardware else ""
+    return (f"Reference: the published result{where} from the spec's reference section: val acc in %, its best "
+            "epoch's when stated, epochs and training time; it may have been selected on another split.\n\n")
+
+
+def provenance_line(sweep: Sweep) -> str:
+    """The code, library versions and devices of the sweep's trials, stated once: ``code 8aab583, python
+    3.12.3, torch 2.14.1, ...; device: CPU AMD EPYC (2 cores) (6 trials)``. Trials that ran with other
+    versions are listed apart; trials without a recorded provenance (older folders) are counted."""
+    from pielab.provenance import describe_device, describe_versions
+
+    versions: dict[str, int] = {}
+    devices: dict[str, int] = {}
+    missing = 0
+    for rec in sweep.records.values():
+        if not isinstance(rec.provenance, dict):
+            missing += 1
+            continue
+        text = describe_versions(rec.provenance)
+        versions[text] = versions.get(text, 0) + 1
+        device = describe_device(rec.provenance.get("device"))
+        devices[device] = devices.get(device, 0) + 1
+    if not versions:
+        return "provenance: not recorded"
+    parts = [text if len(versions) == 1 else f"{text} ({n} trials)" for text, n in versions.items()]
+    line = "; ".join(parts) + "; device: " + ", ".join(f"{d} ({n} trial{'s' * (n != 1)})" for d, n in devices.items())
+    return line + (f"; {missing} trial(s) without a record" if missing else "")
 
 
 def trial_table(sweep: Sweep) -> pd.DataFrame:
@@ -339,14 +389,29 @@ def display_groups(table: pd.DataFrame, hparams: list[str], fmt: str, metric: st
             "Params": _params(r["params"]),
             "Seeds": str(r["n_seeds"]),
             "Best": style.star if r["best"] else "",
+            "Reference": _reference_cell(r),
         })
     columns = ["Model", "Depth", "Residual", *hparams, *([metric_column] if own else []), "Val acc (%)", "Best epoch", "Test acc (%)", "Epochs",
-               "Time (s)", "Params", "Seeds", "Best"]
+               "Time (s)", "Params", "Seeds", "Best", *(["Reference"] if "reference_val_acc" in table.columns else [])]
     frame = pd.DataFrame(rows, columns=columns)  # without its own column, the metric's cells are dropped here
     for column in ("Model", "Residual", *hparams):  # the formatted cells above are escaped already
         frame[column] = frame[column].map(style.escape)
     frame.columns = [style.escape(c) for c in columns]
     return frame
+
+
+def _reference_cell(row: pd.Series) -> str:
+    """The published result of this row's model: ``84.60 (best 84.95), 20 ep, 610 s``; empty without one."""
+    if "reference_val_acc" not in row.index or pd.isna(row["reference_val_acc"]):
+        return ""
+    text = f"{100 * row['reference_val_acc']:.2f}"
+    if not pd.isna(row["reference_best_val_acc"]):
+        text += f" (best {100 * row['reference_best_val_acc']:.2f})"
+    if not pd.isna(row["reference_epochs"]):
+        text += f", {_epochs(row['reference_epochs'])} ep"
+    if not pd.isna(row["reference_time_s"]):
+        text += f", {_seconds(row['reference_time_s'])} s"
+    return text
 
 
 def _epochs(value: float) -> str:

@@ -19,7 +19,9 @@ early_stopped | failed | diverged), ``reason``, ``best_value`` (best of the swee
 ``best_epoch`` (the epoch of ``best_value``), ``test_acc`` and ``test_epoch`` (see below),
 ``best_val_acc`` (best val/acc over epochs, whatever the metric), ``epochs`` (run), ``planned_epochs``,
 ``train_time_s``, ``num_params`` (model parameters), ``seed``, ``number`` (creation order), ``params``
-(the sampled ``{dotted key: value}``), ``retries``, ``started``, ``ended``.
+(the sampled ``{dotted key: value}``), ``retries``, ``started``, ``ended``, ``provenance`` (the code
+version, library versions and device the trial ran on, :func:`pielab.provenance.collect`; null until
+its first epoch is in).
 
 ``status.json`` field ``study``: the name of the sweep's Optuna study, written by the runner (the study
 is created under the folder's name at the time, and a folder may be renamed or copied later);
@@ -137,6 +139,9 @@ METRIC_KEYS = (
     "grad/first_last_ratio",
 )
 PARAMS_KEY = "model/params"
+# The result key that carries a trial's provenance (pielab.provenance.collect, as JSON text so every Tune
+# logger takes it as one scalar) from the trial to the driver: in the first result of each run of the trial.
+PROVENANCE_KEY = "pielab/provenance"
 SEED_KEY = "train.seed"
 
 
@@ -192,6 +197,7 @@ class TrialRecord:
     retries: int = 0
     started: str | None = None
     ended: str | None = None
+    provenance: dict[str, Any] | None = None  # pielab.provenance.collect() in the trial's own process
 
     def add_result(self, result: dict[str, Any], metric: str, mode: str) -> bool:
         """Fold one epoch's metrics into the record: the one per-epoch update rule of the sweep folder.
@@ -264,6 +270,7 @@ class TrialRecord:
             "retries": self.retries,
             "started": self.started,
             "ended": self.ended,
+            "provenance": self.provenance,
         }
 
     @classmethod

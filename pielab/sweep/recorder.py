@@ -298,6 +298,7 @@ class SweepRecorder(Callback):
         if epoch is None:
             return
         epoch = int(epoch)
+        self._take_provenance(rec, result)
         row = {k: result.get(k) for k in METRIC_KEYS}
         rec.rows[epoch] = row
         rec.add_result(result, self.metric, self.mode)
@@ -310,6 +311,24 @@ class SweepRecorder(Callback):
             tracker.release()  # the first epoch is in: W&B's start-up no longer delays the trials
             self._check_tracker()
         self.write_status()
+
+    def _take_provenance(self, rec: TrialRecord, result: dict[str, Any]) -> None:
+        """The trial's code, versions and device, sent with its first result: into result.json and its W&B config."""
+        import json
+
+        from pielab.provenance import flat
+        from pielab.sweep.folder import PROVENANCE_KEY
+
+        text = result.get(PROVENANCE_KEY)
+        if not isinstance(text, str):
+            return
+        try:
+            rec.provenance = json.loads(text)
+        except ValueError:
+            return
+        tracker = self._runtime.get("tracker")
+        if tracker is not None:
+            tracker.update_config(rec.trial_id, flat(rec.provenance))
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         rec = self.records.get(trial.trial_id)

@@ -11,6 +11,13 @@ style)::
       train.momentum: {type: float, low: 0.8, high: 0.99, when: {train.optimizer: sgd}}
       train.schedule: {type: fixed, value: cosine}
 
+``model.name`` is searchable too, as a categorical over registered models of the base config's task:
+each trial then takes its model's own defaults (``mycnn`` is plain, ``res_lstm8`` has 8 residual
+layers; :func:`pielab.config.switch_model`) unless the space sets them, and a model key of the space
+must be taken by every model it can be sampled with (``when: {model.name: [...]}`` narrows that).
+A ``fixed`` parameter may carry a ``when`` in a grid: it adds no grid dimension, only its value where
+the condition holds (``train.epochs: {type: fixed, value: 30, when: {model.name: mycnn}}``).
+
 Why a class and not a function: Ray's ``OptunaSearch`` pickles its searcher state, including the
 define-by-run function, *by reference*, so the function must be importable from a module on every
 node. A :class:`SearchSpace` instance is plain data plus a module-level class, so it pickles and
@@ -291,24 +298,46 @@ class SearchSpace:
         where = _Where(self.source, _lines_of(self))
         problems: list[str] = []
         base_raw = base.to_dict()
+        models = self._model_choices(base)
         for p in self.params:
             loc = where(p.key)
-            problem = _key_problem(p.key, base)
+            problem = _key_problem(p.key, base, models)
             if problem:
                 problems.append(f"{loc}: {problem}")
                 continue
             seen: set[str] = set()
-            for what, value in p.candidates(exhaustive=p.key.startswith("model.")):
+            # A model key of a sweep over model.name is checked with each model it can be sampled with.
+            hosts: list[str | None] = [None]
+            if p.key.startswith("model.") and p.key != "model.name" and models:
+                allowed = dict(p.when).get("model.name")
+                hosts = [m for m in models if allowed is None or m in allowed]
+                refusing = [m for m in hosts if p.key[6:] not in _defaults(m)]
+                if refusing:
+                    problems.append(f"{loc}: {', '.join(refusing)} take(s) no {p.key[6:]}; "
+                                    f"add when: {{model.name: [models that do]}}")
+                    continue
+            for (what, value), host in itertools.product(p.candidates(exhaustive=p.key.startswith("model.")), hosts):
                 try:
-                    apply_params(base_raw, {p.key: value})  # builds each distinct model once per process
+                    # builds each distinct model once per process
+                    apply_params(base_raw, {p.key: value} if host is None else {"model.name": host, p.key: value})
                 except ConfigError as exc:
                     for msg in exc.problems:
                         msg = msg.removeprefix(f"{p.key}: ")
                         if msg not in seen:
-                            problems.append(f"{loc}: {what} {_fmt(value)} is invalid for {base.model_name}: {msg}")
+                            problems.append(f"{loc}: {what} {_fmt(value)} is invalid for {host or base.model_name}: {msg}")
                             seen.add(msg)
         if problems:
             raise _problems(problems)
+
+    def _model_choices(self, base: Config) -> list[str] | None:
+        """The registered model names a searched ``model.name`` can take (None when it is not searched)."""
+        if "model.name" not in self.keys:
+            return None
+        p = self.param("model.name")
+        values = p.choices if p.type == "categorical" else (p.value,) if p.type == "fixed" else ()
+        from pielab.models import model_task
+
+        return [v for v in values if isinstance(v, str) and _defaults(v) is not None and model_task(v) == base.task]
 
     # ------------------------------------------------------------------ the define-by-run function
 
@@ -351,6 +380,8 @@ class SearchSpace:
         problems: list[str] = []
         out: dict[str, list[Any]] = {}
         for p in self.params:
+            if p.when and p.type == "fixed":
+                continue  # a conditional fixed value adds no grid dimension: grid_configs adds it where it holds
             if p.when:
                 problems.append(
                     f"{where(p.key, 'when')}: grid needs unconditional parameters; drop its 'when' "
@@ -372,7 +403,13 @@ class SearchSpace:
     def grid_configs(self) -> list[dict[str, Any]]:
         """Every configuration of the grid, in a stable order (the last key varies fastest)."""
         grid = self.grid()
-        return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+        configs = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+        for p in self.params:
+            if p.when and p.type == "fixed":
+                for config in configs:
+                    if p.active(config):
+                        config[p.key] = copy.deepcopy(p.value)
+        return configs
 
     def describe(self) -> str:
         head = f"search space: {len(self.params)} parameters" + (f" ({self.source})" if self.source else "")
@@ -525,6 +562,16 @@ def _parse_when(
     return tuple(out)
 
 
+def _defaults(model: str) -> dict[str, Any] | None:
+    """A registered model's builder defaults, or None for an unknown name (validate reports it)."""
+    from pielab.models import model_defaults
+
+    try:
+        return model_defaults(model)
+    except ConfigError:
+        return None
+
+
 def _float_text(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -544,16 +591,20 @@ def _possible_values(p: Param) -> list[Any] | None:
         return None
 
 
-def _key_problem(key: str, base: Config) -> str | None:
-    """Why ``key`` is not a searchable key of ``base`` (None when it is)."""
+def _key_problem(key: str, base: Config, models: list[str] | None = None) -> str | None:
+    """Why ``key`` is not a searchable key of ``base`` (None when it is). ``models``: the registered
+    choices of a searched ``model.name``; a model key is searchable when one of them takes it."""
+    from pielab.models import model_defaults
     from pielab.models.registry import DATA_DERIVED_KWARGS as _DATA_DERIVED  # the training loop overrides these
 
     section, _, name = key.partition(".")
     if section == "model":
         if name == "name":
-            return "the model cannot be searched: run one sweep per model (the other model keys depend on it)"
+            return None  # each choice is checked against the base config's task by validate
         if name in _DATA_DERIVED:
             return f"set by the data, not by the config, for model {base.model_name!r}; it cannot be searched"
+        if models and any(name in model_defaults(m) for m in models):
+            return None
         if name not in base.model:
             takes = ", ".join(k for k in base.model if k != "name" and k not in _DATA_DERIVED)
             return f"unknown key for model {base.model_name!r}; it takes: {takes}"

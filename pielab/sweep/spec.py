@@ -113,6 +113,18 @@ class StorageConfig:
     optuna: Str | None = None  # None: SQLite optuna.db inside the sweep folder; else an RDB URL
 
 
+@with_config(_FORBID)
+@dataclass
+class ReferenceResult:
+    """One system's published result, shown beside pielab's in the report (``reference:`` in a spec)."""
+
+    val_acc: Annotated[float, Strict(), Field(ge=0, le=1)]  # accuracy as a fraction (0.8442)
+    best_val_acc: Annotated[float | None, Strict(), Field(ge=0, le=1)] = None  # its best epoch's, when stated
+    epochs: Annotated[int | None, Strict(), Field(ge=1)] = None
+    time_s: Annotated[float | None, Strict(), Field(ge=0)] = None  # training time in seconds
+    hardware: Str | None = None  # where it was measured (RTX 3090)
+
+
 _SUBSECTIONS: dict[str, type] = {
     "search": SearchConfig,
     "scheduler": SchedulerConfig,
@@ -124,7 +136,7 @@ _SCALARS = (
     "name", "description", "metric", "mode", "num_trials", "max_concurrent", "time_budget_s", "seeds",
     "max_failures",
 )
-TOP_KEYS = ("name", "description", "base", "space", *_SUBSECTIONS, *_SCALARS[2:])
+TOP_KEYS = ("name", "description", "base", "space", *_SUBSECTIONS, *_SCALARS[2:], "reference")
 _ASHA_ONLY = ("grace_period", "reduction_factor", "max_t")
 DEFAULT_NUM_TRIALS = 16
 
@@ -154,6 +166,8 @@ class SweepSpec:
     storage: StorageConfig = field(default_factory=StorageConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     description: str | None = None
+    # model name -> its published result (the report's own numbers), shown by `pielab report` in a column
+    reference: dict[str, ReferenceResult] | None = None
     source_path: str | None = field(default=None, compare=False)
 
     @property
@@ -197,6 +211,9 @@ class SweepSpec:
             storage={**dataclasses.asdict(self.storage), "optuna": strip_password(self.storage.optuna)},
             tracking=dataclasses.asdict(self.tracking),
         )
+        if self.reference:
+            out["reference"] = {name: {k: v for k, v in dataclasses.asdict(r).items() if v is not None}
+                                for name, r in self.reference.items()}
         return out
 
     def save(self, path: str | Path) -> None:
@@ -268,6 +285,7 @@ class _SpecFields(BaseModel):
     max_failures: Annotated[int, Strict(), Field(ge=-1)] = 2  # -1: unlimited
     storage: StorageConfig = Field(default_factory=StorageConfig)
     tracking: Any = None  # merged into the base config's tracking section, which checks it
+    reference: dict[str, ReferenceResult] | None = None
 
 
 _SPEC_ADAPTER = TypeAdapter(_SpecFields)
@@ -343,7 +361,7 @@ class _Builder:
             num_trials=num_trials or DEFAULT_NUM_TRIALS, max_concurrent=fields.max_concurrent,
             resources=fields.resources, time_budget_s=fields.time_budget_s, seeds=list(fields.seeds),
             max_failures=fields.max_failures, storage=fields.storage, tracking=base.tracking,
-            description=fields.description, source_path=self.source,
+            description=fields.description, reference=fields.reference, source_path=self.source,
         )
 
     def _fields(self) -> tuple[_SpecFields, set[str]]:
@@ -486,6 +504,13 @@ class _Builder:
                     what = "scheduler.max_t" if sched.max_t is not None else "base train.epochs"
                     add("scheduler.grace_period", f"{sched.grace_period} is more than max_t {max_t} ({what}); "
                         "no trial could ever be stopped")
+        if "reference" not in bad and f.reference:
+            from pielab.models import list_models
+
+            for name in f.reference:
+                if name not in list_models(base.task):
+                    add(f"reference.{name}", f"not a registered {base.task} model; "
+                        f"{base.task} models: {', '.join(list_models(base.task))}")
         if "resources" not in bad and f.resources.gpu > 1 and f.resources.gpu != int(f.resources.gpu):
             add("resources.gpu",
                 f"{f.resources.gpu:g}: a trial takes a fraction of one GPU or whole GPUs, not both")

@@ -172,6 +172,10 @@ class WandbTracker:
     def start(self, trial_id: str, config_flat: dict[str, Any], run_id: str) -> None:
         self._submit(lambda: self._start(trial_id, config_flat, run_id))
 
+    def update_config(self, trial_id: str, values: dict[str, Any]) -> None:
+        """Add ``values`` (such as the trial's ``provenance.*`` keys, known after its first epoch) to its run's config."""
+        self._submit(lambda: self._update_config(trial_id, values))
+
     def log(self, trial_id: str, metrics: dict[str, Any], epoch: int) -> None:
         self._submit(lambda: self._log(trial_id, dict(metrics), int(epoch)))
 
@@ -220,6 +224,11 @@ class WandbTracker:
             reinit="create_new", resume="allow", settings=settings,
         )
         self._runs[trial_id] = run
+
+    def _update_config(self, trial_id: str, values: dict[str, Any]) -> None:
+        run = self._runs.get(trial_id)
+        if run is not None:
+            run.config.update(values, allow_val_change=True)  # a restarted trial may report another device
 
     def _log(self, trial_id: str, metrics: dict[str, Any], epoch: int) -> None:
         run = self._runs.get(trial_id)

@@ -26,7 +26,7 @@ import torch
 from ray import tune
 
 from pielab.errors import Diverged, PielabError
-from pielab.sweep.folder import PARAMS_KEY  # reported with every epoch: the model's parameter count
+from pielab.sweep.folder import PARAMS_KEY, PROVENANCE_KEY  # reported with every epoch: the model's parameter count
 
 STATE_FILE = "state.pt"
 
@@ -268,6 +268,8 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, swee
         staging = staging_prefix(study, tune.get_context().get_trial_id())
         _journal(f"start after_epoch={last['epoch']} pid={os.getpid()} node={_node_ip()} gpus={_gpu_ids()}")
 
+        reported = {"provenance": False}
+
         def on_epoch(metrics: dict[str, Any], epoch_state: dict[str, Any]) -> None:
             if faults:  # tests only: PIELAB_FAULTS (pielab.sweep.faults); fires before the epoch is saved
                 from pielab.sweep.faults import maybe_fault
@@ -278,6 +280,10 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, swee
                 metrics[PARAMS_KEY] = int(epoch_state["params"])
             last.clear()
             last.update(metrics)
+            if not reported["provenance"] and epoch_state.get("provenance"):
+                # The device this trial trains on (a restarted trial may land on another node: it says so again).
+                metrics[PROVENANCE_KEY] = json.dumps(epoch_state["provenance"], sort_keys=True)
+                reported["provenance"] = True
             with tempfile.TemporaryDirectory(prefix=staging) as tmp:
                 torch.save(epoch_state, os.path.join(tmp, STATE_FILE))
                 # Tune copies the folder into the trial's storage before report returns.
