@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from pielab.config import apply_params, build_config, default_config
+from pielab.config import apply_params, default_config
 from pielab.errors import ConfigError
 from pielab.sweep.space import SearchSpace, load_space
 
