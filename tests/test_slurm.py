@@ -166,7 +166,7 @@ def test_time_limit_warning_requeues_and_the_requeued_job_resumes(tmp_path, shar
         # for a begin time in the future; the test releases it at once.
         wait_until(lambda: cluster.job(job_id).get("Restarts") == "1", 300, "the job was not requeued", log)
         if cluster.state(job_id) == "PENDING":
-            cluster.run("scontrol", "update", f"jobid={job_id}", "begintime=now")
+            cluster.run("scontrol", "update", f"jobid={job_id}", "starttime=now")
         state = cluster.wait(job_id, timeout=900)
         text = log.read_text()
         assert state == "COMPLETED", text[-4000:]
