@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -192,6 +193,14 @@ def slurm_cluster(cpus: int = 2) -> Iterator[Slurm]:
         _wait_for("slurmd", lambda: "idle" in cluster.run("sinfo", "-h", "-o", "%T", check=False).stdout,
                   60, root / "log" / "slurmd.log")
         yield cluster
+    except BaseException:
+        # pytest shows a failed test's stderr: the daemons' own account of what happened.
+        for name in ("slurmctld.log", "slurmd.log"):
+            log = root / "log" / name
+            if log.is_file():
+                print(f"--- {name} (last lines)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-60:]),
+                      file=sys.stderr)
+        raise
     finally:
         try:
             if (root / "slurmctld.pid").is_file():

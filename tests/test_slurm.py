@@ -149,6 +149,14 @@ def test_sbatch_runs_a_sweep_on_its_own_ray_head(tmp_path, shared_data_dir):
             assert len(starts(journal(out, tid))) == 1, journal(out, tid)
         assert "pielab sweep exited with 0" in text
         assert_ray_gone(job_id, ray_tmp, tmp_path / "home")
+        # A spec that is not there: the job fails at once with one line, before any Ray starts.
+        bad_log = tmp_path / "bad.out"
+        bad = cluster.sbatch("--nodes=1", f"--cpus-per-task={cluster.cpus}", "--gpus-per-node=0", f"--output={bad_log}", str(SCRIPT),
+                             str(tmp_path / "missing.yaml"), env=env, cwd=tmp_path)
+        assert cluster.wait(bad, timeout=120) == "FAILED"
+        assert cluster.job(bad).get("ExitCode") == "2:0"
+        assert bad_log.read_text().strip().endswith("missing.yaml: no such sweep spec "
+                                                    f"(relative paths start at the submit directory {tmp_path})")
 
 
 @pytest.mark.slow
@@ -162,9 +170,13 @@ def test_time_limit_warning_requeues_and_the_requeued_job_resumes(tmp_path, shar
         assert len(done_before) < 6
         # What Slurm does 120 s before the time limit (#SBATCH --signal=B:USR1@120).
         cluster.run("scancel", "--signal=USR1", "--batch", str(job_id))
-        # The script stops the sweep and Ray, then `scontrol requeue`s itself. A requeued job may wait
-        # for a begin time in the future; the test releases it at once.
+        # The script stops the sweep and Ray, then `scontrol requeue`s itself. A requeued job waits for
+        # a begin time in the future, which the test brings forward, once slurmd has finished with the
+        # first run (a launch in the same second as the kill is refused: "already killed").
         wait_until(lambda: cluster.job(job_id).get("Restarts") == "1", 300, "the job was not requeued", log)
+        wait_until(lambda: cluster.state(job_id) != "PENDING" or cluster.run(
+            "sinfo", "-h", "-o", "%T").stdout.strip() == "idle", 120, "the node never became idle", log)
+        time.sleep(3)
         if cluster.state(job_id) == "PENDING":
             cluster.run("scontrol", "update", f"jobid={job_id}", "starttime=now")
         state = cluster.wait(job_id, timeout=900)
