@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -106,17 +108,23 @@ def completed(sweep_dir: Path) -> set[str]:
     return {tid for tid, r in results(sweep_dir).items() if r.get("state") == "completed"}
 
 
-def submit(cluster, tmp_path: Path, shared_data_dir: Path, name: str, num_trials: int, epochs: int):
+@pytest.fixture
+def ray_tmp() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="plrs-")  # short: Ray's socket paths must fit in 107 bytes
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def submit(cluster, tmp_path: Path, shared_data_dir: Path, ray_tmp: str, name: str, num_trials: int, epochs: int):
     spec_path = tmp_path / f"{name}.yaml"
     spec_path.write_text(yaml.safe_dump(spec(name, num_trials, epochs), sort_keys=False))
-    ray_tmp = tempfile.mkdtemp(prefix="plrs-")  # short: Ray's socket paths must fit in 107 bytes
     env = job_env(tmp_path, shared_data_dir, ray_tmp)
     out = tmp_path / "sweep"
     log = tmp_path / "job.out"
     # The script asks for 2 nodes and a GPU each; this cluster has one node with 2 CPUs and no GPU.
     job_id = cluster.sbatch("--nodes=1", f"--cpus-per-task={cluster.cpus}", "--gpus-per-node=0",
                             f"--output={log}", str(SCRIPT), str(spec_path), str(out), env=env, cwd=tmp_path)
-    return job_id, out, log, env, ray_tmp
+    return job_id, out, log, env
 
 
 def assert_ray_gone(job_id: int, ray_tmp: str, home: Path) -> None:
@@ -129,9 +137,9 @@ def assert_ray_gone(job_id: int, ray_tmp: str, home: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sbatch_runs_a_sweep_on_its_own_ray_head(tmp_path, shared_data_dir):
+def test_sbatch_runs_a_sweep_on_its_own_ray_head(tmp_path, shared_data_dir, ray_tmp):
     with slurm_cluster(cpus=2) as cluster:
-        job_id, out, log, env, ray_tmp = submit(cluster, tmp_path, shared_data_dir, "slurm-one", 3, 3)
+        job_id, out, log, env = submit(cluster, tmp_path, shared_data_dir, ray_tmp, "slurm-one", 3, 3)
         base = ray_base_port(job_id)
         # While the sweep runs, every listener in the job's port block is on loopback.
         wait_until(lambda: (out / "trials").is_dir() or cluster.state(job_id) in ("COMPLETED", "FAILED"),
@@ -160,9 +168,9 @@ def test_sbatch_runs_a_sweep_on_its_own_ray_head(tmp_path, shared_data_dir):
 
 
 @pytest.mark.slow
-def test_time_limit_warning_requeues_and_the_requeued_job_resumes(tmp_path, shared_data_dir):
+def test_time_limit_warning_requeues_and_the_requeued_job_resumes(tmp_path, shared_data_dir, ray_tmp):
     with slurm_cluster(cpus=2) as cluster:
-        job_id, out, log, env, ray_tmp = submit(cluster, tmp_path, shared_data_dir, "slurm-requeue", 6, 4)
+        job_id, out, log, env = submit(cluster, tmp_path, shared_data_dir, ray_tmp, "slurm-requeue", 6, 4)
         wait_until(lambda: completed(out) or cluster.state(job_id) not in ("PENDING", "RUNNING", ""),
                    600, "no trial completed", log)
         assert cluster.state(job_id) == "RUNNING", log.read_text()[-4000:]
