@@ -234,8 +234,10 @@ def sweep_command(spec_path: str, overrides: list[str], out: str | None, address
     raises :class:`~pielab.sweep.started_spec.SpecChanged` naming the changed fields.
     """
     t0 = time.time()
-    from pielab.sweep.session import localize_paths
+    from pielab.sweep.session import cluster_address, localize_paths
     from pielab.sweep.spec import load_spec
+
+    address = cluster_address(address)  # a Ray Job's driver has RAY_ADDRESS and no --address
 
     with stop_signals_caught():
         spec = load_spec(spec_path, overrides or [])  # every file it names is validated before Ray starts
@@ -318,7 +320,9 @@ def _resume(folder: Path, lease: DriverLease, t0: float, given) -> int:
         )
     if not (folder / STARTED_SPEC_FILE).is_file():
         record_started_spec(folder, spec_dict)  # a folder from before the record: from now on, this is it
-    address = status.get("address")
+    from pielab.sweep.session import cluster_address
+
+    address = cluster_address(status.get("address"))
     owns_ray = _start_ray_for(spec, address)
     from pielab.sweep.runner import run_sweep
 
