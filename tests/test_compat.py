@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pickle
+from pathlib import Path
 
 import optuna
 import pyarrow.fs
@@ -94,3 +95,45 @@ def test_search_generator_restored_state_follows_a_moved_folder(tmp_path):
         storage = restored._experiment.spec["storage"]
         assert (storage.storage_fs_path, storage.experiment_dir_name) == (where.as_posix(), "tune"), cls
         assert storage.trial_dir_name is None and restored._counter == state["counter"]
+
+
+def test_gcs_names_a_lost_node_as_compat_expects():
+    """The GCS binary still writes the node-death message that compat.node_lost recognises."""
+    import ray
+
+    gcs = Path(ray.__file__).parent / "core" / "src" / "ray" / "gcs" / "gcs_server"
+    assert compat.NODE_DIED_MESSAGE.encode() in gcs.read_bytes(), f"{compat.NODE_DIED_MESSAGE!r} not in {gcs}"
+
+
+def test_lost_node_is_not_counted_as_a_trial_failure():
+    """Trial._handle_ray_actor_error still counts failures in run_metadata.num_failures; once patched, a
+    lost node's ActorDiedError does not count and the worker-process death of the fault injector does."""
+    from ray.exceptions import RayActorError
+    from ray.tune.experiment.trial import Trial
+
+    compat.count_lost_nodes_as_preemptions()
+    compat.count_lost_nodes_as_preemptions()  # idempotent: patched once
+    assert getattr(Trial._handle_ray_actor_error, "_pielab_preemption", False)
+    class NoFiles(Trial):
+        local_path = None  # handle_error writes error.txt only with a trial folder
+
+    trial = NoFiles("pielab_compat_trainable", stub=True)
+    lost = RayActorError(error_msg=f"{compat.NODE_DIED_MESSAGE} Node Id: abc\n\tthe actor's node was terminated "
+                                   "unexpectedly: health check failed")
+    killed = RayActorError(error_msg="The actor is dead because its worker process has died. "
+                                     "Worker exit type: SYSTEM_ERROR")
+    assert compat.node_lost(lost) and not compat.node_lost(killed) and not compat.node_lost(None)
+    assert compat.node_lost(RayActorError(error_msg="drained", preempted=True))
+    assert trial.num_failures == 0
+    trial.handle_error(lost)
+    assert trial.num_failures == 0 and trial.should_recover()
+    trial.handle_error(killed)
+    assert trial.num_failures == 1
+
+
+def test_missing_trial_error_handler_fails_loudly(monkeypatch):
+    from ray.tune.experiment.trial import Trial
+
+    monkeypatch.delattr(Trial, "_handle_ray_actor_error")
+    with pytest.raises(RuntimeError, match="_handle_ray_actor_error is gone"):
+        compat.count_lost_nodes_as_preemptions()

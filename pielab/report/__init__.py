@@ -16,8 +16,8 @@ from pathlib import Path
 from pielab.files import write_atomic
 from pielab.report.export import export_command, export_configs, export_paths
 from pielab.report.tables import (
-    Sweep, _escape_md, display_groups, provenance_line, reference_note, display_plain, failed_table, group_table, load_sweep, to_latex, to_markdown,
-    trial_table,
+    Sweep, _escape_md, display_groups, display_plain, failed_table, group_table, load_sweep, provenance_line,
+    reference_note, to_latex, to_markdown, trial_table, usage_table,
 )
 
 __all__ = ["Sweep", "build_report", "export_command", "export_configs", "export_paths", "load_sweep",
@@ -52,6 +52,7 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict[s
         "trials.csv": trials.to_csv(index=False),
         "failed.csv": failed.to_csv(index=False),
         "failed.md": to_markdown(display_plain(failed, "md")),
+        "usage.md": to_markdown(usage_table(sweep)),  # CPU-/GPU-hours, preempted trials
     }
     rendered = figures.make_figures(sweep, groups)  # a skipped figure's reason is shown in its place
     files.update({fig.filename: fig.png for fig in rendered if fig.png is not None})

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from pielab.report.figures import Figure
-from pielab.report.tables import Sweep, display_groups, display_plain, provenance_line, reference_note
+from pielab.report.tables import Sweep, display_groups, display_plain, provenance_line, reference_note, usage_table
 from pielab.sweep.folder import FINISHED_STATES, STATES, SWEEP_FILE, TRIALS_DIR, test_acc_note
 from pielab.text import fmt_value
 
@@ -144,6 +144,11 @@ def render(sweep: Sweep, groups: pd.DataFrame, trials: pd.DataFrame, failed: pd.
         *([f"<p>{esc(reference_note(sweep).strip())}</p>"] if reference_note(sweep) else []),
         "<h2>Figures</h2>",
         *(_figure(fig) for fig in figures),
+        "<h2>Resources used</h2>",
+        "<p>CPU-hours and GPU-hours: the resources Tune reserved for each trial times the wall time the trial "
+        "held them, summed over trials (restarts included). Preempted trials lost their node and restarted from "
+        "a checkpoint; they are not failures. Also in <code>usage.md</code>.</p>",
+        _table(usage_table(sweep).map(html.escape)),
         "<h2>Failed trials</h2>",
         "<p>Failed and diverged trials, excluded from every ranking.</p>",
         _table(display_plain(failed, "html")),

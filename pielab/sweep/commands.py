@@ -44,6 +44,23 @@ from pielab.text import fmt_duration
 
 
 
+def usage_text(usage: dict[str, Any] | None, budget: dict[str, Any] | None = None) -> str:
+    """``resources used: 0.0102 CPU-hours, 0 GPU-hours (budget: 0.01 CPU-hours)`` from status.json's
+    ``usage`` and ``budget`` (or :meth:`SweepFolder.usage`); the rule is in :mod:`pielab.sweep.folder`."""
+    usage = usage or {}
+    text = (f"resources used: {usage.get('cpu_hours', 0.0):.4g} CPU-hours, {usage.get('gpu_hours', 0.0):.4g} GPU-hours "
+            f"({fmt_duration(usage.get('held_s', 0.0))} of trials holding their resources)")
+    limits = [f"{v:g} {k.replace('_hours', '').upper()}-hours" for k, v in (budget or {}).items() if v is not None]
+    return text + (f"; budget: {', '.join(limits)}" if limits else "")
+
+
+def preempted_text(summary: dict[str, Any]) -> str:
+    """How many trials lost their node and were restarted (counted apart from failed ones)."""
+    n, times = int(summary.get("preempted") or 0), int(summary.get("preemptions") or 0)
+    return (f"preempted: {n} trial{'s' if n != 1 else ''} restarted from a checkpoint after its node was lost "
+            f"({times} time{'s' if times != 1 else ''}; not counted as failures or retries)")
+
+
 def wandb_sync_hint(sweep_dir: Path) -> str | None:
     """The ``wandb sync`` line for the sweep's offline runs, or None when there are none. The folder is
     shell-quoted and the glob left outside the quotes, so the line pastes into a shell as printed."""
@@ -164,6 +181,9 @@ def _finish_report(console, outcome, spec, lease: DriverLease | None = None) -> 
     console.print(f"{len(records)} trials: {counts_text(counts, running_label=None if finished else 'interrupted')}"
                   f" in {fmt_duration(elapsed)}"
                   + (f" (efficiency {status['efficiency']:.0%})" if status.get("efficiency") else ""))
+    console.print(usage_text(status.get("usage"), status.get("budget")))
+    if status.get("preempted"):
+        console.print(preempted_text(status))
     sync = wandb_sync_hint(outcome.sweep_dir)
     if sync:
         console.print(sync)
@@ -182,6 +202,9 @@ def _finish_report(console, outcome, spec, lease: DriverLease | None = None) -> 
         first = next(iter(records.values()))
         console.print(f"the sweep failed: every trial failed; the first one: {first.reason}")
         return EXIT_FAILED
+    if end == "budget reached":
+        console.print(f"the sweep finished: its budget was reached: {status.get('budget_reason') or 'resource budget'}")
+        return EXIT_FINISHED
     if end == "time budget reached":
         console.print(f"the sweep finished: its time budget of {fmt_duration(spec.time_budget_s)} was reached")
         return EXIT_FINISHED
@@ -211,8 +234,10 @@ def sweep_command(spec_path: str, overrides: list[str], out: str | None, address
     raises :class:`~pielab.sweep.started_spec.SpecChanged` naming the changed fields.
     """
     t0 = time.time()
-    from pielab.sweep.session import localize_paths
+    from pielab.sweep.session import cluster_address, localize_paths
     from pielab.sweep.spec import load_spec
+
+    address = cluster_address(address)  # a Ray Job's driver has RAY_ADDRESS and no --address
 
     with stop_signals_caught():
         spec = load_spec(spec_path, overrides or [])  # every file it names is validated before Ray starts
@@ -295,7 +320,9 @@ def _resume(folder: Path, lease: DriverLease, t0: float, given) -> int:
         )
     if not (folder / STARTED_SPEC_FILE).is_file():
         record_started_spec(folder, spec_dict)  # a folder from before the record: from now on, this is it
-    address = status.get("address")
+    from pielab.sweep.session import cluster_address
+
+    address = cluster_address(status.get("address"))
     owns_ray = _start_ray_for(spec, address)
     from pielab.sweep.runner import run_sweep
 
@@ -357,6 +384,12 @@ def status_command(sweep_dir: str) -> int:
     console.print(f"{num_trials} trials: {counts_text(summary['counts'], pending, None if finished else running_label)}")
     console.print(f"time used: {fmt_duration(elapsed)} wall, {fmt_duration(summary['trial_time_s'])} of training "
                   f"in {slots} slots" + (f" (efficiency {eff:.0%})" if eff else ""))
+    budget = spec_raw.get("budget") if isinstance(spec_raw.get("budget"), dict) else None
+    console.print(usage_text(folder.usage(records), budget))
+    if finished and status.get("budget_reason"):
+        console.print(f"ended: {status['budget_reason']}")
+    if summary.get("preempted"):
+        console.print(preempted_text(summary))
     console.print(best_text(summary["best"], metric))
     if alive:
         for rec in records.values():

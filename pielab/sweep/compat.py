@@ -109,3 +109,60 @@ class MovableSearchGenerator(SearchGenerator):
             moved = copy.copy(storage)
             moved.storage_fs_path, moved.experiment_dir_name = here, TUNE_DIR
             experiment.spec["storage"] = moved
+
+
+# --------------------------------------------------------------------------- a lost node is not a failure
+#
+# ray 2.60.0: Tune counts every error of a trial against FailureConfig(max_failures), except a
+# RayActorError whose ``preempted`` is true, which Ray sets only for a node the autoscaler drained
+# for preemption (``NodeDeathInfo.AUTOSCALER_DRAIN_PREEMPTED``). A node that simply vanished (a
+# spot instance reclaimed without notice, a kernel panic, a pulled cable) gives an ActorDiedError
+# whose message the GCS writes as below, and Tune counts it as a failure. No public option covers
+# it (``FailureConfig`` has max_failures and fail_fast only), so the count is made in the one place
+# Tune makes it: ``Trial._handle_ray_actor_error`` (called by ``Trial.handle_error``, also for a
+# RayTaskError whose cause is a RayActorError), before ``Trial.should_recover`` reads the count.
+
+# ray 2.60.0, gcs_server (gcs_actor_manager): the first line of an actor's death cause when its node died.
+NODE_DIED_MESSAGE = "The actor died because its node has died."
+
+
+def node_lost(error: Any) -> bool:
+    """Whether a trial's error says the node it ran on was lost (preempted or gone), not the trial.
+
+    ``error``: the exception Tune handed the trial (``Trial.get_pickled_error()``), or its text.
+    The fault injector's ``kill`` (the trial's own worker process dies, its node lives) is not.
+    """
+    if error is None:
+        return False
+    if getattr(error, "preempted", False) is True:
+        return True
+    return NODE_DIED_MESSAGE in str(error)
+
+
+def count_lost_nodes_as_preemptions() -> None:
+    """Make Tune restart a trial whose node was lost without counting it against ``max_failures``.
+
+    Patches ``ray.tune.experiment.trial.Trial._handle_ray_actor_error`` (ray 2.60.0) so that an error
+    :func:`node_lost` recognises leaves ``run_metadata.num_failures`` alone, as Ray already does for
+    an autoscaler preemption; the trial is then always recovered from its last checkpoint. The
+    driver's :class:`~pielab.sweep.recorder.SweepRecorder` records it as a preemption.
+
+    Raises:
+        RuntimeError: Ray no longer has that method (an upgrade: see tests/test_compat.py).
+    """
+    from ray.tune.experiment.trial import Trial
+
+    original = getattr(Trial, "_handle_ray_actor_error", None)
+    if original is None:
+        raise RuntimeError("ray.tune.experiment.trial.Trial._handle_ray_actor_error is gone: "
+                           "update pielab.sweep.compat for this Ray version")
+    if getattr(original, "_pielab_preemption", False):
+        return
+
+    def handle_ray_actor_error(self, exc):
+        if node_lost(exc):
+            return  # not the trial's failure: Tune's should_recover() then always restarts it
+        original(self, exc)
+
+    handle_ray_actor_error._pielab_preemption = True
+    Trial._handle_ray_actor_error = handle_ray_actor_error

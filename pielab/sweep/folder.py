@@ -19,9 +19,24 @@ early_stopped | failed | diverged), ``reason``, ``best_value`` (best of the swee
 ``best_epoch`` (the epoch of ``best_value``), ``test_acc`` and ``test_epoch`` (see below),
 ``best_val_acc`` (best val/acc over epochs, whatever the metric), ``epochs`` (run), ``planned_epochs``,
 ``train_time_s``, ``num_params`` (model parameters), ``seed``, ``number`` (creation order), ``params``
-(the sampled ``{dotted key: value}``), ``retries``, ``started``, ``ended``, ``provenance`` (the code
+(the sampled ``{dotted key: value}``), ``retries``, ``preemptions``, ``held_s``, ``started``, ``ended``, ``provenance`` (the code
 version, library versions and device the trial ran on, :func:`pielab.provenance.collect`; null until
 its first epoch is in).
+
+``retries``: restarts after the trial's own failure (an exception, its worker process killed), which
+use up ``max_failures``. ``preemptions``: restarts after the *node* it ran on was lost (Ray declared the
+node dead), which do not: a preempted trial restarts from its checkpoint and is counted apart
+(``pielab status``, the report), never as failed.
+
+**Resource accounting.** ``held_s`` is the wall time, in seconds, during which the trial held the
+resources Tune reserved for it (``resources.cpu`` / ``resources.gpu`` of the spec, the same for every
+trial): the driver's clock from each start of the trial (Tune placed it and started its worker) to
+that run's end (completed, stopped, failed, restarted or the driver stopped), summed over every start,
+preempted and retried runs included, since their resources were held too. The driver adds the time
+at every reported epoch, so a driver crash loses at most the epoch in flight. It includes the
+trial's start-up (imports, data loading), not the time it waited for a free slot. CPU-hours and
+GPU-hours (:func:`resource_usage`) are ``sum(held_s) * resources / 3600``. A record written before
+``held_s`` existed counts its ``train_time_s`` instead.
 
 ``status.json`` field ``study``: the name of the sweep's Optuna study, written by the runner (the study
 is created under the folder's name at the time, and a folder may be renamed or copied later);
@@ -195,6 +210,8 @@ class TrialRecord:
     train_time_s: float = 0.0
     num_params: int | None = None
     retries: int = 0
+    preemptions: int = 0  # restarts after its node was lost (not counted in retries)
+    held_s: float = 0.0  # wall seconds it held its reserved resources (module docstring)
     started: str | None = None
     ended: str | None = None
     provenance: dict[str, Any] | None = None  # pielab.provenance.collect() in the trial's own process
@@ -268,6 +285,8 @@ class TrialRecord:
             "seed": self.seed,
             "params": self.params,
             "retries": self.retries,
+            "preemptions": self.preemptions,
+            "held_s": round(self.held_s, 3),
             "started": self.started,
             "ended": self.ended,
             "provenance": self.provenance,
@@ -362,7 +381,53 @@ def summarize_records(records: dict[str, TrialRecord], mode: str) -> dict[str, A
             "params": best.params, "seed": best.seed,
         },
         "trial_time_s": round(sum(r.train_time_s for r in records.values()), 3),
+        # preempted trials are counted apart from failed ones: a lost node is not the trial's fault
+        "preempted": sum(1 for r in records.values() if r.preemptions),
+        "preemptions": sum(r.preemptions for r in records.values()),
     }
+
+
+def trial_resources(spec: dict[str, Any]) -> dict[str, float]:
+    """What Tune reserved for each trial, from the spec (sweep.yaml): ``{"cpu": n, "gpu": m}``
+    (the spec's defaults, 1 CPU and 0 GPUs, for missing keys)."""
+    res = spec.get("resources") if isinstance(spec.get("resources"), dict) else {}
+    return {key: float(res.get(key)) if is_finite_number(res.get(key)) else default
+            for key, default in (("cpu", 1.0), ("gpu", 0.0))}
+
+
+def held_seconds(rec: TrialRecord) -> float:
+    """The seconds ``rec`` held its resources: ``held_s``, else (a record from before it) ``train_time_s``."""
+    return rec.held_s if rec.held_s else rec.train_time_s
+
+
+def resource_usage(records: dict[str, TrialRecord], resources: dict[str, float],
+                   extra_s: dict[str, float] | None = None) -> dict[str, float]:
+    """CPU-hours and GPU-hours a sweep used (module docstring: resource accounting).
+
+    Args:
+        records: the sweep's trials; resources: :func:`trial_resources`;
+        extra_s: seconds not yet in a record (the driver adds a running trial's time since its last epoch).
+
+    Returns:
+        ``{"held_s": seconds summed over trials, "cpu_hours": float, "gpu_hours": float}``.
+    """
+    held = sum(held_seconds(r) for r in records.values()) + sum((extra_s or {}).values())
+    return {"held_s": round(held, 3), "cpu_hours": round(held * resources.get("cpu", 0.0) / 3600, 6),
+            "gpu_hours": round(held * resources.get("gpu", 0.0) / 3600, 6)}
+
+
+# The spec's ``budget`` keys (pielab.sweep.spec.BudgetConfig) and the usage field each one caps.
+BUDGET_KEYS = {"cpu_hours": "CPU-hours", "gpu_hours": "GPU-hours"}
+
+
+def budget_reached(usage: dict[str, float], budget: dict[str, Any] | None) -> str | None:
+    """Why the sweep's resource budget is spent (``"CPU-hours budget of 0.01 reached (0.0101 used)"``),
+    or None. ``budget``: the spec's ``budget`` mapping (``cpu_hours`` / ``gpu_hours``, null for none)."""
+    for key, label in BUDGET_KEYS.items():
+        limit = (budget or {}).get(key)
+        if is_finite_number(limit) and usage.get(key, 0.0) >= float(limit):
+            return f"{label} budget of {limit:g} reached ({usage[key]:.4g} used)"
+    return None
 
 
 def results_rows(records: dict[str, TrialRecord], mode: str) -> tuple[list[str], list[dict[str, Any]]]:
@@ -373,7 +438,8 @@ def results_rows(records: dict[str, TrialRecord], mode: str) -> tuple[list[str],
             if key not in param_keys:
                 param_keys.append(key)
     columns = ["rank", "trial_id", "number", "state", "reason", "best_value", "best_val_acc", "best_epoch", "test_acc",
-               "test_epoch", "epochs", "planned_epochs", "train_time_s", "num_params", "seed", *param_keys]
+               "test_epoch", "epochs", "planned_epochs", "train_time_s", "held_s", "preemptions", "num_params", "seed",
+               *param_keys]
     ranked = rank_records(records, mode)
     rest = sorted((r for r in records.values() if r not in ranked), key=lambda r: r.trial_id)
     rows = []
@@ -466,3 +532,7 @@ class SweepFolder:
 
     def best(self, records: dict[str, TrialRecord] | None = None) -> TrialRecord | None:
         return best_record(self.records() if records is None else records, self.mode)
+
+    def usage(self, records: dict[str, TrialRecord] | None = None) -> dict[str, float]:
+        """CPU-hours and GPU-hours used so far (:func:`resource_usage` with the spec's resources)."""
+        return resource_usage(self.records() if records is None else records, trial_resources(self.spec))

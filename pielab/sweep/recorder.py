@@ -15,7 +15,14 @@ budget stopped; only this record tells the two apart. A second SIGTERM/SIGUSR1 s
 (:class:`~pielab.sweep.session.Stopped`), as a second Ctrl-C does in Tune.
 
 How a run ended is status.json's ``end`` (see :data:`END_LABELS`); ``finished`` is true for
-``finished``, ``time budget reached`` and ``failed`` (nothing is left to run), false otherwise.
+``finished``, ``time budget reached``, ``budget reached`` and ``failed`` (nothing is left to run), false
+otherwise. ``budget reached``: the spec's ``budget.cpu_hours`` / ``gpu_hours`` was used up (status.json
+``budget_reason`` says which); it stops the sweep exactly as the time budget does.
+
+Accounting: the recorder measures how long each trial holds its resources (``held_s``, the rule is in
+:mod:`pielab.sweep.folder`) and writes the sweep's CPU-hours and GPU-hours to status.json (``usage``).
+A trial restarted because its node was lost counts a ``preemption``, not a retry
+(:func:`pielab.sweep.compat.count_lost_nodes_as_preemptions` keeps Tune from counting it as a failure).
 """
 
 from __future__ import annotations
@@ -36,8 +43,8 @@ from ray.tune.stopper import Stopper
 from pielab.errors import PielabError
 from pielab.sweep.folder import (
     END_COMPLETED, END_DIVERGED, END_EARLY, END_FAILED, ENDED_STATES, METRIC_KEYS, RUNNING, SEED_KEY, STATUS_FILE,
-    TRIALS_DIR, TrialRecord, csv_text, end_state, load_records, now_iso, one_line, planned_epochs,
-    read_json, summarize_records, write_atomic, write_json, write_results_csv,
+    TRIALS_DIR, TrialRecord, budget_reached, csv_text, end_state, load_records, now_iso, one_line, planned_epochs,
+    read_json, resource_usage, summarize_records, write_atomic, write_json, write_results_csv,
 )
 from pielab.sweep.search import Deadline
 
@@ -45,9 +52,10 @@ INTERRUPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGUSR1"
 
 # status.json ``end``: how the last run of the driver ended. The CLI maps it to its exit code.
 END_FINISHED, END_BUDGET, END_SWEEP_FAILED = "finished", "time budget reached", "failed"
+END_RESOURCE_BUDGET = "budget reached"  # budget.cpu_hours / budget.gpu_hours used up
 END_INTERRUPTED, END_TERMINATED, END_USR1, END_STOPPED = "interrupted", "terminated", "stopped by SIGUSR1", "stopped"
 END_BY_SIGNAL = {"SIGINT": END_INTERRUPTED, "SIGTERM": END_TERMINATED, "SIGUSR1": END_USR1}
-FINISHED_ENDS = (END_FINISHED, END_BUDGET, END_SWEEP_FAILED)
+FINISHED_ENDS = (END_FINISHED, END_BUDGET, END_RESOURCE_BUDGET, END_SWEEP_FAILED)
 
 
 def flag_interrupts(event: threading.Event) -> dict[int, Any]:
@@ -103,7 +111,8 @@ class SweepRecorder(Callback):
     def __init__(self, sweep_dir: Path, *, name: str, base: dict[str, Any], metric: str, mode: str,
                  max_t: int | None, num_trials: int, slots: int, time_budget_s: float | None,
                  scheduler: str, tracking: dict[str, Any] | None, address: str | None,
-                 optuna: dict[str, str] | None = None, started_at: float | None = None) -> None:
+                 optuna: dict[str, str] | None = None, started_at: float | None = None,
+                 resources: dict[str, float] | None = None, budget: dict[str, float | None] | None = None) -> None:
         self.sweep_dir = Path(sweep_dir)
         self.name = name
         self.base = base
@@ -118,6 +127,8 @@ class SweepRecorder(Callback):
         self.address = address
         self.optuna = optuna  # {"url", "study"}: to close trials that Tune stopped without telling the searcher
         self.started_at = started_at
+        self.resources = resources  # {"cpu", "gpu"} each trial reserves: the accounting's rates
+        self.budget = budget  # {"cpu_hours", "gpu_hours"} (None: no limit)
         self.deadline = Deadline(time_budget_s)  # shared with the searcher and the stopper
         self.display = None  # a LiveStatus (or None); set by the runner, never pickled
         self._runtime: dict[str, Any] = {}
@@ -176,6 +187,7 @@ class SweepRecorder(Callback):
         self._runtime["interrupt"] = interrupt
         self._runtime["signals"] = flag_interrupts(interrupt)  # Tune installed its handlers before setup
         self.started_at = None  # a resumed run measures from its own start
+        self.budget_spent()
         self.write_status()
         if self.display is not None:
             self.display.start(self)
@@ -229,6 +241,35 @@ class SweepRecorder(Callback):
     def elapsed(self) -> float:
         return self._runtime.get("elapsed_before", 0.0) + time.time() - self._runtime.get("t0", time.time())
 
+    # ------------------------------------------------------------------ accounting
+
+    def _hold(self, trial_id: str, *, until_end: bool = False) -> None:
+        """Add the time since the trial's last mark to its ``held_s``; ``until_end``: it no longer
+        holds its resources (it ended, failed, is restarting or the driver stops)."""
+        since = self._runtime.setdefault("since", {})
+        rec, now = self.records.get(trial_id), time.time()
+        if trial_id in since and rec is not None:
+            rec.held_s += max(0.0, now - since[trial_id])
+        if until_end:
+            since.pop(trial_id, None)
+        elif rec is not None:
+            since[trial_id] = now
+
+    def usage(self) -> dict[str, float]:
+        """CPU-hours and GPU-hours used so far (running trials up to now): folder.resource_usage."""
+        now = time.time()
+        extra = {tid: now - t for tid, t in self._runtime.get("since", {}).items()}
+        return resource_usage(self.records, getattr(self, "resources", None) or {"cpu": 1.0, "gpu": 0.0}, extra)
+
+    def budget_spent(self) -> str | None:
+        """Why the resource budget is used up (and then the searcher asks for no new trial), else None."""
+        if self.deadline.spent:
+            return self.deadline.spent
+        reason = budget_reached(self.usage(), getattr(self, "budget", None))
+        if reason:
+            self.deadline.exhaust(reason)
+        return reason
+
     def _trial_dir(self, trial_id: str) -> Path:
         return self.sweep_dir / TRIALS_DIR / trial_id
 
@@ -266,6 +307,7 @@ class SweepRecorder(Callback):
             self.records[tid] = rec
             self._write_config(tid, dict(trial.config))
         rec.state, rec.ended = RUNNING, None
+        self._hold(tid)  # from now on it holds its resources
         self._write_trial(rec)
         tracker = self._runtime.get("tracker")
         if tracker is not None:
@@ -302,6 +344,8 @@ class SweepRecorder(Callback):
         row = {k: result.get(k) for k in METRIC_KEYS}
         rec.rows[epoch] = row
         rec.add_result(result, self.metric, self.mode)
+        self._hold(rec.trial_id)
+        self.budget_spent()
         write_atomic(self._trial_dir(rec.trial_id) / "metrics.csv",
                      csv_text(list(METRIC_KEYS), [rec.rows[e] for e in sorted(rec.rows)]))
         self._write_trial(rec)
@@ -333,9 +377,30 @@ class SweepRecorder(Callback):
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         rec = self.records.get(trial.trial_id)
         if rec is not None:
-            rec.retries += 1
-            rec.reason = f"retry {rec.retries} after: {self._error_line(trial)}"
+            self._hold(trial.trial_id, until_end=True)  # on_trial_start marks its next run
+            if self._node_lost(trial):
+                rec.preemptions += 1
+                rec.reason = (f"restarted from its checkpoint after its node was lost "
+                              f"({rec.preemptions} preemption{'s' if rec.preemptions > 1 else ''}; not a retry)")
+            else:
+                rec.retries += 1
+                rec.reason = f"retry {rec.retries} after: {self._error_line(trial)}"
             self._write_trial(rec)
+
+    @staticmethod
+    def _node_lost(trial) -> bool:
+        from pielab.sweep.compat import node_lost
+
+        try:
+            error = trial.get_pickled_error()
+        except Exception:  # an error that does not unpickle here: the text is still there
+            error = None
+        if error is None:
+            try:
+                error = trial.get_error()
+            except Exception:
+                error = None
+        return node_lost(error)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         rec = self.records.get(trial.trial_id)
@@ -344,7 +409,7 @@ class SweepRecorder(Callback):
         result = dict(trial.last_result or {})
         state = end_state(result, False, rec.planned_epochs or self._planned(dict(trial.config)))
         if state == END_EARLY:
-            rec.reason = self._runtime.get("closing") or (
+            rec.reason = self._runtime.get("closing") or self.deadline.spent or (
                 f"time budget of {self.time_budget_s:g} s reached" if self.deadline.passed() else
                 f"stopped by {self.scheduler} after epoch {rec.epochs} of {rec.planned_epochs}")
         elif state == END_COMPLETED:
@@ -372,6 +437,7 @@ class SweepRecorder(Callback):
         return one_line(str(error)) if error else "error (see the trial's error.txt under tune/)"
 
     def _end(self, trial, rec: TrialRecord, state: str) -> None:
+        self._hold(rec.trial_id, until_end=True)
         rec.state, rec.ended = state, now_iso()
         self._write_trial(rec)
         tracker = self._runtime.get("tracker")
@@ -423,6 +489,10 @@ class SweepRecorder(Callback):
 
     def on_experiment_end(self, trials, **info) -> None:
         self._close_silently_stopped(trials)
+        for tid in list(self._runtime.get("since", {})):  # interrupted: they held their resources until now
+            self._hold(tid, until_end=True)
+            if tid in self.records:
+                self._write_trial(self.records[tid])
         # Tune ended its loop without a signal only when its searcher had nothing more to propose and
         # every trial had ended (or the stopper ended them all): nothing is left to run, whatever
         # num_trials says (a grid that ran out, a resume of a sweep whose last trial had just ended).
@@ -435,6 +505,8 @@ class SweepRecorder(Callback):
         elif self._runtime.get("stop_reason") or (
                 self.records and all(r.state in (END_FAILED, END_DIVERGED) for r in self.records.values())):
             end = END_SWEEP_FAILED
+        elif self.deadline.spent:
+            end = END_RESOURCE_BUDGET
         elif self.deadline.passed():
             end = END_BUDGET
         else:
@@ -479,6 +551,9 @@ class SweepRecorder(Callback):
             "updated": now_iso(),
             "elapsed_s": round(elapsed, 3),
             "time_left_s": self.deadline.left() if self.time_budget_s else None,
+            "usage": self.usage(),  # CPU-hours and GPU-hours (pielab.sweep.folder: resource accounting)
+            "budget": {k: v for k, v in (getattr(self, "budget", None) or {}).items() if v is not None} or None,
+            "budget_reason": self.deadline.spent,
             "efficiency": round(summary["trial_time_s"] / (elapsed * self.slots), 4) if elapsed > 0 else None,
             "finished": bool(self._runtime.get("finished")) if final else False,
             "end": self._runtime.get("end") if final else None,
@@ -496,7 +571,7 @@ class SweepRecorder(Callback):
 
 
 class SweepStopper(Stopper):
-    """Ends trials when the sweep's time budget is spent, and the sweep when it is hopeless.
+    """Ends trials when the sweep's time (or resource) budget is spent, and the sweep when it is hopeless.
 
     Budget: each running trial stops at its next epoch boundary through Tune's normal STOP path
     (scheduler, searcher and callbacks all hear of it; no half-trained epoch is thrown away), and the
@@ -510,7 +585,7 @@ class SweepStopper(Stopper):
         self.deadline = deadline
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        return self.deadline.passed()
+        return self.deadline.passed() or self.recorder.budget_spent() is not None
 
     def stop_all(self) -> bool:
         return self.recorder.hopeless() is not None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pielab.sweep.compat import tolerate_already_deleted_checkpoints
+from pielab.sweep.compat import count_lost_nodes_as_preemptions, tolerate_already_deleted_checkpoints
 from pielab.sweep.folder import STATUS_FILE, TUNE_DIR, TrialRecord, load_records, read_json
 from pielab.sweep.recorder import SweepRecorder, SweepStopper
 from pielab.sweep.session import (
@@ -55,6 +55,7 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
     localize_paths(spec)
     started = start_ray(address) or owns_ray
     tolerate_already_deleted_checkpoints()
+    count_lost_nodes_as_preemptions()  # a lost node restarts its trials without using up max_failures
     study = None
     try:
         if not address:
@@ -73,6 +74,8 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
             slots=spec.max_concurrent, time_budget_s=spec.time_budget_s, scheduler=spec.scheduler.name,
             tracking=tracking_settings(spec), address=address, started_at=started_at,
             optuna={"url": url, "study": study},
+            resources={"cpu": float(spec.resources.cpu), "gpu": float(spec.resources.gpu)},
+            budget={"cpu_hours": spec.budget.cpu_hours, "gpu_hours": spec.budget.gpu_hours},
         )
         # Tune's pickles (tuner.pkl, the searcher's state) name neither the folder's place nor the
         # database password: while this is active they bind to the folder where it is now.

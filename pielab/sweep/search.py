@@ -64,9 +64,16 @@ class Deadline:
     def __init__(self, budget_s: float | None) -> None:
         self.budget_s = budget_s
         self.start_time: float | None = None
+        self.spent: str | None = None  # why a resource budget ended it (exhaust), else None
 
     def start(self, at: float | None = None) -> None:
         self.start_time = time.time() if at is None else at
+        self.spent = None
+
+    def exhaust(self, reason: str) -> None:
+        """End the budget now, whatever the clock says: the resource budget (``budget.cpu_hours`` /
+        ``gpu_hours``) is spent. ``reason``: one line, kept in ``spent`` (None while it is not)."""
+        self.spent = reason
 
     def left(self) -> float | None:
         """Seconds of budget left in this run (None before it starts or without a budget)."""
@@ -75,6 +82,8 @@ class Deadline:
         return round(max(0.0, self.start_time + self.budget_s - time.time()), 1)
 
     def passed(self) -> bool:
+        if getattr(self, "spent", None):  # getattr: a Deadline unpickled from before `spent` existed
+            return True
         return (self.budget_s is not None and self.start_time is not None
                 and time.time() >= self.start_time + self.budget_s)
 

@@ -176,6 +176,17 @@ def check_reachable(address: str, timeout: float = 3.0) -> None:
         ) from None
 
 
+def cluster_address(address: str | None) -> str | None:
+    """The cluster this driver joins: ``--address``, else ``RAY_ADDRESS`` (set by the Ray job server
+    for a ``ray job submit`` driver, or by a user), else None (a local Ray on 127.0.0.1).
+
+    Resolved once, by the command, so that everything downstream treats a ``RAY_ADDRESS`` driver as
+    one with ``--address``: no local resource check, no local-only ``ray.init`` options (Ray refuses
+    ``include_dashboard`` when it joins a cluster), and status.json records where it ran.
+    """
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
 def start_ray(address: str | None) -> bool:
     """Start a local Ray with every socket on 127.0.0.1, or join ``address`` (HOST:PORT, ray://..., auto).
 

@@ -15,6 +15,7 @@
     seeds: [0]
     storage: {path: sweep_results, optuna: null}
     tracking: {wandb: true, project: pielab, mode: auto}
+    budget: {cpu_hours: null, gpu_hours: null}  # stop once the trials used this much (like time_budget_s)
 
 ``load_spec`` resolves ``base`` with ``pielab.config.build_config`` (the code every trial runs) and
 validates the space against it, so a spec that loads cannot launch trials that fail on their
@@ -125,12 +126,25 @@ class ReferenceResult:
     hardware: Str | None = None  # where it was measured (RTX 3090)
 
 
+@with_config(_FORBID)
+@dataclass
+class BudgetConfig:
+    """Resource budgets: the sweep stops as with ``time_budget_s`` (running trials at their next epoch
+    boundary, no new trials; exit 0, "budget reached") once its trials have used this much. Usage is
+    each trial's ``resources`` times the wall time it held them (:mod:`pielab.sweep.folder`), summed over
+    the sweep's trials, every run and resume together."""
+
+    cpu_hours: Annotated[float | None, Strict(), Field(gt=0)] = None
+    gpu_hours: Annotated[float | None, Strict(), Field(gt=0)] = None
+
+
 _SUBSECTIONS: dict[str, type] = {
     "search": SearchConfig,
     "scheduler": SchedulerConfig,
     "resources": Resources,
     "storage": StorageConfig,
     "tracking": TrackingConfig,
+    "budget": BudgetConfig,
 }
 _SCALARS = (
     "name", "description", "metric", "mode", "num_trials", "max_concurrent", "time_budget_s", "seeds",
@@ -168,6 +182,7 @@ class SweepSpec:
     description: str | None = None
     # model name -> its published result (the report's own numbers), shown by `pielab report` in a column
     reference: dict[str, ReferenceResult] | None = None
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     source_path: str | None = field(default=None, compare=False)
 
     @property
@@ -214,6 +229,8 @@ class SweepSpec:
         if self.reference:
             out["reference"] = {name: {k: v for k, v in dataclasses.asdict(r).items() if v is not None}
                                 for name, r in self.reference.items()}
+        if self.budget != BudgetConfig():  # absent when unset: folders from before it read the same
+            out["budget"] = dataclasses.asdict(self.budget)
         return out
 
     def save(self, path: str | Path) -> None:
@@ -232,7 +249,9 @@ class SweepSpec:
             f"  {self.num_trials} trials ({self.num_configs} configs x seeds {self.seeds}), "
             f"{self.max_concurrent} at a time, {self.resources.cpu:g} cpu{gpu} each",
             f"  search {self.search.algorithm} (seed {self.search.seed}), scheduler {sched}"
-            + (f", budget {self.time_budget_s:g} s" if self.time_budget_s else ""),
+            + (f", budget {self.time_budget_s:g} s" if self.time_budget_s else "")
+            + "".join(f", budget {v:g} {k.replace('_hours', '').upper()}-hours"
+                      for k, v in dataclasses.asdict(self.budget).items() if v is not None),
             *self.space.describe().splitlines(),
         ]
         return "\n".join(lines)
@@ -286,6 +305,7 @@ class _SpecFields(BaseModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     tracking: Any = None  # merged into the base config's tracking section, which checks it
     reference: dict[str, ReferenceResult] | None = None
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
 
 _SPEC_ADAPTER = TypeAdapter(_SpecFields)
@@ -362,6 +382,7 @@ class _Builder:
             resources=fields.resources, time_budget_s=fields.time_budget_s, seeds=list(fields.seeds),
             max_failures=fields.max_failures, storage=fields.storage, tracking=base.tracking,
             description=fields.description, reference=fields.reference, source_path=self.source,
+            budget=fields.budget,
         )
 
     def _fields(self) -> tuple[_SpecFields, set[str]]:
@@ -525,7 +546,7 @@ def _goal(metric: str) -> str:
     return "max" if metric.endswith("acc") else "min"
 
 
-_FLOAT_KEYS = {("time_budget_s", None), ("scheduler", "reduction_factor"), ("resources", "cpu"), ("resources", "gpu")}
+_FLOAT_KEYS = {("time_budget_s", None), ("budget", "cpu_hours"), ("budget", "gpu_hours"), ("scheduler", "reduction_factor"), ("resources", "cpu"), ("resources", "gpu")}
 
 
 def _number(value: Any, head: str, rest: str | None) -> Any:
