@@ -8,6 +8,7 @@ and the reason, which the HTML page shows instead of a broken image.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,10 +260,16 @@ def importance_figure(sweep: Sweep) -> Figure:
     quantile = min(0.5, max(0.1, 4 / len(complete)))
     try:
         evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile)
-        # A multi-objective study: importance for the first objective (the sweep's metric)
-        target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
-        importances = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varying,
-                                                              target=target)
+        target = None
+        if len(study.directions) > 1:
+            # A multi-objective study: importance for the first objective (the sweep's metric). PED-ANOVA
+            # with a target looks for low values, so a maximised objective is negated.
+            sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+            target = lambda t: sign * t.values[0]  # noqa: E731
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")  # handled above
+            importances = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varying,
+                                                                  target=target)
     except Exception as exc:
         fig_info.skipped = f"Optuna could not compute importances ({exc.__class__.__name__}: {exc})"
         return fig_info

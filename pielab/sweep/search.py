@@ -260,6 +260,11 @@ class PielabOptunaSearch(OptunaSearch):
             if result and result.get("reason"):
                 ot_trial.set_user_attr("reason", str(result["reason"])[:500])
             searcher_study(self).tell(ot_trial, value, state=state)
+        except RuntimeError as exc:
+            # GridSampler calls study.stop() once the grid is exhausted, which raises outside optimize();
+            # Optuna has stored the trial's state by then (in tell's finally), so nothing is lost.
+            if "Study.stop" not in str(exc):
+                logger.warning("could not record trial %s in Optuna: %s", trial_id, exc)
         except Exception as exc:  # a storage hiccup must not end the sweep
             logger.warning("could not record trial %s in Optuna: %s", trial_id, exc)
         told.add(trial_id)
