@@ -164,7 +164,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.out:
         _check_writable(Path(args.out))
-    return export_command(args.sweep_dir, args.top, args.out)
+    return export_command(args.sweep_dir, args.top, args.out, pareto=args.pareto)
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
@@ -241,8 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("export", cmd_export, "the best configs as YAML that `pielab train` accepts")
     p.add_argument("sweep_dir", metavar="SWEEP_DIR")
-    p.add_argument("--top", type=int, default=1, metavar="K",
-                   help="how many of the best finished trials (default 1)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--top", type=int, default=1, metavar="K",
+                       help="how many of the best finished trials (default 1)")
+    which.add_argument("--pareto", action="store_true",
+                       help="every Pareto-optimal trial of a sweep with several objectives, one file each "
+                            "(default SWEEP_DIR/pareto_configs.yaml, or pareto_configs_1.yaml .. _N.yaml)")
     p.add_argument("--out", metavar="FILE",
                    help="output YAML (default SWEEP_DIR/best_configs.yaml); with --top K>1: FILE-stem_1.yaml .. _K.yaml")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from pielab.files import write_atomic
 from pielab.report.export import export_command, export_configs, export_paths
 from pielab.report.tables import (
-    Sweep, _escape_md, display_groups, display_plain, failed_table, group_table, load_sweep, provenance_line,
-    reference_note, to_latex, to_markdown, trial_table, usage_table,
+    Sweep, _escape_md, display_groups, display_plain, failed_table, group_table, load_sweep, pareto_table,
+    provenance_line, reference_note, to_latex, to_markdown, trial_table, usage_table,
 )
 
 __all__ = ["Sweep", "build_report", "export_command", "export_configs", "export_paths", "load_sweep",
@@ -54,9 +54,19 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict[s
         "failed.md": to_markdown(display_plain(failed, "md")),
         "usage.md": to_markdown(usage_table(sweep)),  # CPU-/GPU-hours, preempted trials
     }
+    front = pareto_table(sweep)
+    if sweep.objectives:  # a multi-objective sweep: its Pareto-optimal trials (pielab.sweep.folder's front)
+        goals = ", ".join(f"{m} ({d})" for m, d in sweep.objectives)
+        files.update({
+            "pareto.csv": front.to_csv(index=False),
+            "pareto.md": to_markdown(display_plain(front, "md")),
+            "pareto.tex": to_latex(display_plain(front, "tex"),
+                                   f"Sweep {sweep.name}: Pareto-optimal trials over {goals}, completed trials only",
+                                   f"tab:{sweep.name}-pareto"),
+        })
     rendered = figures.make_figures(sweep, groups)  # a skipped figure's reason is shown in its place
     files.update({fig.filename: fig.png for fig in rendered if fig.png is not None})
-    files["report.html"] = page.render(sweep, groups, trials, failed, rendered)
+    files["report.html"] = page.render(sweep, groups, trials, failed, rendered, front)
     paths = {name: out_dir / name for name in files}
     for name, data in files.items():
         write_atomic(paths[name], data)

@@ -1,7 +1,9 @@
 """``pielab export``: the best trials' resolved configs as YAML that ``pielab train`` accepts.
 
 Ranks through :mod:`.tables` (that is, :mod:`pielab.sweep.folder`'s rule), so the first exported
-config is the best trial that ``pielab status`` and ``pielab report`` name.
+config is the best trial that ``pielab status`` and ``pielab report`` name. ``--pareto`` exports the
+Pareto front of a multi-objective sweep instead (the folder's front, the one the report lists), one
+config per trial, in the same file names as ``--top K``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def export_paths(out: Path, count: int) -> list[Path]:
     return [out.with_name(f"{out.stem}_{rank}.yaml") for rank in range(1, count + 1)]
 
 
-def export_configs(sweep_dir: str | Path, top: int = 1, out: str | Path | None = None) -> list[Path]:
+def export_configs(sweep_dir: str | Path, top: int = 1, out: str | Path | None = None,
+                   pareto: bool = False) -> list[Path]:
     """Write the best ``top`` finished trials' resolved configs as YAML that ``pielab train`` accepts.
 
     Each file is the trial's ``config.yaml`` validated through ``config_from_dict`` (so it trains as is,
@@ -40,18 +43,32 @@ def export_configs(sweep_dir: str | Path, top: int = 1, out: str | Path | None =
     ``provenance:`` section, which ``pielab train`` compares with its own machine.
     All files are rendered before any is written; each write is atomic.
 
+    ``pareto``: export every Pareto-optimal trial instead of the top ``top`` (default file
+    ``SWEEP_DIR/pareto_configs.yaml``, then ``pareto_configs_1.yaml`` .. ``_N.yaml`` for N > 1 trials);
+    the header then also records each objective's value.
+
     Raises:
-        PielabError: ``top`` < 1, not a sweep folder, no finished trial yet, or a config that no longer validates.
+        PielabError: ``top`` < 1, not a sweep folder, no finished trial yet, ``pareto`` for a sweep with
+        one objective or no completed trial, or a config that no longer validates.
     """
     if top < 1:
         raise PielabError(f"--top must be at least 1, got {top}")
     sweep = load_sweep(sweep_dir)
     ranked = sweep.finished()
-    if ranked.empty:
-        counts = ", ".join(f"{n} {s}" for s, n in sweep.trials["state"].value_counts().items())
+    counts = ", ".join(f"{n} {s}" for s, n in sweep.trials["state"].value_counts().items())
+    if pareto:
+        if not sweep.objectives:
+            raise PielabError(f"{sweep.path}: sweep {sweep.name} has one objective ({sweep.metric}), so no Pareto "
+                              "front; --pareto needs a spec with objectives: [...] (use --top K here)")
+        if not sweep.pareto_ids:
+            raise PielabError(f"{sweep.path}: no completed trial on the Pareto front yet ({counts})")
+        ranked = sweep.trials.set_index("trial_id", drop=False).loc[sweep.pareto_ids].reset_index(drop=True)
+    elif ranked.empty:
         raise PielabError(f"{sweep.path}: no completed trial to export yet ({counts})")
-    ranked = ranked.head(top)
-    target = Path(out) if out is not None else sweep.path / "best_configs.yaml"
+    else:
+        ranked = ranked.head(top)
+    default_name = "pareto_configs.yaml" if pareto else "best_configs.yaml"
+    target = Path(out) if out is not None else sweep.path / default_name
     paths = export_paths(target, len(ranked))
     # Sweep trials with train.threads null run with their CPU share as torch's thread count, and a different
     # thread count changes float summation order: the header says so rather than altering the config.
@@ -65,11 +82,13 @@ def export_configs(sweep_dir: str | Path, top: int = 1, out: str | Path | None =
         except PielabError as exc:
             raise PielabError(f"trial {trial['trial_id']}: its config.yaml no longer validates: {exc}") from None
         sampled = ", ".join(f"{k}={fmt_value(trial[k])}" for k in sweep.hparams)
+        what = f"Pareto trial {rank} of {len(ranked)}" if pareto else f"rank {rank} of {len(ranked)}"
         header = [
-            f"# pielab export: rank {rank} of {len(ranked)} in sweep {sweep.name} ({sweep.path})",
+            f"# pielab export: {what} in sweep {sweep.name} ({sweep.path})",
             f"# trial: {trial['trial_id']} ({trial['state']}), seed {fmt_value(trial['seed'])}",
             f"# model: {trial['model']}, depth {fmt_value(trial['depth'])}, residual {fmt_value(trial['residual'])}",
             f"# best {sweep.metric} ({sweep.mode}): {fmt_value(trial['score'])}",
+            *(f"# objective {m} ({d}) at the best epoch: {fmt_value(trial[m])}" for m, d in sweep.objectives),
             f"# best_epoch: {fmt_value(trial['best_epoch'])}",
             f"# best_val_acc: {trial['best_val_acc']:.4f}",
             f"# test_acc: {trial['test_acc']:.4f}  ({test_acc_note(trial['best_epoch'], trial['test_epoch'])})",
@@ -93,10 +112,12 @@ def export_configs(sweep_dir: str | Path, top: int = 1, out: str | Path | None =
     return paths
 
 
-def export_command(sweep_dir: str, top: int = 1, out: str | None = None) -> int:
+def export_command(sweep_dir: str, top: int = 1, out: str | None = None, pareto: bool = False) -> int:
     """``pielab export``: see :func:`export_configs`; prints one line per file written."""
-    paths = export_configs(sweep_dir, top, out)
-    if len(paths) < top:
+    paths = export_configs(sweep_dir, top, out, pareto=pareto)
+    if pareto:
+        print(f"{len(paths)} Pareto-optimal trial(s)")
+    elif len(paths) < top:
         print(f"only {len(paths)} completed trial(s): exported {len(paths)} of {top}")
     for path in paths:
         print(f"Exported: {path}")

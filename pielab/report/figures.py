@@ -8,6 +8,7 @@ and the reason, which the HTML page shows instead of a broken image.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,7 +260,16 @@ def importance_figure(sweep: Sweep) -> Figure:
     quantile = min(0.5, max(0.1, 4 / len(complete)))
     try:
         evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile)
-        importances = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varying)
+        target = None
+        if len(study.directions) > 1:
+            # A multi-objective study: importance for the first objective (the sweep's metric). PED-ANOVA
+            # with a target looks for low values, so a maximised objective is negated.
+            sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+            target = lambda t: sign * t.values[0]  # noqa: E731
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")  # handled above
+            importances = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varying,
+                                                                  target=target)
     except Exception as exc:
         fig_info.skipped = f"Optuna could not compute importances ({exc.__class__.__name__}: {exc})"
         return fig_info
@@ -357,7 +367,75 @@ def parallel_figure(sweep: Sweep) -> Figure:
     return fig_info
 
 
+# --------------------------------------------------------------------------- (6) Pareto front
+
+
+def _objective_label(metric: str, mode: str) -> str:
+    return f"{metric} ({'higher' if mode == 'max' else 'lower'} is better)"
+
+
+def pareto_figure(sweep: Sweep) -> Figure:
+    """The finished trials in objective space, the Pareto front highlighted: one panel per pair of objectives."""
+    objectives = sweep.objectives
+    pairs = [(i, j) for i in range(len(objectives)) for j in range(i + 1, len(objectives))]
+    fig_info = Figure(
+        "fig_pareto.png", "Pareto front",
+        "Each point is one finished trial at its best epoch by the first objective "
+        f"({objectives[0][0]}); colour: residual on or off, label: depth. Filled: completed trials; hollow: "
+        "stopped early (measured at fewer epochs, so never on the front). Ringed in black and joined: the "
+        "Pareto front over all objectives (completed trials that no other completed trial matches or beats "
+        "in every objective)." + (" With three or more objectives, a front trial can look dominated in one "
+                                  "panel: it is better in an objective that panel does not show." if len(pairs) > 1
+                                  else ""))
+    done = sweep.finished()
+    metrics = [m for m, _ in objectives]
+    done = done.dropna(subset=metrics) if not done.empty else done
+    if done.empty:
+        fig_info.skipped = "no finished trial with a value for every objective"
+        return fig_info
+    front = done[done["trial_id"].isin(sweep.pareto_ids)]
+    fig = MplFigure(figsize=(6.2 * len(pairs), 4.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(pairs), squeeze=False)[0])
+    for ax, (i, j) in zip(axes, pairs):
+        (mx, dx), (my, dy) = objectives[j], objectives[i]  # the first objective up the y axis
+        for residual in sorted(done["residual"].unique(), key=lambda r: {True: 0, False: 1}.get(r, 2)):
+            part = done[done["residual"].astype(str) == str(residual)]
+            color = COLORS.get(residual, "#7f7f7f")
+            for completed, marker_face in ((True, color), (False, "none")):
+                sub = part[(part["state"] == "completed") == completed]
+                if sub.empty:
+                    continue
+                label = _residual_label(residual) + ("" if completed else ", stopped early")
+                ax.scatter(sub[mx], sub[my], s=46, facecolors=marker_face, edgecolors=color, linewidths=1.2,
+                           label=label, zorder=2)
+            for _, trial in part.iterrows():
+                if not pd.isna(trial["depth"]):
+                    ax.annotate(f"d{fmt_value(trial['depth'])}", (trial[mx], trial[my]), xytext=(4, 3),
+                                textcoords="offset points", fontsize=7, color="0.25")
+        if not front.empty:
+            ordered = front.sort_values([mx, my], ascending=[dx == "min", dy == "max"])
+            if len(objectives) == 2:
+                ax.plot(ordered[mx], ordered[my], color="black", linewidth=1, linestyle="--", zorder=1,
+                        drawstyle="steps-post" if (dx == "min") == (dy == "max") else "steps-pre")
+            ax.scatter(front[mx], front[my], s=130, facecolors="none", edgecolors="black", linewidths=1.6,
+                       label=f"Pareto front ({len(front)})", zorder=3)
+        values_x = pd.to_numeric(done[mx], errors="coerce")
+        if (values_x > 0).all() and values_x.max() / values_x.min() > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(_objective_label(mx, dx))
+        ax.set_ylabel(_objective_label(my, dy))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{sweep.name}: Pareto front of {len(front)} of {int((done['state'] == 'completed').sum())} "
+                 "completed trials", fontsize=12)
+    fig_info.png = _png(fig)
+    return fig_info
+
+
 def make_figures(sweep: Sweep, groups: pd.DataFrame) -> list[Figure]:
-    """All five figures, in the order the HTML page shows them."""
-    return [curves_figure(sweep), depth_figure(sweep, groups), grad_figure(sweep), importance_figure(sweep),
-            parallel_figure(sweep)]
+    """All figures, in the order the HTML page shows them: five, and the Pareto front for a multi-objective sweep."""
+    figures = [curves_figure(sweep), depth_figure(sweep, groups), grad_figure(sweep), importance_figure(sweep),
+               parallel_figure(sweep)]
+    if sweep.objectives:
+        figures.insert(0, pareto_figure(sweep))
+    return figures

@@ -104,9 +104,27 @@ def _best_block(sweep: Sweep) -> str:
     return f'<dl class="kv">{rows}</dl><p>Export it with <code>pielab export {html.escape(shlex.quote(str(sweep.path)))}</code>.</p>'
 
 
+def _pareto_block(sweep: Sweep, front: pd.DataFrame) -> list[str]:
+    """The Pareto section of a multi-objective sweep: what the front is, and its trials."""
+    if not sweep.objectives:
+        return []
+    goals = ", ".join(f"{m} ({d})" for m, d in sweep.objectives)
+    export = html.escape(f"pielab export {shlex.quote(str(sweep.path))} --pareto")
+    return [
+        "<h2>Pareto front</h2>",
+        f"<p>Objectives: <b>{html.escape(goals)}</b>. The Pareto-optimal trials: completed (full-length) trials that "
+        "no other completed trial matches or beats in every objective, each value taken at the trial's best epoch "
+        f"by {html.escape(sweep.objectives[0][0])}. Early-stopped trials are not on the front (their values are "
+        f"measured at fewer epochs). {_plural(len(front), 'trial')}, best {html.escape(sweep.objectives[0][0])} "
+        "first; also in <code>pareto.md</code>, <code>pareto.csv</code>, <code>pareto.tex</code>, drawn in "
+        f"<code>fig_pareto.png</code>. Export them with <code>{export}</code>.</p>",
+        _table(display_plain(front, "html")),
+    ]
+
+
 def render(sweep: Sweep, groups: pd.DataFrame, trials: pd.DataFrame, failed: pd.DataFrame,
-           figures: list[Figure]) -> str:
-    """The whole page as one string."""
+           figures: list[Figure], front: pd.DataFrame | None = None) -> str:
+    """The whole page as one string; ``front``: the Pareto table of a multi-objective sweep."""
     counts = sweep.trials["state"].value_counts()
     states = [s for s in STATES if s in counts] + [s for s in counts.index if s not in STATES]
     badges = "".join(f'<span class="state">{html.escape(s)}: {int(counts[s])}</span>' for s in states)
@@ -133,7 +151,9 @@ def render(sweep: Sweep, groups: pd.DataFrame, trials: pd.DataFrame, failed: pd.
         parts.append(f"<p>{esc(str(sweep.spec['description']))}</p>")
     parts += [f'<p class="note">{esc(note)}</p>' for note in sweep.notes]
     parts += [
-        "<h2>Best trial</h2>", _best_block(sweep),
+        *_pareto_block(sweep, front if front is not None else pd.DataFrame()),
+        "<h2>Best trial</h2>" if not sweep.objectives else f"<h2>Best trial by {esc(sweep.metric)}</h2>",
+        _best_block(sweep),
         "<h2>Configurations</h2>",
         f"<p>One row per configuration ({_plural(finished, 'finished trial')}; repeats that differ only in "
         "<code>train.seed</code> are one row, mean ± sample sd over them). Best first; ★ and bold mark the best "

@@ -9,6 +9,10 @@ metric and mode). Running trials appear in the per-trial table with their partia
 diverged ones in their own table with the reason. ``results.csv`` is a convenience copy that an
 interrupted sweep may lack, so it is not read.
 
+A multi-objective sweep (a spec's ``objectives``) also has its Pareto front, as the folder defines it
+(:func:`pielab.sweep.folder.pareto_records`): ``Sweep.pareto_ids``, a ``pareto`` column in the per-trial
+table, and :func:`pareto_table` (each objective's value per Pareto trial).
+
 Trials that differ only in ``train.seed`` form a *group* (the repeats of one configuration, ``seeds:
 [0, 1]``); tables show the mean and the sample standard deviation over a group.
 """
@@ -26,7 +30,8 @@ import pandas as pd
 from pielab.config import config_from_dict, flatten, load_yaml
 from pielab.errors import PielabError
 from pielab.sweep.folder import (
-    CONFIG_FILE, FAILED_STATES, STATES, TRIALS_DIR, SweepFolder, TrialRecord, rank_records, trial_resources,
+    CONFIG_FILE, FAILED_STATES, STATES, TRIALS_DIR, SweepFolder, TrialRecord, pareto_records, rank_records,
+    trial_resources,
 )
 from pielab.text import fmt_value
 
@@ -51,6 +56,12 @@ class Sweep:
     configs: dict[str, dict[str, Any]]  # trial id -> config.yaml as written (nested)
     hparams: list[str]  # dotted config keys that vary across trials (seed and OWN_COLUMNS excluded)
     notes: list[str] = field(default_factory=list)  # what was skipped and why, for the HTML page
+    pareto_ids: list[str] = field(default_factory=list)  # the Pareto front (multi-objective), first objective best first
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """(metric, mode) per objective of a multi-objective sweep; empty for a single-objective one."""
+        return self.folder.objectives
 
     @property
     def path(self) -> Path:
@@ -195,6 +206,7 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
         raise PielabError(f"{folder.path}: no trials yet ({TRIALS_DIR}/ has no trial with a {CONFIG_FILE})")
 
     ranks = {rec.trial_id: i for i, rec in enumerate(rank_records(records, folder.mode), 1)}
+    pareto_ids = [rec.trial_id for rec in pareto_records(records, folder.objectives)]
     rows = [_trial_row(rec, configs[tid], metrics[tid], ranks.get(tid)) for tid, rec in records.items()]
     flats = [row.pop("_flat") for row in rows]
     hparams = _varying_keys(flats, space_keys)
@@ -206,8 +218,12 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
         row["group"] = group_ids.setdefault(signature, len(group_ids) + 1)
     trials = pd.DataFrame(rows)
     trials["rank"] = pd.array(trials["rank"], dtype="Int64")
+    for metric, _ in folder.objectives:  # each objective's value (at the best epoch), by the folder's rule
+        trials[metric] = [number((records[t].objectives or {}).get(metric)) for t in trials["trial_id"]]
+    if folder.objectives:
+        trials["pareto"] = trials["trial_id"].isin(pareto_ids)
     return Sweep(folder=folder, records=records, trials=trials, metrics=metrics, configs=configs, hparams=hparams,
-                 notes=notes)
+                 notes=notes, pareto_ids=pareto_ids)
 
 
 # --------------------------------------------------------------------------- tables
@@ -306,10 +322,21 @@ def trial_table(sweep: Sweep) -> pd.DataFrame:
     trials = sweep.trials.copy()
     trials["_state_rank"] = trials["state"].map(lambda s: order.get(s, len(order)))
     trials = trials.sort_values(["rank", "_state_rank", "trial_id"], na_position="last", kind="stable")
-    columns = ["rank", "trial_id", "state", "group", "model", "depth", "residual", *sweep.hparams, "seed",
-               "best_value", "best_val_acc", "best_epoch", "test_acc", "test_epoch", "epochs", "train_time_s",
+    columns = ["rank", *(["pareto"] if sweep.objectives else []), "trial_id", "state", "group", "model", "depth",
+               "residual", *sweep.hparams, "seed", *(m for m, _ in sweep.objectives[1:]), "best_value", "best_val_acc", "best_epoch", "test_acc", "test_epoch", "epochs", "train_time_s",
                "params", "grad_ratio_mean", "grad_ratio_epoch1", "reason"]
     return trials.rename(columns={"score": "best_value"})[columns].reset_index(drop=True)
+
+
+def pareto_table(sweep: Sweep) -> pd.DataFrame:
+    """The Pareto-optimal trials (the folder's front), best first by the first objective: each objective's
+    value at the trial's best epoch, then what identifies the configuration. Empty for one objective."""
+    columns = ["trial_id", "model", "depth", "residual", *sweep.hparams, "seed",
+               *(m for m, _ in sweep.objectives), "best_epoch", "test_acc", "epochs", "train_time_s"]
+    if not sweep.pareto_ids:
+        return pd.DataFrame(columns=columns)
+    by_id = sweep.trials.set_index("trial_id", drop=False)
+    return by_id.loc[sweep.pareto_ids, columns].reset_index(drop=True)
 
 
 def failed_table(sweep: Sweep) -> pd.DataFrame:
@@ -435,7 +462,7 @@ def display_plain(table: pd.DataFrame, fmt: str) -> pd.DataFrame:
         if column in ("best_val_acc", "test_acc"):
             cells = table[column].map(_percent)
             name = column.replace("_acc", " acc (%)").replace("_", " ")
-        elif column == "params":
+        elif column in ("params", "model/params"):
             cells, name = table[column].map(_params), column
         elif column == "train_time_s":
             cells, name = table[column].map(_seconds), "time (s)"

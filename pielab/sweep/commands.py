@@ -31,11 +31,12 @@ from pielab.cli import EXIT_FAILED, EXIT_FINISHED, exit_code_for_signal
 
 from pielab.errors import ConfigError, PielabError
 from pielab.sweep.display import (  # noqa: F401  (best_table and LiveStatus: importable from here as before)
-    LiveStatus, best_table, best_text, counts_text, failed_line, make_console, running_line,
+    LiveStatus, best_table, best_text, counts_text, failed_line, make_console, pareto_table, pareto_text,
+    running_line,
 )
 from pielab.sweep.folder import (
     END_DIVERGED, END_FAILED, OPTUNA_DB, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR, SweepFolder,
-    load_records, read_json, summarize_records, write_atomic,
+    load_records, pareto_records, read_json, summarize_records, write_atomic,
 )
 from pielab.sweep.lease import LEASE_FILE, DriverLease, LeaseHeld, read_lease
 from pielab.sweep.session import stop_signals_caught
@@ -174,6 +175,8 @@ def _finish_report(console, outcome, spec, lease: DriverLease | None = None) -> 
     console.print()
     if records:
         console.print(best_table(records, spec.metric, spec.mode, title=f"best trials of {spec.name}"))
+        if spec.multi_objective:
+            console.print(pareto_text(pareto_records(records, spec.objectives), records, spec.objectives))
     counts = status.get("counts", {})
     elapsed = status.get("elapsed_s")
     finished = bool(status.get("finished"))
@@ -350,7 +353,8 @@ def status_command(sweep_dir: str) -> int:
     status, spec_raw = folder.status, folder.spec
     metric, mode = folder.metric, folder.mode
     records = folder.records()
-    summary = summarize_records(records, mode)
+    objectives = folder.objectives
+    summary = summarize_records(records, mode, objectives)
     num_trials = status.get("num_trials") or spec_raw.get("num_trials") or len(records)
     finished = bool(status.get("finished"))
     pending = 0 if finished else max(0, int(num_trials) - len(records))
@@ -395,8 +399,14 @@ def status_command(sweep_dir: str) -> int:
         for rec in records.values():
             if rec.state == RUNNING:
                 console.print(running_line(rec, metric))
+    if objectives:
+        front = folder.pareto(records)
+        console.print(pareto_text(front, records, objectives))
+        if front:
+            console.print(pareto_table(front, objectives, title="Pareto-optimal trials"))
     if records:
-        console.print(best_table(records, metric, mode, top=10, title="best trials"))
+        console.print(best_table(records, metric, mode, top=10, title=f"best trials by {metric}" if objectives
+                                 else "best trials"))
     failed = [r for r in records.values() if r.state in (END_FAILED, END_DIVERGED)]
     for rec in failed[:5]:
         console.print(failed_line(rec))

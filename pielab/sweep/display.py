@@ -83,6 +83,30 @@ def best_table(records: dict[str, TrialRecord], metric: str, mode: str, top: int
     return table
 
 
+def pareto_text(front: list[TrialRecord], records: dict[str, TrialRecord], objectives: list[tuple[str, str]]) -> str:
+    """The Pareto front's size in one line (``Pareto front: 3 of 7 completed trials (val/acc max, model/params min)``)."""
+    completed = sum(1 for r in records.values() if r.state == END_COMPLETED)
+    goals = ", ".join(f"{m} {d}" for m, d in objectives)
+    return f"Pareto front: {len(front)} of {completed} completed trial{'' if completed == 1 else 's'} ({goals})"
+
+
+def pareto_table(front: list[TrialRecord], objectives: list[tuple[str, str]], title: str | None = None):
+    """A rich table of the Pareto trials (:func:`pielab.sweep.folder.pareto_records` order): each objective's value."""
+    from rich.table import Table
+
+    param_keys: list[str] = []
+    for rec in front:
+        param_keys += [k for k in rec.params if k not in param_keys]
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for col in ("trial", *(m for m, _ in objectives), "epoch", "test acc", *param_keys):
+        table.add_column(col, justify="left" if col == "trial" else "right")
+    for rec in front:
+        values = rec.objectives or {}
+        table.add_row(rec.trial_id, *(fmt_value(values.get(m)) for m, _ in objectives), fmt_value(rec.best_epoch),
+                      fmt_value(rec.test_acc), *(fmt_value(rec.params.get(k)) for k in param_keys))
+    return table
+
+
 def running_line(rec: TrialRecord, metric: str) -> str:
     """One running trial: its epoch and its best ``metric`` so far (running trials are not ranked)."""
     return f"  running {rec.trial_id}: epoch {rec.epochs}/{rec.planned_epochs}, {metric} {fmt_value(rec.best_value)}"

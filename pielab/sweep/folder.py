@@ -21,7 +21,8 @@ early_stopped | failed | diverged), ``reason``, ``best_value`` (best of the swee
 ``train_time_s``, ``num_params`` (model parameters), ``seed``, ``number`` (creation order), ``params``
 (the sampled ``{dotted key: value}``), ``retries``, ``preemptions``, ``held_s``, ``started``, ``ended``, ``provenance`` (the code
 version, library versions and device the trial ran on, :func:`pielab.provenance.collect`; null until
-its first epoch is in).
+its first epoch is in); in a multi-objective sweep also
+``objectives`` (``{metric: value}``: each objective's value at ``best_epoch``, see below).
 
 ``retries``: restarts after the trial's own failure (an exception, its worker process killed), which
 use up ``max_failures``. ``preemptions``: restarts after the *node* it ran on was lost (Ray declared the
@@ -56,6 +57,17 @@ that trained more epochs, then to the lower trial id. Running trials are not ran
 still change and their config is not yet measured in full: ``pielab status`` lists them apart with
 their value so far), nor failed or diverged ones (listed with their reason).
 
+**Several objectives** (a spec's ``objectives``; :func:`objectives_of` reads them from ``sweep.yaml``).
+The first objective is the sweep's metric and mode: ranking, best trial and ``best_epoch`` use it as
+above. A trial's value of each objective is that metric at ``best_epoch`` (``model/params``, constant
+per trial, from ``num_params`` when a row lacks it): one epoch's model, so the values belong together.
+**The Pareto front** (:func:`pareto_records`) is the set of ``completed`` trials (full length) with a
+finite value for every objective that no other such trial dominates (at least as good in every
+objective and strictly better in one; equal vectors dominate neither). Early-stopped trials are not on
+it: their values are measured at fewer epochs, and a short trial of a small model would otherwise sit
+on the front for being stopped (the Optuna study holds them as PRUNED, so its ``best_trials`` is the
+same set).
+
 Every file is written atomically (temp file + ``os.replace``): a reader during a sweep sees the old
 or the new version, never half of one. Readers never read Ray's internals.
 """
@@ -68,7 +80,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 # Shared helpers, re-exported here because the sweep modules import them from this module.
 from pielab.errors import PielabError
@@ -215,8 +227,9 @@ class TrialRecord:
     started: str | None = None
     ended: str | None = None
     provenance: dict[str, Any] | None = None  # pielab.provenance.collect() in the trial's own process
+    objectives: dict[str, float | None] | None = None  # multi-objective: {metric: value at best_epoch}
 
-    def add_result(self, result: dict[str, Any], metric: str, mode: str) -> bool:
+    def add_result(self, result: dict[str, Any], metric: str, mode: str, objectives: Sequence[str] = ()) -> bool:
         """Fold one epoch's metrics into the record: the one per-epoch update rule of the sweep folder.
 
         Args:
@@ -224,6 +237,8 @@ class TrialRecord:
                 ``best/epoch``, ``test/acc``, ``time/total_s`` ..., optionally ``model/params``), as Tune
                 reports it or as a ``metrics.csv`` row. Missing or non-finite values change nothing.
             metric: the sweep's metric (a key of ``result``); mode: ``"max"`` or ``"min"``.
+            objectives: a multi-objective sweep's metrics (the first is ``metric``); each one's value at
+                the best epoch goes to ``objectives``. Empty for a single-objective sweep.
 
         Returns:
             True when this epoch is the trial's new best by ``metric`` (strictly better, so on ties the
@@ -238,6 +253,10 @@ class TrialRecord:
             self.best_epoch = _epoch(result.get("epoch"))
             self.test_acc = _finite(result.get("test/acc"))
             self.test_epoch = _epoch(result.get("best/epoch"))
+        if is_finite_number(result.get(PARAMS_KEY)):
+            self.num_params = int(result[PARAMS_KEY])
+        if improved and len(objectives) > 1:
+            self.objectives = {m: self._value_of(m, result) for m in objectives}
         for key in ("best/val_acc", "val/acc"):  # fit's running best; a bare val/acc for other writers
             acc = _finite(result.get(key))
             if acc is not None and (self.best_val_acc is None or acc > self.best_val_acc):
@@ -245,11 +264,21 @@ class TrialRecord:
         if is_finite_number(result.get("time/total_s")):
             self.train_time_s = float(result["time/total_s"])
         self.epochs = max(self.epochs, _epoch(result.get("epoch")) or 0)
-        if is_finite_number(result.get(PARAMS_KEY)):
-            self.num_params = int(result[PARAMS_KEY])
         return bool(improved)
 
-    def refold(self, metric: str, mode: str) -> None:
+    def _value_of(self, metric: str, row: dict[str, Any]) -> float | None:
+        if metric == PARAMS_KEY and not is_finite_number(row.get(metric)):
+            return None if self.num_params is None else float(self.num_params)  # metrics.csv has no such column
+        return _finite(row.get(metric))
+
+    def objective_values(self, objectives: Sequence[str]) -> list[float] | None:
+        """Each objective's value (the module docstring's rule), or None when one is missing."""
+        if self.objectives is None:
+            return None
+        values = [self.objectives.get(m) for m in objectives]
+        return [float(v) for v in values] if all(is_finite_number(v) for v in values) else None
+
+    def refold(self, metric: str, mode: str, objectives: Sequence[str] = ()) -> None:
         """Derive the metric fields again from ``rows`` (metrics.csv) by :meth:`add_result`'s rule.
 
         Readers call it so that a folder whose result.json was written by an older rule (its
@@ -259,8 +288,14 @@ class TrialRecord:
         if not any(is_finite_number(row.get(metric)) for row in self.rows.values()):
             return
         self.best_value = self.best_epoch = self.test_acc = self.test_epoch = None
+        kept = self.objectives
         for epoch in sorted(self.rows):
-            self.add_result(self.rows[epoch], metric, mode)
+            self.add_result(self.rows[epoch], metric, mode, objectives)
+        if len(objectives) > 1 and kept:
+            # metrics.csv holds only fit's metrics: keep what result.json recorded for any other objective
+            for key, value in kept.items():
+                if (self.objectives or {}).get(key) is None and value is not None:
+                    self.objectives = {**(self.objectives or {}), key: value}
 
     @property
     def ranked(self) -> bool:
@@ -290,6 +325,7 @@ class TrialRecord:
             "started": self.started,
             "ended": self.ended,
             "provenance": self.provenance,
+            **({"objectives": self.objectives} if self.objectives is not None else {}),
         }
 
     @classmethod
@@ -329,7 +365,8 @@ def read_metrics_csv(path: Path) -> dict[int, dict[str, Any]]:
     return rows
 
 
-def _read_trials(sweep_dir: Path, metric: str | None, mode: str | None) -> dict[str, TrialRecord]:
+def _read_trials(sweep_dir: Path, metric: str | None, mode: str | None,
+                 objectives: Sequence[str] = ()) -> dict[str, TrialRecord]:
     out: dict[str, TrialRecord] = {}
     for folder in sorted((Path(sweep_dir) / TRIALS_DIR).glob("*")):
         if not folder.is_dir():
@@ -343,7 +380,7 @@ def _read_trials(sweep_dir: Path, metric: str | None, mode: str | None) -> dict[
         else:
             continue
         if metric is not None and mode is not None:
-            rec.refold(metric, mode)
+            rec.refold(metric, mode, objectives)
         out[rec.trial_id] = rec
     return out
 
@@ -367,8 +404,34 @@ def best_record(records: dict[str, TrialRecord], mode: str) -> TrialRecord | Non
     return ranked[0] if ranked else None
 
 
-def summarize_records(records: dict[str, TrialRecord], mode: str) -> dict[str, Any]:
-    """Counts by state, the best trial (``best``, or None) and the summed training time (status.json)."""
+def _dominates(a: list[float], b: list[float]) -> bool:
+    """``a`` at least as good as ``b`` in every objective and strictly better in one (both oriented to min)."""
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def pareto_records(records: dict[str, TrialRecord], objectives: Sequence[tuple[str, str]]) -> list[TrialRecord]:
+    """The Pareto front (the module docstring's rule), ordered best first by the first objective.
+
+    ``objectives``: (metric, mode) pairs, two or more. Empty for fewer objectives (a single-objective
+    sweep has a best trial, not a front).
+    """
+    if len(objectives) < 2:
+        return []
+    metrics = [m for m, _ in objectives]
+    signs = [-1.0 if mode == "max" else 1.0 for _, mode in objectives]
+    candidates = []
+    for rec in records.values():
+        values = rec.objective_values(metrics) if rec.state == END_COMPLETED else None
+        if values is not None:
+            candidates.append((rec, [s * v for s, v in zip(signs, values)]))
+    front = [(rec, v) for rec, v in candidates if not any(_dominates(w, v) for _, w in candidates)]
+    return [rec for rec, _ in sorted(front, key=lambda item: (*item[1], item[0].trial_id))]
+
+
+def summarize_records(records: dict[str, TrialRecord], mode: str,
+                      objectives: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """Counts by state, the best trial (``best``, or None) and the summed training time (status.json);
+    with two or more ``objectives`` also ``pareto``: the front's trial ids, in :func:`pareto_records` order."""
     counts = {state: 0 for state in STATES}
     for rec in records.values():
         counts[rec.state] = counts.get(rec.state, 0) + 1
@@ -384,6 +447,7 @@ def summarize_records(records: dict[str, TrialRecord], mode: str) -> dict[str, A
         # preempted trials are counted apart from failed ones: a lost node is not the trial's fault
         "preempted": sum(1 for r in records.values() if r.preemptions),
         "preemptions": sum(r.preemptions for r in records.values()),
+        **({"pareto": [r.trial_id for r in pareto_records(records, objectives)]} if len(objectives) > 1 else {}),
     }
 
 
@@ -462,9 +526,26 @@ def metric_mode(spec: dict[str, Any], status: dict[str, Any] | None = None) -> t
     """The sweep's metric and mode: sweep.yaml's, else status.json's, else ``val/acc``; a missing mode
     is ``max`` for a metric that ends in ``acc`` and ``min`` otherwise (as the spec defaults it)."""
     status = status or {}
+    objectives = objectives_of(spec, status)
+    if objectives:
+        return objectives[0]
     metric = str(spec.get("metric") or status.get("metric") or "val/acc")
     mode = spec.get("mode") or status.get("mode")
     return metric, mode if mode in ("max", "min") else ("max" if metric.endswith("acc") else "min")
+
+
+def objectives_of(spec: dict[str, Any], status: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+    """A multi-objective sweep's (metric, mode) pairs from sweep.yaml's ``objectives`` (else status.json's);
+    empty for a single-objective sweep."""
+    given = spec.get("objectives") or (status or {}).get("objectives") or []
+    out = []
+    for item in given if isinstance(given, list) else []:
+        if isinstance(item, dict) and item.get("metric"):
+            metric = str(item["metric"])
+            mode = item.get("mode") if item.get("mode") in ("max", "min") else (
+                "max" if metric.endswith("acc") else "min")
+            out.append((metric, mode))
+    return out if len(out) > 1 else []
 
 
 def study_name(sweep_dir: str | Path) -> str:
@@ -515,6 +596,11 @@ class SweepFolder:
         return metric_mode(self.spec, self.status)[1]
 
     @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """(metric, mode) of each objective of a multi-objective sweep; empty for a single-objective one."""
+        return objectives_of(self.spec, self.status)
+
+    @property
     def study(self) -> str:
         return study_name(self.path)
 
@@ -525,7 +611,7 @@ class SweepFolder:
         """Every trial, by trial id: result.json and metrics.csv with the metric fields derived by
         :meth:`TrialRecord.refold`; a trial folder with a config or metrics but no result.json yet
         reads as a running trial."""
-        return _read_trials(self.path, self.metric, self.mode)
+        return _read_trials(self.path, self.metric, self.mode, [m for m, _ in self.objectives])
 
     def ranked(self, records: dict[str, TrialRecord] | None = None) -> list[TrialRecord]:
         return rank_records(self.records() if records is None else records, self.mode)
@@ -536,3 +622,7 @@ class SweepFolder:
     def usage(self, records: dict[str, TrialRecord] | None = None) -> dict[str, float]:
         """CPU-hours and GPU-hours used so far (:func:`resource_usage` with the spec's resources)."""
         return resource_usage(self.records() if records is None else records, trial_resources(self.spec))
+
+    def pareto(self, records: dict[str, TrialRecord] | None = None) -> list[TrialRecord]:
+        """The Pareto front (:func:`pareto_records`); empty for a single-objective sweep."""
+        return pareto_records(self.records() if records is None else records, self.objectives)

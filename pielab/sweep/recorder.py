@@ -112,7 +112,8 @@ class SweepRecorder(Callback):
                  max_t: int | None, num_trials: int, slots: int, time_budget_s: float | None,
                  scheduler: str, tracking: dict[str, Any] | None, address: str | None,
                  optuna: dict[str, str] | None = None, started_at: float | None = None,
-                 resources: dict[str, float] | None = None, budget: dict[str, float | None] | None = None) -> None:
+                 resources: dict[str, float] | None = None, budget: dict[str, float | None] | None = None,
+                 objectives: list[list[str]] | None = None) -> None:
         self.sweep_dir = Path(sweep_dir)
         self.name = name
         self.base = base
@@ -129,6 +130,7 @@ class SweepRecorder(Callback):
         self.started_at = started_at
         self.resources = resources  # {"cpu", "gpu"} each trial reserves: the accounting's rates
         self.budget = budget  # {"cpu_hours", "gpu_hours"} (None: no limit)
+        self.objectives = [tuple(o) for o in objectives or []]  # multi-objective: (metric, mode) pairs
         self.deadline = Deadline(time_budget_s)  # shared with the searcher and the stopper
         self.display = None  # a LiveStatus (or None); set by the runner, never pickled
         self._runtime: dict[str, Any] = {}
@@ -241,6 +243,9 @@ class SweepRecorder(Callback):
     def elapsed(self) -> float:
         return self._runtime.get("elapsed_before", 0.0) + time.time() - self._runtime.get("t0", time.time())
 
+    def _objectives(self) -> list[tuple[str, str]]:
+        return [tuple(o) for o in getattr(self, "objectives", None) or []]  # absent in older tuner.pkl
+
     # ------------------------------------------------------------------ accounting
 
     def _hold(self, trial_id: str, *, until_end: bool = False) -> None:
@@ -343,7 +348,7 @@ class SweepRecorder(Callback):
         self._take_provenance(rec, result)
         row = {k: result.get(k) for k in METRIC_KEYS}
         rec.rows[epoch] = row
-        rec.add_result(result, self.metric, self.mode)
+        rec.add_result(result, self.metric, self.mode, [m for m, _ in self._objectives()])
         self._hold(rec.trial_id)
         self.budget_spent()
         write_atomic(self._trial_dir(rec.trial_id) / "metrics.csv",
@@ -485,7 +490,8 @@ class SweepRecorder(Callback):
         if ended and self.optuna and self.optuna.get("url"):  # no URL: restored outside pielab's runner
             from pielab.sweep.search import tell_unreported
 
-            tell_unreported(self.optuna["url"], self.optuna["study"], ended, self.mode)
+            tell_unreported(self.optuna["url"], self.optuna["study"], ended, self.mode,
+                            records=self.records, objectives=[m for m, _ in self._objectives()])
 
     def on_experiment_end(self, trials, **info) -> None:
         self._close_silently_stopped(trials)
@@ -529,7 +535,7 @@ class SweepRecorder(Callback):
         write_json(self._trial_dir(rec.trial_id) / "result.json", rec.to_json())
 
     def status(self, final: bool = False) -> dict[str, Any]:
-        summary = summarize_records(self.records, self.mode)
+        summary = summarize_records(self.records, self.mode, self._objectives())
         elapsed = self.elapsed()
         started_trials = len(self.records)
         running = {tid: {"epoch": rec.epochs, "planned_epochs": rec.planned_epochs, "best_value": rec.best_value}
@@ -540,6 +546,7 @@ class SweepRecorder(Callback):
             "study": (self.optuna or {}).get("study"),
             "metric": self.metric,
             "mode": self.mode,
+            **({"objectives": [{"metric": m, "mode": d} for m, d in self._objectives()]} if self._objectives() else {}),
             "num_trials": self.num_trials,
             "slots": self.slots,
             "started_trials": started_trials,

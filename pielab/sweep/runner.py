@@ -73,7 +73,7 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
             max_t=spec.max_t if spec.scheduler.name == "asha" else None, num_trials=spec.num_trials,
             slots=spec.max_concurrent, time_budget_s=spec.time_budget_s, scheduler=spec.scheduler.name,
             tracking=tracking_settings(spec), address=address, started_at=started_at,
-            optuna={"url": url, "study": study},
+            optuna={"url": url, "study": study}, objectives=[list(o) for o in spec.objectives],
             resources={"cpu": float(spec.resources.cpu), "gpu": float(spec.resources.gpu)},
             budget={"cpu_hours": spec.budget.cpu_hours, "gpu_hours": spec.budget.gpu_hours},
         )

@@ -18,6 +18,21 @@ bookkeeping, read through :mod:`pielab.sweep.compat`, save/restore) and changes 
   or an errored one is ``FAIL``. A full-length trial is ``COMPLETE`` with its *best* value over
   epochs (see ``_complete_value``).
 
+**Several objectives** (a spec's ``objectives``: ``metric`` and ``mode`` are lists, the study has
+``directions=[...]``). Optuna takes neither intermediate values nor a value for a pruned trial in a
+multi-objective study, so the accounting is:
+
+* every epoch folds into a :class:`~pielab.sweep.folder.TrialRecord` (the sweep folder's own rule): the
+  trial's values are each objective's value at its best epoch by the first objective;
+* a full-length trial is ``COMPLETE`` with those values (``FAIL`` if one is missing);
+* an early-stopped trial (ASHA acts on the first objective; or the time budget) is ``PRUNED`` with no
+  values (Optuna's multi-objective samplers then treat it as worse than any complete trial, and it is
+  on no Pareto front); what it reached is kept as user attributes ``epochs`` and ``values_at_stop``
+  (``{metric: value}``), so nothing measured is lost and nothing low-fidelity poses as final;
+* failed and diverged trials are ``FAIL``, as for one objective.
+
+So ``study.best_trials`` is the sweep folder's Pareto front (:func:`pielab.sweep.folder.pareto_records`).
+
 Seed repeats (``seeds: [0, 1, 2]`` in a sweep spec) are one Optuna trial per (configuration, seed):
 the first seed samples a configuration, the others are enqueued with the same parameters
 (``study.enqueue_trial``), so every run is an honest Optuna trial and the seed is a user attribute,
@@ -39,7 +54,7 @@ from ray.tune.search.optuna import OptunaSearch
 from pielab.errors import ConfigError, PielabError
 from pielab.sweep.compat import searcher_study, searcher_told, searcher_trials
 from pielab.sweep.folder import (
-    END_COMPLETED, END_EARLY, OPTUNA_DB, SEED_KEY, end_state, is_finite_number, planned_epochs,
+    END_COMPLETED, END_EARLY, OPTUNA_DB, SEED_KEY, TrialRecord, end_state, is_finite_number, planned_epochs,
 )
 from pielab.sweep.spec import ALGORITHMS
 
@@ -93,7 +108,8 @@ class PielabOptunaSearch(OptunaSearch):
 
     Args:
         space: the define-by-run function (a picklable :class:`~pielab.sweep.space.SearchSpace`).
-        metric, mode: the objective, such as ``"val/acc"`` and ``"max"``.
+        metric, mode: the objective, such as ``"val/acc"`` and ``"max"``; lists of them (the first
+            is the scheduler's) for a multi-objective study.
         sampler, storage, study_name: as for :class:`OptunaSearch` (storage: an ``RDBStorage``).
         base_epochs: the base config's ``train.epochs`` (a space may override it per trial).
         max_t: the scheduler's maximum epoch, or None; a trial is full length at
@@ -107,8 +123,8 @@ class PielabOptunaSearch(OptunaSearch):
         self,
         space: Callable[[optuna.Trial], dict[str, Any]],
         *,
-        metric: str,
-        mode: str,
+        metric: str | list[str],
+        mode: str | list[str],
         sampler: optuna.samplers.BaseSampler,
         storage: optuna.storages.BaseStorage | None,
         study_name: str,
@@ -130,6 +146,11 @@ class PielabOptunaSearch(OptunaSearch):
         self._best: dict[str, float] = {}
         self._deadline = deadline
         self._rdb = storage  # ours to keep: the same object Ray's searcher drives (one pickle, one copy)
+        self._records: dict[str, TrialRecord] = {}  # multi-objective: each trial's values by the folder's rule
+
+    @property
+    def multi_objective(self) -> bool:
+        return isinstance(self.metric, list)
 
     # ------------------------------------------------------------------ asking
 
@@ -164,8 +185,20 @@ class PielabOptunaSearch(OptunaSearch):
 
     # ------------------------------------------------------------------ telling
 
+    def _observe_objectives(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Multi-objective: fold one epoch into the trial's record (Optuna takes no intermediate values)."""
+        step = result.get("epoch")
+        if step is None or int(step) <= self._last_step.get(trial_id, 0):
+            return
+        self._last_step[trial_id] = int(step)
+        rec = self._records.setdefault(trial_id, TrialRecord(trial_id=trial_id, params={}))
+        rec.add_result(result, self.metric[0], self.mode[0], self.metric)
+
     def _observe(self, trial_id: str, result: dict[str, Any]) -> None:
         """Report one epoch's value to Optuna once per epoch, and track the trial's best value."""
+        if self.multi_objective:
+            self._observe_objectives(trial_id, result)
+            return
         value, step = result.get(self.metric), result.get("epoch")
         if not is_finite_number(value) or step is None:
             return
@@ -217,7 +250,14 @@ class PielabOptunaSearch(OptunaSearch):
                 return
         end = self.classify(trial_id, result, error)
         value = None
-        if end == END_COMPLETED:
+        if self.multi_objective:
+            rec = self._records.get(trial_id)
+            value = rec.objective_values(self.metric) if rec is not None and end == END_COMPLETED else None
+            state = TrialState.COMPLETE if value is not None else (
+                TrialState.PRUNED if end == END_EARLY else TrialState.FAIL)
+            if end == END_EARLY and rec is not None:
+                self._set_stop_attrs(ot_trial, rec)
+        elif end == END_COMPLETED:
             value = self._complete_value(trial_id)
             state = TrialState.COMPLETE if value is not None else TrialState.FAIL
         elif end == END_EARLY:
@@ -229,9 +269,22 @@ class PielabOptunaSearch(OptunaSearch):
             if result and result.get("reason"):
                 ot_trial.set_user_attr("reason", str(result["reason"])[:500])
             searcher_study(self).tell(ot_trial, value, state=state)
+        except RuntimeError as exc:
+            # GridSampler calls study.stop() once the grid is exhausted, which raises outside optimize();
+            # Optuna has stored the trial's state by then (in tell's finally), so nothing is lost.
+            if "Study.stop" not in str(exc):
+                logger.warning("could not record trial %s in Optuna: %s", trial_id, exc)
         except Exception as exc:  # a storage hiccup must not end the sweep
             logger.warning("could not record trial %s in Optuna: %s", trial_id, exc)
         told.add(trial_id)
+
+    @staticmethod
+    def _set_stop_attrs(ot_trial: optuna.Trial, rec: TrialRecord) -> None:
+        try:
+            ot_trial.set_user_attr("epochs", rec.epochs)
+            ot_trial.set_user_attr("values_at_stop", dict(rec.objectives or {}))
+        except Exception as exc:  # a storage hiccup must not end the sweep
+            logger.warning("could not record trial %s in Optuna: %s", rec.trial_id, exc)
 
     def save(self, checkpoint_path: str) -> None:
         """Ray's save (the searcher's ``__dict__``), without the deadline: that belongs to each run."""
@@ -268,14 +321,16 @@ class PielabOptunaSearch(OptunaSearch):
                 pass
 
 
-def tell_unreported(storage_url: str, study_name: str, ended: dict[str, str], mode: str) -> None:
+def tell_unreported(storage_url: str, study_name: str, ended: dict[str, str], mode: str,
+                    records: dict[str, TrialRecord] | None = None, objectives: Sequence[str] = ()) -> None:
     """Tell Optuna how trials ended that Tune stopped without telling the searcher.
 
     Tune's ``time_budget_s`` (and any ``stop_all`` stopper) ends the running trials without calling
     ``on_trial_complete``, so their Optuna trials would stay RUNNING forever. ``ended`` maps Tune
     trial ids to how each ended (as :func:`~pielab.sweep.folder.end_state` says, or ``not_started``);
     the rules are the searcher's: early-stopped -> PRUNED, full length -> COMPLETE with the best
-    value, anything else -> FAIL.
+    value, anything else -> FAIL. A multi-objective study (``objectives``, two or more metrics) takes
+    a completed trial's values from ``records`` (the sweep folder's records, by Tune trial id).
     """
     storage = make_storage(storage_url)
     study = optuna.load_study(study_name=study_name, storage=storage)
@@ -286,7 +341,18 @@ def tell_unreported(storage_url: str, study_name: str, ended: dict[str, str], mo
             continue
         values = [v for _, v in sorted(t.intermediate_values.items()) if is_finite_number(v)]
         value, state = None, TrialState.FAIL
-        if end == END_EARLY:
+        rec = (records or {}).get(t.user_attrs.get("trial_id"))
+        if len(objectives) > 1:
+            value = rec.objective_values(objectives) if rec is not None and end == END_COMPLETED else None
+            state = TrialState.COMPLETE if value is not None else (
+                TrialState.PRUNED if end == END_EARLY else TrialState.FAIL)
+            if end == END_EARLY and rec is not None:
+                try:
+                    set_trial_user_attr(storage, study_name, t.number, "epochs", rec.epochs)
+                    set_trial_user_attr(storage, study_name, t.number, "values_at_stop", dict(rec.objectives or {}))
+                except Exception as exc:
+                    logger.warning("could not record trial %s in Optuna: %s", t.number, exc)
+        elif end == END_EARLY:
             state = TrialState.PRUNED
         elif end == END_COMPLETED and values:
             value, state = better(values), TrialState.COMPLETE
@@ -327,6 +393,8 @@ def make_sampler(algorithm: str, seed: int | None, options: dict[str, Any], spac
             return optuna.samplers.RandomSampler(seed=seed, **options)
         if algorithm == "grid":
             return optuna.samplers.GridSampler(optuna_grid(space), seed=seed, **options)
+        if algorithm == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, **options)
         if algorithm == "cmaes":
             try:
                 import cmaes  # noqa: F401  (Optuna's CmaEsSampler needs it at sampling time)

@@ -9,6 +9,8 @@
     scheduler: {name: asha, grace_period: 1, reduction_factor: 2}
     metric: val/acc
     mode: max
+    # or, instead of metric/mode, several objectives (a multi-objective study; see below):
+    # objectives: [{metric: val/acc, mode: max}, {metric: params, mode: min}]
     num_trials: 16
     max_concurrent: 2
     resources: {cpu: 1, gpu: 0}
@@ -21,6 +23,16 @@
 validates the space against it, so a spec that loads cannot launch trials that fail on their
 config. ``SweepSpec.to_dict`` inlines the space and the fully resolved base, so the copy saved in a
 sweep folder reproduces the sweep without the files it came from (``pielab resume``).
+
+**Several objectives.** ``objectives`` lists two or more ``{metric, mode}`` pairs (any of
+:data:`OBJECTIVE_METRICS`; ``params`` is short for ``model/params``, the model's parameter count;
+``mode`` defaults as for ``metric``). Optuna then runs a multi-objective study (``directions=[...]``;
+``search.algorithm`` defaults to ``nsga2``, and ``tpe``, ``random`` and ``grid`` also take several
+objectives, ``cmaes`` does not). The *first* objective is the sweep's ``metric``/``mode``: ASHA stops
+trials on it, and the folder's ranking and best trial use it; the Pareto front over all of them is
+:func:`pielab.sweep.folder.pareto_records`. A spec gives either ``metric``/``mode`` or
+``objectives``, never both (one error, so no spec reads two ways); ``objectives`` with one entry is the
+same as ``metric``/``mode``.
 """
 
 from __future__ import annotations
@@ -43,11 +55,16 @@ from pielab.yamlfile import Problems
 from pielab.sweep.space import SearchSpace, load_space
 from pielab.sweep.folder import mask_password, strip_password
 
-ALGORITHMS = ("tpe", "random", "grid", "cmaes")
+ALGORITHMS = ("tpe", "random", "grid", "cmaes", "nsga2")
+# The samplers that take several objectives (Optuna's multi-objective samplers).
+MULTI_OBJECTIVE_ALGORITHMS = ("nsga2", "tpe", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
 # The per-epoch metrics that `pielab.train.fit` reports and a scheduler can act on.
 METRICS = ("val/acc", "val/loss", "train/acc", "train/loss")
 MODES = ("max", "min")
+# What an objective may be: a per-epoch metric above, or what every epoch also reports about the trial.
+OBJECTIVE_METRICS = (*METRICS, "model/params", "time/epoch_s")
+OBJECTIVE_ALIASES = {"params": "model/params"}
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -69,10 +86,13 @@ class SearchConfig:
     multivariate: Bool | None = None  # tpe: model the parameters jointly
     group: Bool | None = None  # tpe with multivariate: joint models per set of co-occurring (conditional) params
     constant_liar: Bool | None = None  # tpe: count running trials as bad guesses, so parallel trials spread out
+    # nsga2: trials per generation (Optuna's default 50; a small sweep needs a small one to evolve at all)
+    population_size: Annotated[int | None, Strict(), Field(ge=2)] = None
 
     def sampler_options(self) -> dict[str, Any]:
         """Keyword arguments for the Optuna sampler's constructor (the options that were given)."""
-        return {k: getattr(self, k) for k in _SAMPLER_OPTIONS["tpe"] if getattr(self, k) is not None}
+        keys = dict.fromkeys(k for opts in _SAMPLER_OPTIONS.values() for k in opts)
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
 # Which sampler takes which option (the others would be a TypeError in the sampler's constructor).
@@ -81,6 +101,7 @@ _SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
     "cmaes": ("n_startup_trials",),
     "random": (),
     "grid": (),
+    "nsga2": ("population_size",),
 }
 
 
@@ -138,6 +159,15 @@ class BudgetConfig:
     gpu_hours: Annotated[float | None, Strict(), Field(gt=0)] = None
 
 
+@with_config(_FORBID)
+@dataclass
+class Objective:
+    """One objective of a multi-objective sweep: a metric every epoch reports, and its direction."""
+
+    metric: Annotated[str, Strict(), Field(min_length=1)]
+    mode: Literal[MODES] | None = None  # default: max for accuracies, min for the rest
+
+
 _SUBSECTIONS: dict[str, type] = {
     "search": SearchConfig,
     "scheduler": SchedulerConfig,
@@ -148,7 +178,7 @@ _SUBSECTIONS: dict[str, type] = {
 }
 _SCALARS = (
     "name", "description", "metric", "mode", "num_trials", "max_concurrent", "time_budget_s", "seeds",
-    "max_failures",
+    "max_failures", "objectives",
 )
 TOP_KEYS = ("name", "description", "base", "space", *_SUBSECTIONS, *_SCALARS[2:], "reference")
 _ASHA_ONLY = ("grace_period", "reduction_factor", "max_t")
@@ -184,6 +214,22 @@ class SweepSpec:
     reference: dict[str, ReferenceResult] | None = None
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     source_path: str | None = field(default=None, compare=False)
+    # Two or more (metric, mode) pairs for a multi-objective sweep, the first equal to (metric, mode);
+    # empty for a single-objective sweep.
+    objectives: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def objective_metrics(self) -> list[str]:
+        """The metrics the study optimises: every objective's, or ``[metric]``."""
+        return [m for m, _ in self.objectives] if self.multi_objective else [self.metric]
+
+    @property
+    def objective_modes(self) -> list[str]:
+        return [m for _, m in self.objectives] if self.multi_objective else [self.mode]
 
     @property
     def max_t(self) -> int:
@@ -214,8 +260,8 @@ class SweepSpec:
             space=self.space.to_dict(),
             search={"algorithm": self.search.algorithm, "seed": self.search.seed, **self.search.sampler_options()},
             scheduler=scheduler,
-            metric=self.metric,
-            mode=self.mode,
+            **({"objectives": [{"metric": m, "mode": d} for m, d in self.objectives]} if self.multi_objective
+               else {"metric": self.metric, "mode": self.mode}),
             num_trials=self.num_trials,
             max_concurrent=self.max_concurrent,
             resources=dataclasses.asdict(self.resources),
@@ -245,7 +291,8 @@ class SweepSpec:
         )
         gpu = f", {self.resources.gpu:g} gpu" if self.resources.gpu else ""
         lines = [
-            f"sweep {self.name}: {self.base.model_name} on {self.base.task}, {self.metric} ({self.mode})",
+            f"sweep {self.name}: {self.base.model_name} on {self.base.task}, "
+            + ", ".join(f"{m} ({d})" for m, d in zip(self.objective_metrics, self.objective_modes)),
             f"  {self.num_trials} trials ({self.num_configs} configs x seeds {self.seeds}), "
             f"{self.max_concurrent} at a time, {self.resources.cpu:g} cpu{gpu} each",
             f"  search {self.search.algorithm} (seed {self.search.seed}), scheduler {sched}"
@@ -296,6 +343,7 @@ class _SpecFields(BaseModel):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     metric: Literal[METRICS] = "val/acc"
     mode: Literal[MODES] | None = None
+    objectives: Annotated[list[Objective] | None, Field(min_length=1)] = None
     num_trials: Annotated[int | None, Strict(), Field(ge=1)] = None
     max_concurrent: Annotated[int, Strict(), Field(ge=1)] = 1
     resources: Resources = Field(default_factory=Resources)
@@ -369,6 +417,8 @@ class _Builder:
             self._check(fields, bad, base, space)
         self.problems.raise_if_any()
         assert base is not None and space is not None
+        objectives = self._objectives(fields)
+        metric, mode = objectives[0] if objectives else (fields.metric, fields.mode or _goal(fields.metric))
         num_trials = fields.num_trials
         if num_trials is None and fields.search.algorithm == "grid":
             num_trials = space.grid_size() * len(fields.seeds)
@@ -377,7 +427,7 @@ class _Builder:
             scheduler.max_t = base.train.epochs  # resolved now, so the saved sweep.yaml keeps it
         return SweepSpec(
             name=fields.name or self._default_name(), base=base, space=space, search=fields.search,
-            scheduler=scheduler, metric=fields.metric, mode=fields.mode or _goal(fields.metric),
+            scheduler=scheduler, metric=metric, mode=mode, objectives=objectives if len(objectives) > 1 else [],
             num_trials=num_trials or DEFAULT_NUM_TRIALS, max_concurrent=fields.max_concurrent,
             resources=fields.resources, time_budget_s=fields.time_budget_s, seeds=list(fields.seeds),
             max_failures=fields.max_failures, storage=fields.storage, tracking=base.tracking,
@@ -385,9 +435,19 @@ class _Builder:
             budget=fields.budget,
         )
 
+    def _objectives(self, f: _SpecFields) -> list[tuple[str, str]]:
+        """``objectives`` as (metric, mode) pairs, aliases resolved, modes defaulted (checked in _check)."""
+        return [(OBJECTIVE_ALIASES.get(o.metric, o.metric), o.mode or _goal(OBJECTIVE_ALIASES.get(o.metric, o.metric)))
+                for o in (f.objectives or [])]
+
     def _fields(self) -> tuple[_SpecFields, set[str]]:
         """The spec's own keys checked by pydantic; the keys with problems are left at their defaults."""
         given = {k: v for k, v in self.raw.items() if not (k in _SUBSECTIONS and v is None)}
+        search = given.get("search", {})
+        objectives = given.get("objectives")
+        if isinstance(objectives, list) and len(objectives) > 1 and isinstance(search, dict) and "algorithm" not in search:
+            # NSGA-II is Optuna's default multi-objective sampler; TPE stays the single-objective default.
+            given["search"] = {**search, "algorithm": "nsga2"}
         if isinstance(given.get("seeds"), int) and not isinstance(given.get("seeds"), bool):
             given["seeds"] = [given["seeds"]]
         try:
@@ -493,6 +553,8 @@ class _Builder:
             add("name", f"{f.name!r}: use letters, digits, '_', '-' and '.' (it names the sweep folder)")
         if not bad & {"metric", "mode"} and f.mode is not None and f.mode != _goal(f.metric):
             add("mode", f"{f.mode} would select the worst {f.metric}; use mode: {_goal(f.metric)}")
+        if "objectives" not in bad and f.objectives:
+            self._check_objectives(f, bad, space)
         if "seeds" not in bad and len(set(f.seeds)) != len(f.seeds):
             add("seeds", f"repeated seed in {f.seeds} (each repeat needs its own seed)")
         if space is not None and "train.seed" in space.keys:
@@ -539,6 +601,30 @@ class _Builder:
             add("storage.optuna",
                 f"{mask_password(f.storage.optuna)!r} is not an RDB URL "
                 "(sqlite:////abs/path.db, postgresql://user@host/db); null keeps optuna.db in the sweep folder")
+
+
+    def _check_objectives(self, f: _SpecFields, bad: set[str], space: SearchSpace | None) -> None:
+        add = self.problems.add
+        for key in ("metric", "mode"):
+            if key in self.raw:
+                add(key, "give either metric/mode or objectives, not both "
+                    "(with objectives, the first one is the metric that ASHA and the ranking use)")
+        seen: set[str] = set()
+        for i, objective in enumerate(f.objectives or []):
+            metric = OBJECTIVE_ALIASES.get(objective.metric, objective.metric)
+            if metric not in OBJECTIVE_METRICS:
+                add(f"objectives.{i}.metric", f"{objective.metric!r} is not a metric every epoch reports; "
+                    f"use one of {', '.join(OBJECTIVE_METRICS)} (params is short for model/params)")
+                continue
+            if metric in seen:
+                add(f"objectives.{i}.metric", f"{metric} is already an objective")
+            seen.add(metric)
+            if objective.mode is not None and objective.mode != _goal(metric):
+                add(f"objectives.{i}.mode", f"{objective.mode} would select the worst {metric}; "
+                    f"use mode: {_goal(metric)}")
+        if len(f.objectives or []) > 1 and "search" not in bad and f.search.algorithm not in MULTI_OBJECTIVE_ALGORITHMS:
+            add("search.algorithm", f"{f.search.algorithm} optimises one objective; with several objectives use "
+                f"one of {', '.join(MULTI_OBJECTIVE_ALGORITHMS)}")
 
 
 def _goal(metric: str) -> str:

@@ -234,15 +234,20 @@ def _recorded_end(sweep_dir: str | None) -> dict[str, Any] | None:
     return result if ended else None
 
 
-def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, sweep_dir: str | None = None) -> None:
-    """Tune function trainable. ``params`` is the searcher's suggestion: ``{dotted key: value}``."""
+def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | list[str],
+              sweep_dir: str | None = None) -> None:
+    """Tune function trainable. ``params`` is the searcher's suggestion: ``{dotted key: value}``;
+    ``metric``: the sweep's metric, or every objective's for a multi-objective sweep (closing results
+    carry each, as NaN when unmeasured: Tune requires the searcher's metrics in every result)."""
     last: dict[str, Any] = {"epoch": 0}
+    reported = [metric] if isinstance(metric, str) else list(metric)
 
     def end(flag: str, exc: Exception, default_reason: str) -> None:
         # One flagged result, then return: Tune records the trial as ended, not errored, so it is
         # not retried. The epoch stays the last reported one, so the scheduler records no new rung.
         final = dict(last)
-        final.setdefault(metric, math.nan)
+        for key in reported:
+            final.setdefault(key, math.nan)
         final.update({flag: True, "reason": str(exc) or default_reason})
         tune.report(final)
 
@@ -251,7 +256,9 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, swee
         # One closing result that repeats the recorded end (the scheduler requires the metric in every
         # result); the driver's recorder ignores results of trials it already holds as ended.
         value = ended.get("best_value")
-        tune.report({"epoch": int(ended.get("epochs") or 0), metric: math.nan if value is None else value})
+        closing = {key: math.nan for key in reported}
+        closing[reported[0]] = math.nan if value is None else value
+        tune.report({"epoch": int(ended.get("epochs") or 0), **closing})
         return
     try:
         config = trial_config(base, params)  # base.train.threads is the trial's CPU share (runner.trial_base)

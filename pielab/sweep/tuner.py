@@ -54,7 +54,9 @@ def make_trainable(spec, sweep_dir: Path):
 
     from pielab.sweep.trainable import run_trial
 
-    fn = tune.with_parameters(run_trial, base=trial_base(spec), metric=spec.metric, sweep_dir=str(sweep_dir))
+    # Several objectives: every closing result carries them all (Tune checks the searcher's metrics in each).
+    metric = spec.objective_metrics if spec.multi_objective else spec.metric
+    fn = tune.with_parameters(run_trial, base=trial_base(spec), metric=metric, sweep_dir=str(sweep_dir))
     return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
@@ -76,7 +78,10 @@ def make_searcher(spec, sweep_dir: Path, deadline=None):
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" lines
     sampler = make_sampler(spec.search.algorithm, spec.search.seed, spec.search.sampler_options(), spec.space)
     searcher = PielabOptunaSearch(
-        spec.space, metric=spec.metric, mode=spec.mode, sampler=sampler,
+        spec.space, sampler=sampler,
+        # a multi-objective study takes lists (Ray's OptunaSearch then creates it with directions=[...])
+        metric=spec.objective_metrics if spec.multi_objective else spec.metric,
+        mode=spec.objective_modes if spec.multi_objective else spec.mode,
         storage=make_storage(optuna_url(spec, sweep_dir), sweep_local=not spec.storage.optuna), study_name=sweep_dir.name,
         base_epochs=spec.base.train.epochs, max_t=spec.max_t if spec.scheduler.name == "asha" else None,
         seeds=spec.seeds, deadline=deadline,
