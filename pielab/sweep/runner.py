@@ -69,7 +69,7 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
         remove_stale_staging(study)  # checkpoint staging folders of trials killed in an earlier run
         settings = dict(
             sweep_dir=sweep_dir, name=spec.name, base=trial_base(spec), metric=spec.metric, mode=spec.mode,
-            max_t=spec.max_t if spec.scheduler.name == "asha" else None, num_trials=spec.num_trials,
+            max_t=spec.max_t if spec.scheduler.name != "fifo" else None, num_trials=spec.num_trials,
             slots=spec.max_concurrent, time_budget_s=spec.time_budget_s, scheduler=spec.scheduler.name,
             tracking=tracking_settings(spec), address=address, started_at=started_at,
             optuna={"url": url, "study": study},

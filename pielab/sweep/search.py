@@ -22,6 +22,21 @@ Seed repeats (``seeds: [0, 1, 2]`` in a sweep spec) are one Optuna trial per (co
 the first seed samples a configuration, the others are enqueued with the same parameters
 (``study.enqueue_trial``), so every run is an honest Optuna trial and the seed is a user attribute,
 never a hyperparameter that TPE would try to optimise.
+
+Baselines (a spec's ``enqueue``) are the first configurations: each is enqueued
+(``study.enqueue_trial``) when its group starts, so its seed repeats follow it and it reaches the
+sampler as an ordinary trial. Outcome constraints (a spec's ``constraints``) are set on each trial
+before it is told COMPLETE or PRUNED, with Optuna 5's ``Trial.set_constraint(str(constraint),
+violation)`` (the ``constraints:<key>`` system attributes that ``FrozenTrial.constraints`` reads;
+the older ``constraints_func`` is deprecated in Optuna 5.0): the violation of the trial's last
+reported value of the metric, <= 0 when satisfied. TPE, GP and NSGA-II read them, and
+``study.best_trials`` keeps the feasible trials only.
+
+What the searcher learns from low-fidelity results (BOHB-style): every epoch is an intermediate value,
+and an early-stopped trial is PRUNED at its last epoch. Optuna's TPE ranks pruned trials below the
+complete ones, a trial stopped later above one stopped earlier, and by value within a step, so
+trials stopped by ASHA or Hyperband still shape the "bad" density instead of being thrown away; GP
+models COMPLETE trials only (its ``n_startup_trials`` count only those).
 """
 
 from __future__ import annotations
@@ -41,7 +56,7 @@ from pielab.sweep.compat import searcher_study, searcher_told, searcher_trials
 from pielab.sweep.folder import (
     END_COMPLETED, END_EARLY, OPTUNA_DB, SEED_KEY, end_state, is_finite_number, planned_epochs,
 )
-from pielab.sweep.spec import ALGORITHMS
+from pielab.sweep.spec import ALGORITHMS, Constraint
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +107,10 @@ class PielabOptunaSearch(OptunaSearch):
         seeds: each sampled configuration runs once per seed (``train.seed``); empty keeps the
             base config's seed.
         deadline: the sweep's time budget; once it has passed, ``suggest`` returns FINISHED.
+        baselines: ``{dotted key: value as Optuna stores it}`` configurations that run first, in order
+            (``SearchSpace.match`` gives them); each keeps the ``baseline`` user attribute (its index).
+        constraints: outcome constraints, set on each trial (``Trial.set_constraint``) before it is
+            told COMPLETE or PRUNED, from its last reported value of each constrained metric.
     """
 
     def __init__(
@@ -107,6 +126,8 @@ class PielabOptunaSearch(OptunaSearch):
         max_t: int | None = None,
         seeds: Sequence[int] = (),
         deadline: Deadline | None = None,
+        baselines: Sequence[dict[str, Any]] = (),
+        constraints: Sequence[Constraint] = (),
     ) -> None:
         super().__init__(
             space=space, metric=metric, mode=mode, sampler=sampler, storage=storage, study_name=study_name
@@ -121,6 +142,9 @@ class PielabOptunaSearch(OptunaSearch):
         self._best: dict[str, float] = {}
         self._deadline = deadline
         self._rdb = storage  # ours to keep: the same object Ray's searcher drives (one pickle, one copy)
+        self._baselines = [dict(b) for b in baselines]  # waiting to be enqueued, the next one first
+        self._constraints = tuple(constraints)
+        self._outcomes: dict[str, dict[str, float]] = {}  # trial id -> last value of each constrained metric
 
     # ------------------------------------------------------------------ asking
 
@@ -133,6 +157,11 @@ class PielabOptunaSearch(OptunaSearch):
             group, seed, params = self._repeats.pop(0)
             # The next ask() returns this waiting trial: same parameters, the next seed.
             searcher_study(self).enqueue_trial(params, user_attrs={"seed": seed, "group": group})
+        elif new_group and getattr(self, "_baselines", None):
+            # Enqueued only now, so a seed repeat enqueued later never waits behind the other baselines.
+            index = self._baseline_count() - len(self._baselines)
+            searcher_study(self).enqueue_trial(self._baselines.pop(0), user_attrs={"baseline": index},
+                                               skip_if_exists=False)
         config = super().suggest(trial_id)
         if config is None:
             return None
@@ -153,7 +182,19 @@ class PielabOptunaSearch(OptunaSearch):
         self._planned[trial_id] = planned_epochs(config, self._base_epochs, self._max_t)
         return config
 
+    def _baseline_count(self) -> int:
+        if not hasattr(self, "_baselines_total"):
+            self._baselines_total = len(self._baselines)
+        return self._baselines_total
+
     # ------------------------------------------------------------------ telling
+
+    def _note_outcomes(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Keep the last value of each constrained metric that ``result`` reports."""
+        for c in getattr(self, "_constraints", ()):
+            value = result.get(c.metric)
+            if is_finite_number(value):
+                self._outcomes.setdefault(trial_id, {})[c.metric] = float(value)
 
     def _observe(self, trial_id: str, result: dict[str, Any]) -> None:
         """Report one epoch's value to Optuna once per epoch, and track the trial's best value."""
@@ -177,6 +218,7 @@ class PielabOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id in searcher_told(self) or trial_id not in searcher_trials(self) or _flagged(result):
             return
+        self._note_outcomes(trial_id, result)
         self._observe(trial_id, result)
 
     def _complete_value(self, trial_id: str) -> float | None:
@@ -203,6 +245,7 @@ class PielabOptunaSearch(OptunaSearch):
         ot_trial = searcher_trials(self)[trial_id]
         if result and not error and not _flagged(result):
             # The result that made the scheduler stop the trial never went through on_trial_result.
+            self._note_outcomes(trial_id, result)
             self._observe(trial_id, result)
             if trial_id in told:
                 return
@@ -219,6 +262,10 @@ class PielabOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr("end", end)
             if result and result.get("reason"):
                 ot_trial.set_user_attr("reason", str(result["reason"])[:500])
+            outcomes = getattr(self, "_outcomes", {}).pop(trial_id, {})
+            if state in (TrialState.COMPLETE, TrialState.PRUNED):
+                for c in getattr(self, "_constraints", ()):
+                    ot_trial.set_constraint(str(c), c.violation(outcomes.get(c.metric)))
             searcher_study(self).tell(ot_trial, value, state=state)
         except Exception as exc:  # a storage hiccup must not end the sweep
             logger.warning("could not record trial %s in Optuna: %s", trial_id, exc)
@@ -314,6 +361,13 @@ def make_sampler(algorithm: str, seed: int | None, options: dict[str, Any], spac
         if algorithm == "tpe":
             options.setdefault("constant_liar", True)  # parallel trials: running ones count as "bad" guesses
             return optuna.samplers.TPESampler(seed=seed, **options)
+        if algorithm == "gp":
+            try:
+                import scipy  # noqa: F401  (GPSampler fits its kernel with scipy and torch)
+                import torch  # noqa: F401
+            except ImportError as exc:
+                raise ConfigError(f"search.algorithm gp needs {exc.name}: pip install {exc.name}") from None
+            return optuna.samplers.GPSampler(seed=seed, **options)
         if algorithm == "random":
             return optuna.samplers.RandomSampler(seed=seed, **options)
         if algorithm == "grid":
