@@ -39,11 +39,13 @@ class SweepOutcome:
 
 
 def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: bool = False,
-              display=None, started_at: float | None = None, owns_ray: bool = False) -> SweepOutcome:
+              display=None, started_at: float | None = None, owns_ray: bool = False,
+              extend: dict[str, int] | None = None) -> SweepOutcome:
     """Run (or continue, ``restore=True``) the sweep ``spec`` in ``sweep_dir``; returns its final status.
 
     Starts (or joins) Ray unless it is already initialised; ``owns_ray=True`` says the caller started
-    it for this sweep, so it is shut down at the end either way.
+    it for this sweep, so it is shut down at the end either way. ``extend`` (with ``restore``):
+    ``{"num_trials", "max_concurrent"}`` from ``pielab resume --set``, for the restored search generator.
     """
     import ray
     from ray import tune
@@ -76,7 +78,8 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
         )
         # Tune's pickles (tuner.pkl, the searcher's state) name neither the folder's place nor the
         # database password: while this is active they bind to the folder where it is now.
-        with running(ActiveSweep(sweep_dir=sweep_dir, optuna_url=url, recorder=settings, display=display)):
+        with running(ActiveSweep(sweep_dir=sweep_dir, optuna_url=url, recorder=settings, display=display,
+                                 extend=extend if restore else None)):
             if restore:
                 tuner = tune.Tuner.restore(str(sweep_dir / TUNE_DIR), trainable=make_trainable(spec, sweep_dir),
                                            resume_unfinished=True, resume_errored=True)

@@ -455,3 +455,49 @@ def make_storage(url: str, *, sweep_local: bool = False) -> optuna.storages.RDBS
 
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"storage.optuna: cannot open {mask_password(url)!r}: {mask_password(first)}") from None
+
+
+# --------------------------------------------------------------------------- warm start (pielab sweep --from)
+
+WARM_FROM_ATTR = "warm_start_from"  # user attribute of a copied trial: "<old study>#<old trial number>"
+
+
+def warm_start(storage: optuna.storages.BaseStorage, study_name: str, mode: str, space: Any,
+               source: optuna.study.Study, constraints: Sequence[Constraint] = ()) -> dict[str, int]:
+    """Create the study ``study_name`` and give it ``source``'s finished trials first (``add_trials``),
+    so TPE and GP start from what the old sweep learned.
+
+    Each COMPLETE or PRUNED trial is copied with its state, value and intermediate values (the
+    low-fidelity curve), its parameters re-expressed in the new space's distributions
+    (:meth:`SearchSpace.match` with ``complete``). Skipped: a trial with a parameter the new space
+    does not search, a value outside its new range or choices, or an active parameter it never had
+    (``outside``); with ``constraints``, one without a value for each of them (``unconstrained``).
+    Failed and unfinished trials are not copied (``not_finished``). Returns those counts and ``added``.
+    """
+    direction = "maximize" if mode == "max" else "minimize"
+    study = optuna.create_study(study_name=study_name, storage=storage, direction=direction, load_if_exists=True)
+    keys = [str(c) for c in constraints]
+    counts = {"added": 0, "outside": 0, "unconstrained": 0, "not_finished": 0}
+    copies = []
+    for old in source.get_trials(deepcopy=False):
+        if old.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            counts["not_finished"] += 1
+            continue
+        params, dists, problems = space.match(old.params, labels=True, complete=True)
+        if problems:
+            counts["outside"] += 1
+            continue
+        old_constraints = old.constraints
+        if any(k not in old_constraints for k in keys):
+            counts["unconstrained"] += 1
+            continue
+        user_attrs = {k: v for k, v in old.user_attrs.items() if k not in ("trial_id", "group", "baseline")}
+        user_attrs[WARM_FROM_ATTR] = f"{source.study_name}#{old.number}"
+        copies.append(optuna.trial.create_trial(
+            state=old.state, value=old.value, params=params, distributions=dists, user_attrs=user_attrs,
+            system_attrs={f"constraints:{k}": old_constraints[k] for k in keys},
+            intermediate_values=dict(old.intermediate_values),
+        ))
+    study.add_trials(copies)
+    counts["added"] = len(copies)
+    return counts

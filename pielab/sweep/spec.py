@@ -539,7 +539,8 @@ class _Builder:
             takes = _SAMPLER_OPTIONS[search.algorithm]
             for key in search.sampler_options():
                 if key not in takes:
-                    users = " and ".join(a for a, opts in _SAMPLER_OPTIONS.items() if key in opts)
+                    users = [a for a, opts in _SAMPLER_OPTIONS.items() if key in opts]
+                    users = " and ".join(filter(None, (", ".join(users[:-1]), users[-1])))
                     add(f"search.{key}", f"applies to {users} only, not {search.algorithm}")
             if search.group and not search.multivariate:
                 add("search.group", "group needs multivariate: true")
