@@ -34,8 +34,8 @@ from pielab.sweep.display import (  # noqa: F401  (best_table and LiveStatus: im
     LiveStatus, best_table, best_text, counts_text, failed_line, make_console, running_line,
 )
 from pielab.sweep.folder import (
-    END_DIVERGED, END_FAILED, OPTUNA_DB, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR, SweepFolder,
-    load_records, read_json, summarize_records, write_atomic,
+    END_DIVERGED, END_FAILED, OPTUNA_DB, PARAMS_KEY, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR,
+    SweepFolder, load_records, read_json, summarize_records, write_atomic,
 )
 from pielab.sweep.lease import LEASE_FILE, DriverLease, LeaseHeld, read_lease
 from pielab.sweep.session import stop_signals_caught
@@ -236,8 +236,8 @@ def sweep_command(spec_path: str, overrides: list[str], out: str | None, address
 
 
 def _warm_source(warm_from: str, spec):
-    """The Optuna study of the sweep folder ``warm_from`` (``pielab sweep --from``), after checking it
-    optimised the same metric in the same direction; bad input raises (one line)."""
+    """``(study, folder)``: the Optuna study of the sweep folder ``warm_from`` (``pielab sweep --from``),
+    after checking it optimised the same metric in the same direction; bad input raises (one line)."""
     import optuna
 
     from pielab.sweep.search import make_storage
@@ -253,15 +253,15 @@ def _warm_source(warm_from: str, spec):
             raise ConfigError(f"--from {warm_from}: no {OPTUNA_DB} in it (that sweep never asked Optuna for a trial)")
         url = f"sqlite:///{old.path / OPTUNA_DB}"
     try:
-        return optuna.load_study(study_name=old.study, storage=make_storage(url))
+        return optuna.load_study(study_name=old.study, storage=make_storage(url)), old.path
     except KeyError:
         raise ConfigError(f"--from {warm_from}: no Optuna study named {old.study!r} in its storage") from None
 
 
 def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | None, lease: DriverLease,
                  t0: float, source=None) -> int:
-    """Run ``spec`` from its start in ``folder`` (empty but for the held lease); ``source``: the
-    Optuna study whose trials the new study receives first (``--from``)."""
+    """Run ``spec`` from its start in ``folder`` (empty but for the held lease); ``source``:
+    ``(Optuna study, its sweep folder)`` whose trials the new study receives first (``--from``)."""
     owns_ray = False
     try:
         write_atomic(folder / SWEEP_FILE, yaml.safe_dump(spec_dict, sort_keys=False))
@@ -270,7 +270,7 @@ def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | N
         console.print(spec.describe())
         console.print(f"sweep folder: {folder}")
         if source is not None:
-            console.print(_warm_start(spec, folder, source))
+            console.print(_warm_start(spec, folder, *source))
         owns_ray = _start_ray_for(spec, address)
         from pielab.sweep.runner import run_sweep
 
@@ -292,13 +292,17 @@ def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | N
     return _finish_report(console, outcome, spec, lease)
 
 
-def _warm_start(spec, folder: Path, source) -> str:
+def _warm_start(spec, folder: Path, source, source_dir: Path) -> str:
     """Give the new sweep's study ``source``'s trials first; record and describe what was copied."""
     from pielab.sweep.search import make_storage, warm_start
     from pielab.sweep.tuner import optuna_url
 
     storage = make_storage(optuna_url(spec, folder), sweep_local=not spec.storage.optuna)
-    counts = warm_start(storage, folder.name, spec.mode, spec.space, source, spec.constraints)
+    outcomes = {}
+    if spec.constraints:  # what the old trials reported last, for constraints their study never had
+        for tid, rec in load_records(source_dir).items():
+            outcomes[tid] = {**(rec.rows[max(rec.rows)] if rec.rows else {}), PARAMS_KEY: rec.num_params}
+    counts = warm_start(storage, folder.name, spec.mode, spec.space, source, spec.constraints, outcomes)
     write_json(folder / WARM_START_FILE, {"from_study": source.study_name, **counts})
     skipped = [f"{counts['outside']} outside this space"]
     if counts["unconstrained"]:

@@ -463,7 +463,8 @@ WARM_FROM_ATTR = "warm_start_from"  # user attribute of a copied trial: "<old st
 
 
 def warm_start(storage: optuna.storages.BaseStorage, study_name: str, mode: str, space: Any,
-               source: optuna.study.Study, constraints: Sequence[Constraint] = ()) -> dict[str, int]:
+               source: optuna.study.Study, constraints: Sequence[Constraint] = (),
+               outcomes: dict[str, dict[str, Any]] | None = None) -> dict[str, int]:
     """Create the study ``study_name`` and give it ``source``'s finished trials first (``add_trials``),
     so TPE and GP start from what the old sweep learned.
 
@@ -471,10 +472,14 @@ def warm_start(storage: optuna.storages.BaseStorage, study_name: str, mode: str,
     low-fidelity curve), its parameters re-expressed in the new space's distributions
     (:meth:`SearchSpace.match` with ``complete``). Skipped: a trial with a parameter the new space
     does not search, a value outside its new range or choices, or an active parameter it never had
-    (``outside``); with ``constraints``, one without a value for each of them (``unconstrained``).
+    (``outside``). With ``constraints``, each copied trial gets its constraint values: the old trial's
+    own for the same constraint, else computed from its last reported metrics (``outcomes``: the old
+    sweep's Tune trial id -> its last epoch's metrics and ``model/params``); a trial with neither is
+    skipped (``unconstrained``: GP needs every trial to have every constraint).
     Failed and unfinished trials are not copied (``not_finished``). Returns those counts and ``added``.
     """
     direction = "maximize" if mode == "max" else "minimize"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
     study = optuna.create_study(study_name=study_name, storage=storage, direction=direction, load_if_exists=True)
     keys = [str(c) for c in constraints]
     counts = {"added": 0, "outside": 0, "unconstrained": 0, "not_finished": 0}
@@ -487,15 +492,21 @@ def warm_start(storage: optuna.storages.BaseStorage, study_name: str, mode: str,
         if problems:
             counts["outside"] += 1
             continue
-        old_constraints = old.constraints
-        if any(k not in old_constraints for k in keys):
+        last = (outcomes or {}).get(old.user_attrs.get("trial_id"), {})
+        values = {}
+        for c, key in zip(constraints, keys):
+            if key in old.constraints:
+                values[key] = old.constraints[key]
+            elif is_finite_number(last.get(c.metric)):
+                values[key] = c.violation(last[c.metric])
+        if len(values) < len(keys):
             counts["unconstrained"] += 1
             continue
         user_attrs = {k: v for k, v in old.user_attrs.items() if k not in ("trial_id", "group", "baseline")}
         user_attrs[WARM_FROM_ATTR] = f"{source.study_name}#{old.number}"
         copies.append(optuna.trial.create_trial(
             state=old.state, value=old.value, params=params, distributions=dists, user_attrs=user_attrs,
-            system_attrs={f"constraints:{k}": old_constraints[k] for k in keys},
+            system_attrs={f"constraints:{k}": v for k, v in values.items()},
             intermediate_values=dict(old.intermediate_values),
         ))
     study.add_trials(copies)
