@@ -94,3 +94,20 @@ def test_search_generator_restored_state_follows_a_moved_folder(tmp_path):
         storage = restored._experiment.spec["storage"]
         assert (storage.storage_fs_path, storage.experiment_dir_name) == (where.as_posix(), "tune"), cls
         assert storage.trial_dir_name is None and restored._counter == state["counter"]
+
+
+def test_search_generator_extends_past_its_restored_num_samples():
+    """ray 2.60.0: SearchGenerator restores ``_total_samples`` and ``_finished`` from its saved state and
+    decides ``is_finished`` by them; ``extend`` (``pielab resume --set num_trials``) raises the total,
+    clears the FINISHED flag and sets the ConcurrencyLimiter's limit through its public setter."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    searcher = PielabOptunaSearch(SPACE, metric="val/acc", mode="max", sampler=make_sampler("random", 0, {}, SPACE),
+                                  storage=None, study_name="compat", base_epochs=2)
+    gen = compat.MovableSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=1))
+    state = gen.get_state()
+    assert {"counter", "total_samples", "finished"} <= set(state)
+    gen.set_state({**state, "counter": 3, "total_samples": 3, "finished": True})
+    assert gen.is_finished() and gen.total_samples == 3
+    gen.extend(num_trials=5, max_concurrent=2)
+    assert not gen.is_finished() and gen.total_samples == 5 and gen.searcher.max_concurrent == 2

@@ -283,8 +283,8 @@ class SweepSpec:
             *self.space.describe().splitlines(),
         ]
         if self.enqueue:
-            lines.append(f"  {len(self.enqueue)} baselines first: "
-                         + "; ".join(", ".join(f"{k}={fmt_value(v)}" for k, v in b.items()) for b in self.enqueue))
+            lines.append(f"  {len(self.enqueue)} baselines first:")
+            lines.extend("    " + ", ".join(f"{k}={fmt_value(v)}" for k, v in b.items()) for b in self.enqueue)
         if self.constraints:
             lines.append("  constraints: " + ", ".join(str(c) for c in self.constraints))
         return "\n".join(lines)
