@@ -130,13 +130,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _check_writable(Path(args.out))
     if args.resume_if_exists and not args.out:
         raise PielabError("--resume-if-exists needs --out DIR (the folder that a rerun continues)")
-    return sweep_command(args.spec, args.set, args.out, args.address, resume_if_exists=args.resume_if_exists)
+    return sweep_command(args.spec, args.set, args.out, args.address, resume_if_exists=args.resume_if_exists,
+                         warm_from=args.warm_from)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from pielab.sweep.commands import resume_command
 
-    return resume_command(args.sweep_dir)
+    return resume_command(args.sweep_dir, overrides=args.set)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -224,11 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --out: if DIR already holds this sweep, continue it as `pielab resume DIR` does "
                         "(a finished one exits 0); a different spec there is an error. For job retries, "
                         "requeues and cron")
+    p.add_argument("--from", dest="warm_from", metavar="OLD_SWEEP_DIR",
+                   help="warm start: the new Optuna study first receives OLD_SWEEP_DIR's finished trials "
+                        "(values, states, per-epoch values); trials outside this spec's space are skipped")
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EXIT_CODES_HELP
 
-    p = add("resume", cmd_resume, "finish an interrupted sweep")
+    p = add("resume", cmd_resume, "finish an interrupted sweep, or continue one further with --set")
     p.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="continue the sweep (finished or not) with the same Optuna study: num_trials=N, "
+                        "time_budget_s=S or max_concurrent=K; the trials already run are not rerun")
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EXIT_CODES_HELP
 

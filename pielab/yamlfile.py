@@ -97,8 +97,12 @@ def _walk(data: Any, prefix: str, lines: dict[str, int], repeated: list[str], pa
             lines[dotted] = data.lines[key]
             _walk(value, dotted + ".", lines, repeated, path)
     elif isinstance(data, list):
-        for item in data:
+        for i, item in enumerate(data):
             _walk(item, prefix, lines, repeated, path)  # lists keep their parent's key
+            if isinstance(item, (_LinedDict, list)):
+                # and each item has its own too (``enqueue.0.train.lr``), so a problem in the second
+                # mapping of a list is located at its line, not the first one's (duplicates reported once)
+                _walk(item, f"{prefix}{i}.", lines, [], path)
 
 
 def _plain(value: Any) -> Any:

@@ -137,3 +137,20 @@ def test_missing_trial_error_handler_fails_loudly(monkeypatch):
     monkeypatch.delattr(Trial, "_handle_ray_actor_error")
     with pytest.raises(RuntimeError, match="_handle_ray_actor_error is gone"):
         compat.count_lost_nodes_as_preemptions()
+
+
+def test_search_generator_extends_past_its_restored_num_samples():
+    """ray 2.60.0: SearchGenerator restores ``_total_samples`` and ``_finished`` from its saved state and
+    decides ``is_finished`` by them; ``extend`` (``pielab resume --set num_trials``) raises the total,
+    clears the FINISHED flag and sets the ConcurrencyLimiter's limit through its public setter."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    searcher = PielabOptunaSearch(SPACE, metric="val/acc", mode="max", sampler=make_sampler("random", 0, {}, SPACE),
+                                  storage=None, study_name="compat", base_epochs=2)
+    gen = compat.MovableSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=1))
+    state = gen.get_state()
+    assert {"counter", "total_samples", "finished"} <= set(state)
+    gen.set_state({**state, "counter": 3, "total_samples": 3, "finished": True})
+    assert gen.is_finished() and gen.total_samples == 3
+    gen.extend(num_trials=5, max_concurrent=2)
+    assert not gen.is_finished() and gen.total_samples == 5 and gen.searcher.max_concurrent == 2

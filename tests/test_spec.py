@@ -174,8 +174,9 @@ def test_set_shorthand_and_dict_overrides_agree(layout: Path):
 
 def test_set_a_space_path(layout: Path, monkeypatch):
     monkeypatch.chdir(layout)
-    spec = load_spec(write_spec(layout, SPEC), ["space=search_spaces/grid.yaml", "search.algorithm=grid"])
-    assert spec.space.grid_size() == 6 and spec.num_trials == 8  # given in the file: a partial grid
+    spec = load_spec(write_spec(layout, SPEC), ["space=search_spaces/grid.yaml", "search.algorithm=grid",
+                                                "num_trials=4"])
+    assert spec.space.grid_size() == 6 and spec.num_trials == 4  # given: a partial grid (above 6 is refused)
 
 
 @pytest.mark.parametrize("item, message", [
@@ -248,9 +249,9 @@ ERRORS = {
     "unknown algorithm": (dict(search="search: {algorithm: bayes}"), "search:", "search.algorithm: 'bayes' is not one of tpe, random, grid, cmaes"),
     "unknown search key": (dict(search="search: {algorithm: tpe, sed: 0}"), "search:", "search.sed: unknown key"),
     "option for the wrong sampler": (dict(search="search: {algorithm: random, n_startup_trials: 5}"), "search:",
-                                     "search.n_startup_trials: applies to tpe and cmaes only, not random"),
+                                     "search.n_startup_trials: applies to tpe, cmaes and gp only, not random"),
     "group without multivariate": (dict(search="search: {algorithm: tpe, group: true}"), "search:", "group needs multivariate"),
-    "unknown scheduler": (dict(scheduler="scheduler: {name: hyperband}"), "scheduler:", "scheduler.name: 'hyperband' is not one of asha, fifo"),
+    "unknown scheduler": (dict(scheduler="scheduler: {name: bohb}"), "scheduler:", "scheduler.name: 'bohb' is not one of asha, hyperband, fifo"),
     "fifo with asha keys": (dict(scheduler="scheduler: {name: fifo, grace_period: 2}"), "scheduler:", "grace_period is for asha"),
     "unknown metric": (dict(metric="metric: val/accuracy"), "metric:", "metric: 'val/accuracy' is not one of val/acc, val/loss"),
     "test metric": (dict(metric="metric: test/acc"), "metric:", "metric: 'test/acc' is not one of"),

@@ -35,13 +35,20 @@ from pielab.sweep.display import (  # noqa: F401  (best_table and LiveStatus: im
     running_line,
 )
 from pielab.sweep.folder import (
-    END_DIVERGED, END_FAILED, OPTUNA_DB, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR, SweepFolder,
-    load_records, pareto_records, read_json, summarize_records, write_atomic,
+    END_DIVERGED, END_FAILED, OPTUNA_DB, PARAMS_KEY, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR,
+    SweepFolder, load_records, pareto_records, read_json, summarize_records, write_atomic,
 )
 from pielab.sweep.lease import LEASE_FILE, DriverLease, LeaseHeld, read_lease
 from pielab.sweep.session import stop_signals_caught
-from pielab.sweep.started_spec import STARTED_SPEC_FILE, check_unchanged, record_started_spec
+from pielab.sweep.started_spec import (
+    STARTED_SPEC_FILE, check_unchanged, describe_changes, read_started_spec, record_started_spec, spec_changes,
+)
+from pielab.files import write_json
 from pielab.text import fmt_duration
+
+# What `pielab resume SWEEP_DIR --set KEY=VALUE` may change: the sweep continues with the same study.
+CONTINUE_KEYS = ("num_trials", "time_budget_s", "max_concurrent")
+WARM_START_FILE = "warm_start.json"  # where `pielab sweep --from` records the trials its study started with
 
 
 
@@ -229,12 +236,14 @@ def _start_ray_for(spec, address: str | None) -> bool:
 
 
 def sweep_command(spec_path: str, overrides: list[str], out: str | None, address: str | None, *,
-                  resume_if_exists: bool = False) -> int:
+                  resume_if_exists: bool = False, warm_from: str | None = None) -> int:
     """``pielab sweep SPEC [--set k=v]... [--out DIR] [--address ADDR] [--resume-if-exists]``.
 
     With ``resume_if_exists`` and a sweep already in ``out``: the same spec (after ``--set``)
     continues it as ``pielab resume`` does (a finished one reports so, exit 0); a different spec
     raises :class:`~pielab.sweep.started_spec.SpecChanged` naming the changed fields.
+    ``warm_from``: an earlier sweep folder whose finished trials the new study receives first
+    (:func:`pielab.sweep.search.warm_start`); checked before the new folder is made.
     """
     t0 = time.time()
     from pielab.sweep.session import cluster_address, localize_paths
@@ -248,14 +257,39 @@ def sweep_command(spec_path: str, overrides: list[str], out: str | None, address
         spec_dict = spec.to_dict()
         if resume_if_exists and out and (Path(out).expanduser() / SWEEP_FILE).is_file():
             return resume_command(out, started_at=t0, given=(spec, spec_dict, f"--out {Path(out).expanduser()}"))
+        source = _warm_source(warm_from, spec) if warm_from else None
         folder, lease = _new_sweep_dir(spec, out)
         with _holding(lease):
-            return _start_sweep(spec, spec_dict, folder, address, lease, t0)
+            return _start_sweep(spec, spec_dict, folder, address, lease, t0, source)
+
+
+def _warm_source(warm_from: str, spec):
+    """``(study, folder)``: the Optuna study of the sweep folder ``warm_from`` (``pielab sweep --from``),
+    after checking it optimised the same metric in the same direction; bad input raises (one line)."""
+    import optuna
+
+    from pielab.sweep.search import make_storage
+
+    old = SweepFolder.open(warm_from)
+    if (old.metric, old.mode) != (spec.metric, spec.mode):
+        raise ConfigError(f"--from {warm_from}: that sweep optimised {old.metric} ({old.mode}), this one "
+                          f"{spec.metric} ({spec.mode}); its trials' values would mean something else here")
+    storage = old.spec.get("storage")
+    url = storage.get("optuna") if isinstance(storage, dict) else None
+    if not url:
+        if not (old.path / OPTUNA_DB).is_file():
+            raise ConfigError(f"--from {warm_from}: no {OPTUNA_DB} in it (that sweep never asked Optuna for a trial)")
+        url = f"sqlite:///{old.path / OPTUNA_DB}"
+    try:
+        return optuna.load_study(study_name=old.study, storage=make_storage(url)), old.path
+    except KeyError:
+        raise ConfigError(f"--from {warm_from}: no Optuna study named {old.study!r} in its storage") from None
 
 
 def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | None, lease: DriverLease,
-                 t0: float) -> int:
-    """Run ``spec`` from its start in ``folder`` (empty but for the held lease)."""
+                 t0: float, source=None) -> int:
+    """Run ``spec`` from its start in ``folder`` (empty but for the held lease); ``source``:
+    ``(Optuna study, its sweep folder)`` whose trials the new study receives first (``--from``)."""
     owns_ray = False
     try:
         write_atomic(folder / SWEEP_FILE, yaml.safe_dump(spec_dict, sort_keys=False))
@@ -263,6 +297,8 @@ def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | N
         console = make_console()
         console.print(spec.describe())
         console.print(f"sweep folder: {folder}")
+        if source is not None:
+            console.print(_warm_start(spec, folder, *source))
         owns_ray = _start_ray_for(spec, address)
         from pielab.sweep.runner import run_sweep
 
@@ -273,9 +309,10 @@ def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | N
             import ray
 
             ray.shutdown()
-        if not lease.lost.is_set() and set(_others(folder)) <= {SWEEP_FILE, STARTED_SPEC_FILE}:
+        if not lease.lost.is_set() and set(_others(folder)) <= {SWEEP_FILE, STARTED_SPEC_FILE, WARM_START_FILE,
+                                                                OPTUNA_DB}:
             # nothing ran: leave no half-made sweep behind (we hold the lease, so it is ours to remove)
-            for name in (SWEEP_FILE, STARTED_SPEC_FILE):
+            for name in (SWEEP_FILE, STARTED_SPEC_FILE, WARM_START_FILE, OPTUNA_DB):
                 (folder / name).unlink(missing_ok=True)
             lease.release()
             shutil.rmtree(folder, ignore_errors=True)
@@ -283,32 +320,95 @@ def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | N
     return _finish_report(console, outcome, spec, lease)
 
 
-def resume_command(sweep_dir: str, *, started_at: float | None = None, given=None) -> int:
+def _warm_start(spec, folder: Path, source, source_dir: Path) -> str:
+    """Give the new sweep's study ``source``'s trials first; record and describe what was copied."""
+    from pielab.sweep.search import make_storage, warm_start
+    from pielab.sweep.tuner import optuna_url
+
+    storage = make_storage(optuna_url(spec, folder), sweep_local=not spec.storage.optuna)
+    outcomes = {}
+    if spec.constraints:  # what the old trials reported last, for constraints their study never had
+        for tid, rec in load_records(source_dir).items():
+            outcomes[tid] = {**(rec.rows[max(rec.rows)] if rec.rows else {}), PARAMS_KEY: rec.num_params}
+    counts = warm_start(storage, folder.name, spec.mode, spec.space, source, spec.constraints, outcomes)
+    write_json(folder / WARM_START_FILE, {"from_study": source.study_name, **counts})
+    skipped = [f"{counts['outside']} outside this space"]
+    if counts["unconstrained"]:
+        skipped.append(f"{counts['unconstrained']} without values for the constraints")
+    if counts["not_finished"]:
+        skipped.append(f"{counts['not_finished']} failed or unfinished")
+    return (f"warm start: {counts['added']} trials of study {source.study_name} go into the new study first "
+            f"(skipped: {', '.join(skipped)})")
+
+
+def resume_command(sweep_dir: str, *, started_at: float | None = None, given=None,
+                   overrides: list[str] | None = None) -> int:
     """``pielab resume SWEEP_DIR``: continue an interrupted sweep (Tune, Optuna and the folder files).
 
     Takes the folder's lease before it loads anything; refuses (one line, exit 2) a ``sweep.yaml``
     that differs from the spec the sweep started with. ``given``: ``(spec, spec_dict, what)`` from
     ``pielab sweep --resume-if-exists``, compared instead of ``sweep.yaml``.
+
+    ``overrides`` (``--set num_trials=N``, ``time_budget_s``, ``max_concurrent``: :data:`CONTINUE_KEYS`)
+    continue the sweep, finished or not, past what it started with: the same Tune experiment and the
+    same Optuna study (old trials are not rerun; the same searcher suggests the new ones). Any other
+    changed key is refused (:class:`~pielab.sweep.started_spec.SpecChanged`, naming it).
     """
     t0 = started_at or time.time()
     with stop_signals_caught():
         folder = _sweep_folder(sweep_dir)
         lease = DriverLease(folder).acquire()
         with _holding(lease):
-            return _resume(folder, lease, t0, given)
+            return _resume(folder, lease, t0, given, overrides or [])
 
 
-def _resume(folder: Path, lease: DriverLease, t0: float, given) -> int:
+def _continue_with(folder: Path, overrides: list[str]):
+    """``resume --set``: the saved spec with ``overrides``; refuses a changed key outside
+    :data:`CONTINUE_KEYS` and a ``num_trials`` below the trials already started. Returns
+    ``(spec, spec_dict, changes)``; the caller records the new spec once it is sure to run."""
+    from pielab.config import load_yaml
+    from pielab.sweep.spec import SweepSpec
+
+    raw, lines = load_yaml(folder / SWEEP_FILE)
+    saved = SweepSpec.from_dict(raw, source=str(folder / SWEEP_FILE), lines=lines, base_dir=folder)
+    spec = SweepSpec.from_dict(raw, source=str(folder / SWEEP_FILE), lines=lines, base_dir=folder,
+                               overrides=overrides)
+    spec_dict = spec.to_dict()
+    what = f"{folder} --set {' --set '.join(overrides)}"
+    check_unchanged(folder, spec_dict, what=what, allowed=CONTINUE_KEYS)
+    started = read_started_spec(folder) or saved.to_dict()
+    changes = spec_changes(started, spec_dict)
+    refused = [c for c in changes if c[0] not in CONTINUE_KEYS]
+    if refused:  # a folder from before started_spec.json: compared with its sweep.yaml
+        from pielab.sweep.started_spec import SpecChanged
+
+        raise SpecChanged(f"{what}: resume --set changes only {', '.join(CONTINUE_KEYS)}; "
+                          f"not {describe_changes(refused)}", refused)
+    ran = len(load_records(folder))
+    if spec.num_trials < ran:
+        raise ConfigError(f"--set num_trials={spec.num_trials}: this sweep already started {ran} trials")
+    return spec, spec_dict, changes
+
+
+def _resume(folder: Path, lease: DriverLease, t0: float, given, overrides: list[str]) -> int:
+    changes: list = []
     if given is not None:
         spec, spec_dict, what = given
         check_unchanged(folder, spec_dict, what=what)
+    elif overrides:
+        spec, spec_dict, changes = _continue_with(folder, overrides)
     else:
         spec = _load_saved_spec(folder)
         spec_dict = spec.to_dict()
         check_unchanged(folder, spec_dict, what=str(folder / SWEEP_FILE))
     status = read_json(folder / STATUS_FILE) or {}
     console = make_console()
-    if status.get("finished"):
+    if changes and (folder / TUNE_DIR / "tuner.pkl").is_file():
+        # from now on this is the spec the sweep continues with (a later plain resume compares with it)
+        write_atomic(folder / SWEEP_FILE, yaml.safe_dump(spec_dict, sort_keys=False))
+        record_started_spec(folder, spec_dict)
+        console.print(f"continuing sweep {spec.name} with {describe_changes(changes)} (the same Optuna study)")
+    elif status.get("finished"):
         counts = summarize_records(load_records(folder), status.get("mode", "max"))["counts"]
         how = status.get("end") if status.get("end") not in (None, "finished") else "every trial ran"
         console.print(f"sweep {folder} already finished ({how}; {counts_text(counts, running_label=None)}); nothing to resume")
@@ -331,9 +431,10 @@ def _resume(folder: Path, lease: DriverLease, t0: float, given) -> int:
 
     console.print(f"resuming sweep {spec.name} in {folder}")
     display = LiveStatus(console, spec.name, spec.metric)
+    extend = {"num_trials": spec.num_trials, "max_concurrent": spec.max_concurrent} if changes else None
     try:
         outcome = run_sweep(spec, folder, address=address, restore=True, display=display, started_at=t0,
-                            owns_ray=owns_ray)
+                            owns_ray=owns_ray, extend=extend)
     except BaseException:
         if owns_ray:
             import ray

@@ -101,6 +101,8 @@ class MovableSearchGenerator(SearchGenerator):
         from pielab.sweep.session import active_sweep
 
         active, experiment = active_sweep(), self._experiment
+        if active is not None and active.extend:
+            self.extend(**active.extend)
         storage = experiment.spec.get("storage") if experiment is not None else None
         if active is None or storage is None:
             return
@@ -110,6 +112,19 @@ class MovableSearchGenerator(SearchGenerator):
             moved.storage_fs_path, moved.experiment_dir_name = here, TUNE_DIR
             experiment.spec["storage"] = moved
 
+    def extend(self, num_trials: int, max_concurrent: int | None = None) -> None:
+        """Let a restored sweep run to ``num_trials`` Tune trials in all (``pielab resume --set``).
+
+        ray 2.60.0: Tune restores the generator's ``_total_samples`` (the experiment's ``num_samples``)
+        and ``_finished`` (set once its searcher said FINISHED: the time budget) from the saved search
+        state, and ``Tuner.restore`` takes no new ``num_samples``. The same searcher, with the same
+        Optuna study, then suggests the new trials; ``max_concurrent`` goes to the ConcurrencyLimiter
+        through its public ``set_max_concurrency``.
+        """
+        self._total_samples = int(num_trials)
+        self._finished = False
+        if max_concurrent is not None and hasattr(self.searcher, "set_max_concurrency"):
+            self.searcher.set_max_concurrency(int(max_concurrent))
 
 # --------------------------------------------------------------------------- a lost node is not a failure
 #

@@ -165,6 +165,7 @@ class SweepRecorder(Callback):
         study = (self.optuna or {}).get("study")
         for key, value in active.recorder.items():
             setattr(self, key, value)
+        self.deadline.budget_s = self.time_budget_s  # `pielab resume --set time_budget_s=...` (shared object)
         if study and self.optuna:
             self.optuna = {**self.optuna, "study": study}
         self.display = active.display

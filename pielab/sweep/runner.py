@@ -39,11 +39,13 @@ class SweepOutcome:
 
 
 def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: bool = False,
-              display=None, started_at: float | None = None, owns_ray: bool = False) -> SweepOutcome:
+              display=None, started_at: float | None = None, owns_ray: bool = False,
+              extend: dict[str, int] | None = None) -> SweepOutcome:
     """Run (or continue, ``restore=True``) the sweep ``spec`` in ``sweep_dir``; returns its final status.
 
     Starts (or joins) Ray unless it is already initialised; ``owns_ray=True`` says the caller started
-    it for this sweep, so it is shut down at the end either way.
+    it for this sweep, so it is shut down at the end either way. ``extend`` (with ``restore``):
+    ``{"num_trials", "max_concurrent"}`` from ``pielab resume --set``, for the restored search generator.
     """
     import ray
     from ray import tune
@@ -70,7 +72,7 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
         remove_stale_staging(study)  # checkpoint staging folders of trials killed in an earlier run
         settings = dict(
             sweep_dir=sweep_dir, name=spec.name, base=trial_base(spec), metric=spec.metric, mode=spec.mode,
-            max_t=spec.max_t if spec.scheduler.name == "asha" else None, num_trials=spec.num_trials,
+            max_t=spec.max_t if spec.scheduler.name != "fifo" else None, num_trials=spec.num_trials,
             slots=spec.max_concurrent, time_budget_s=spec.time_budget_s, scheduler=spec.scheduler.name,
             tracking=tracking_settings(spec), address=address, started_at=started_at,
             optuna={"url": url, "study": study}, objectives=[list(o) for o in spec.objectives],
@@ -79,7 +81,8 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
         )
         # Tune's pickles (tuner.pkl, the searcher's state) name neither the folder's place nor the
         # database password: while this is active they bind to the folder where it is now.
-        with running(ActiveSweep(sweep_dir=sweep_dir, optuna_url=url, recorder=settings, display=display)):
+        with running(ActiveSweep(sweep_dir=sweep_dir, optuna_url=url, recorder=settings, display=display,
+                                 extend=extend if restore else None)):
             if restore:
                 tuner = tune.Tuner.restore(str(sweep_dir / TUNE_DIR), trainable=make_trainable(spec, sweep_dir),
                                            resume_unfinished=True, resume_errored=True)

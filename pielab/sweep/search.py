@@ -37,6 +37,21 @@ Seed repeats (``seeds: [0, 1, 2]`` in a sweep spec) are one Optuna trial per (co
 the first seed samples a configuration, the others are enqueued with the same parameters
 (``study.enqueue_trial``), so every run is an honest Optuna trial and the seed is a user attribute,
 never a hyperparameter that TPE would try to optimise.
+
+Baselines (a spec's ``enqueue``) are the first configurations: each is enqueued
+(``study.enqueue_trial``) when its group starts, so its seed repeats follow it and it reaches the
+sampler as an ordinary trial. Outcome constraints (a spec's ``constraints``) are set on each trial
+before it is told COMPLETE or PRUNED, with Optuna 5's ``Trial.set_constraint(str(constraint),
+violation)`` (the ``constraints:<key>`` system attributes that ``FrozenTrial.constraints`` reads;
+the older ``constraints_func`` is deprecated in Optuna 5.0): the violation of the trial's last
+reported value of the metric, <= 0 when satisfied. TPE, GP and NSGA-II read them, and
+``study.best_trials`` keeps the feasible trials only.
+
+What the searcher learns from low-fidelity results (BOHB-style): every epoch is an intermediate value,
+and an early-stopped trial is PRUNED at its last epoch. Optuna's TPE ranks pruned trials below the
+complete ones, a trial stopped later above one stopped earlier, and by value within a step, so
+trials stopped by ASHA or Hyperband still shape the "bad" density instead of being thrown away; GP
+models COMPLETE trials only (its ``n_startup_trials`` count only those).
 """
 
 from __future__ import annotations
@@ -56,7 +71,7 @@ from pielab.sweep.compat import searcher_study, searcher_told, searcher_trials
 from pielab.sweep.folder import (
     END_COMPLETED, END_EARLY, OPTUNA_DB, SEED_KEY, TrialRecord, end_state, is_finite_number, planned_epochs,
 )
-from pielab.sweep.spec import ALGORITHMS
+from pielab.sweep.spec import ALGORITHMS, Constraint
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +132,10 @@ class PielabOptunaSearch(OptunaSearch):
         seeds: each sampled configuration runs once per seed (``train.seed``); empty keeps the
             base config's seed.
         deadline: the sweep's time budget; once it has passed, ``suggest`` returns FINISHED.
+        baselines: ``{dotted key: value as Optuna stores it}`` configurations that run first, in order
+            (``SearchSpace.match`` gives them); each keeps the ``baseline`` user attribute (its index).
+        constraints: outcome constraints, set on each trial (``Trial.set_constraint``) before it is
+            told COMPLETE or PRUNED, from its last reported value of each constrained metric.
     """
 
     def __init__(
@@ -132,6 +151,8 @@ class PielabOptunaSearch(OptunaSearch):
         max_t: int | None = None,
         seeds: Sequence[int] = (),
         deadline: Deadline | None = None,
+        baselines: Sequence[dict[str, Any]] = (),
+        constraints: Sequence[Constraint] = (),
     ) -> None:
         super().__init__(
             space=space, metric=metric, mode=mode, sampler=sampler, storage=storage, study_name=study_name
@@ -147,6 +168,9 @@ class PielabOptunaSearch(OptunaSearch):
         self._deadline = deadline
         self._rdb = storage  # ours to keep: the same object Ray's searcher drives (one pickle, one copy)
         self._records: dict[str, TrialRecord] = {}  # multi-objective: each trial's values by the folder's rule
+        self._baselines = [dict(b) for b in baselines]  # waiting to be enqueued, the next one first
+        self._constraints = tuple(constraints)
+        self._outcomes: dict[str, dict[str, float]] = {}  # trial id -> last value of each constrained metric
 
     @property
     def multi_objective(self) -> bool:
@@ -163,6 +187,11 @@ class PielabOptunaSearch(OptunaSearch):
             group, seed, params = self._repeats.pop(0)
             # The next ask() returns this waiting trial: same parameters, the next seed.
             searcher_study(self).enqueue_trial(params, user_attrs={"seed": seed, "group": group})
+        elif new_group and getattr(self, "_baselines", None):
+            # Enqueued only now, so a seed repeat enqueued later never waits behind the other baselines.
+            index = self._baseline_count() - len(self._baselines)
+            searcher_study(self).enqueue_trial(self._baselines.pop(0), user_attrs={"baseline": index},
+                                               skip_if_exists=False)
         config = super().suggest(trial_id)
         if config is None:
             return None
@@ -183,6 +212,11 @@ class PielabOptunaSearch(OptunaSearch):
         self._planned[trial_id] = planned_epochs(config, self._base_epochs, self._max_t)
         return config
 
+    def _baseline_count(self) -> int:
+        if not hasattr(self, "_baselines_total"):
+            self._baselines_total = len(self._baselines)
+        return self._baselines_total
+
     # ------------------------------------------------------------------ telling
 
     def _observe_objectives(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -193,6 +227,13 @@ class PielabOptunaSearch(OptunaSearch):
         self._last_step[trial_id] = int(step)
         rec = self._records.setdefault(trial_id, TrialRecord(trial_id=trial_id, params={}))
         rec.add_result(result, self.metric[0], self.mode[0], self.metric)
+
+    def _note_outcomes(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Keep the last value of each constrained metric that ``result`` reports."""
+        for c in getattr(self, "_constraints", ()):
+            value = result.get(c.metric)
+            if is_finite_number(value):
+                self._outcomes.setdefault(trial_id, {})[c.metric] = float(value)
 
     def _observe(self, trial_id: str, result: dict[str, Any]) -> None:
         """Report one epoch's value to Optuna once per epoch, and track the trial's best value."""
@@ -219,6 +260,7 @@ class PielabOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id in searcher_told(self) or trial_id not in searcher_trials(self) or _flagged(result):
             return
+        self._note_outcomes(trial_id, result)
         self._observe(trial_id, result)
 
     def _complete_value(self, trial_id: str) -> float | None:
@@ -245,6 +287,7 @@ class PielabOptunaSearch(OptunaSearch):
         ot_trial = searcher_trials(self)[trial_id]
         if result and not error and not _flagged(result):
             # The result that made the scheduler stop the trial never went through on_trial_result.
+            self._note_outcomes(trial_id, result)
             self._observe(trial_id, result)
             if trial_id in told:
                 return
@@ -268,6 +311,10 @@ class PielabOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr("end", end)
             if result and result.get("reason"):
                 ot_trial.set_user_attr("reason", str(result["reason"])[:500])
+            outcomes = getattr(self, "_outcomes", {}).pop(trial_id, {})
+            if state in (TrialState.COMPLETE, TrialState.PRUNED):
+                for c in getattr(self, "_constraints", ()):
+                    ot_trial.set_constraint(str(c), c.violation(outcomes.get(c.metric)))
             searcher_study(self).tell(ot_trial, value, state=state)
         except RuntimeError as exc:
             # GridSampler calls study.stop() once the grid is exhausted, which raises outside optimize();
@@ -389,6 +436,13 @@ def make_sampler(algorithm: str, seed: int | None, options: dict[str, Any], spac
         if algorithm == "tpe":
             options.setdefault("constant_liar", True)  # parallel trials: running ones count as "bad" guesses
             return optuna.samplers.TPESampler(seed=seed, **options)
+        if algorithm == "gp":
+            try:
+                import scipy  # noqa: F401  (GPSampler fits its kernel with scipy and torch)
+                import torch  # noqa: F401
+            except ImportError as exc:
+                raise ConfigError(f"search.algorithm gp needs {exc.name}: pip install {exc.name}") from None
+            return optuna.samplers.GPSampler(seed=seed, **options)
         if algorithm == "random":
             return optuna.samplers.RandomSampler(seed=seed, **options)
         if algorithm == "grid":
@@ -478,3 +532,60 @@ def make_storage(url: str, *, sweep_local: bool = False) -> optuna.storages.RDBS
 
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"storage.optuna: cannot open {mask_password(url)!r}: {mask_password(first)}") from None
+
+
+# --------------------------------------------------------------------------- warm start (pielab sweep --from)
+
+WARM_FROM_ATTR = "warm_start_from"  # user attribute of a copied trial: "<old study>#<old trial number>"
+
+
+def warm_start(storage: optuna.storages.BaseStorage, study_name: str, mode: str, space: Any,
+               source: optuna.study.Study, constraints: Sequence[Constraint] = (),
+               outcomes: dict[str, dict[str, Any]] | None = None) -> dict[str, int]:
+    """Create the study ``study_name`` and give it ``source``'s finished trials first (``add_trials``),
+    so TPE and GP start from what the old sweep learned.
+
+    Each COMPLETE or PRUNED trial is copied with its state, value and intermediate values (the
+    low-fidelity curve), its parameters re-expressed in the new space's distributions
+    (:meth:`SearchSpace.match` with ``complete``). Skipped: a trial with a parameter the new space
+    does not search, a value outside its new range or choices, or an active parameter it never had
+    (``outside``). With ``constraints``, each copied trial gets its constraint values: the old trial's
+    own for the same constraint, else computed from its last reported metrics (``outcomes``: the old
+    sweep's Tune trial id -> its last epoch's metrics and ``model/params``); a trial with neither is
+    skipped (``unconstrained``: GP needs every trial to have every constraint).
+    Failed and unfinished trials are not copied (``not_finished``). Returns those counts and ``added``.
+    """
+    direction = "maximize" if mode == "max" else "minimize"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
+    study = optuna.create_study(study_name=study_name, storage=storage, direction=direction, load_if_exists=True)
+    keys = [str(c) for c in constraints]
+    counts = {"added": 0, "outside": 0, "unconstrained": 0, "not_finished": 0}
+    copies = []
+    for old in source.get_trials(deepcopy=False):
+        if old.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            counts["not_finished"] += 1
+            continue
+        params, dists, problems = space.match(old.params, labels=True, complete=True)
+        if problems:
+            counts["outside"] += 1
+            continue
+        last = (outcomes or {}).get(old.user_attrs.get("trial_id"), {})
+        values = {}
+        for c, key in zip(constraints, keys):
+            if key in old.constraints:
+                values[key] = old.constraints[key]
+            elif is_finite_number(last.get(c.metric)):
+                values[key] = c.violation(last[c.metric])
+        if len(values) < len(keys):
+            counts["unconstrained"] += 1
+            continue
+        user_attrs = {k: v for k, v in old.user_attrs.items() if k not in ("trial_id", "group", "baseline")}
+        user_attrs[WARM_FROM_ATTR] = f"{source.study_name}#{old.number}"
+        copies.append(optuna.trial.create_trial(
+            state=old.state, value=old.value, params=params, distributions=dists, user_attrs=user_attrs,
+            system_attrs={f"constraints:{k}": v for k, v in values.items()},
+            intermediate_values=dict(old.intermediate_values),
+        ))
+    study.add_trials(copies)
+    counts["added"] = len(copies)
+    return counts

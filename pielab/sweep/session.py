@@ -37,13 +37,16 @@ class ActiveSweep:
     ``sqlite:///<sweep_dir>/optuna.db`` or the spec's URL (with its password when this process was
     given one, else libpq's PGPASSWORD / ~/.pgpass apply). ``recorder``: the recorder's settings for
     this run (:class:`~pielab.sweep.recorder.SweepRecorder` keyword arguments). ``display``: the
-    live terminal status, or None.
+    live terminal status, or None. ``extend``: ``{"num_trials", "max_concurrent"}`` when ``pielab
+    resume --set`` continues the sweep past what it started with (the restored search generator
+    takes them: :meth:`pielab.sweep.compat.MovableSearchGenerator.extend`), else None.
     """
 
     sweep_dir: Path
     optuna_url: str
     recorder: dict[str, Any] = field(default_factory=dict)
     display: Any = None
+    extend: dict[str, int] | None = None
 
 
 # One sweep at a time per driver process (Tune's fit runs on the main thread); a stack only so that

@@ -152,6 +152,53 @@ class Param:
             return copy.deepcopy(self.choices[labels.index(label)])
         return copy.deepcopy(self.value)  # fixed
 
+    # ------------------------------------------------------------------ given values (baselines, warm start)
+
+    def distribution(self) -> "optuna.distributions.BaseDistribution":
+        """The Optuna distribution that :meth:`suggest` samples from (``fixed`` has none: ValueError)."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.type == "float":
+            return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+        if self.type == "int":
+            return IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
+        if self.type == "bool":
+            return CategoricalDistribution((False, True))
+        if self.type == "categorical":
+            return CategoricalDistribution(self.labels)
+        raise ValueError(f"{self.key}: a fixed parameter is never sampled")
+
+    def stored(self, value: Any, *, label: bool = False) -> tuple[Any, str | None]:
+        """``(value as Optuna stores it, None)`` when ``value`` lies in this parameter's range or
+        choices, else ``(None, why)``. ``label``: a categorical value is given as Optuna's label (a
+        trial of another study), not as the choice itself (a spec's ``enqueue``)."""
+        if self.type == "fixed":
+            return None, f"is fixed at {_fmt(self.value)} by the space (not searched)"
+        if self.type in ("float", "int"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                    self.type == "int" and not float(value).is_integer()):
+                return None, f"{_fmt(value)} is not {'an int' if self.type == 'int' else 'a number'}"
+            if not self.low <= value <= self.high:
+                return None, f"{_fmt(value)} is outside the space's range {_fmt(self.low)} .. {_fmt(self.high)}"
+            step = self.step or (1 if self.type == "int" else None)
+            if step is not None:
+                k = (value - self.low) / step
+                if abs(k - round(k)) > 1e-8:
+                    return None, f"{_fmt(value)} is not on the space's step {_fmt(step)} from {_fmt(self.low)}"
+            return (int(value) if self.type == "int" else float(value)), None
+        options = (False, True) if self.type == "bool" else (self.labels if label else self.choices)
+        for i, option in enumerate(options):
+            if _same(option, value):
+                return (option if self.type == "bool" else self.labels[i]), None
+        shown = "false, true" if self.type == "bool" else ", ".join(_fmt(c) for c in self.choices)
+        return None, f"{_fmt(value)} is not one of the space's choices ({shown})"
+
+    def decoded(self, stored: Any) -> Any:
+        """The config value for a value as Optuna stores it (a categorical label back to its choice)."""
+        if self.type == "categorical":
+            return copy.deepcopy(self.choices[self.labels.index(stored)])
+        return stored
+
     # ------------------------------------------------------------------ enumeration
 
     def candidates(self, exhaustive: bool = False) -> list[tuple[str, Any]]:
@@ -352,6 +399,45 @@ class SearchSpace:
             if p.active(sampled):
                 sampled[p.key] = p.suggest(trial)
         return sampled
+
+    def match(self, values: dict[str, Any], *, labels: bool = False,
+              complete: bool = False) -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, str]]]:
+        """Check given ``{dotted key: value}`` against the space, in the order the space samples.
+
+        Returns ``(params, distributions, problems)``: the values as Optuna stores them and their
+        distributions (what ``study.enqueue_trial`` / ``optuna.trial.create_trial`` take), and
+        ``(key, why)`` for each key the space does not search, each value outside its parameter, each
+        value given for a parameter whose ``when`` does not hold and, with ``complete``, each active
+        parameter left out. ``labels``: categorical values are Optuna labels (another study's trial).
+        """
+        params: dict[str, Any] = {}
+        dists: dict[str, Any] = {}
+        problems: list[tuple[str, str]] = []
+        sampled: dict[str, Any] = {}
+        for p in self.params:
+            if p.type == "fixed":
+                sampled[p.key] = p.value
+                if p.key in values:
+                    problems.append((p.key, p.stored(values[p.key])[1] or ""))
+                continue
+            if not p.active(sampled):
+                if p.key in values:
+                    problems.append((p.key, "its 'when' condition does not hold for the other values given"))
+                continue
+            if p.key not in values:
+                if complete:
+                    problems.append((p.key, "not given, and the space searches it"))
+                continue
+            stored, why = p.stored(values[p.key], label=labels)
+            if why:
+                problems.append((p.key, why))
+                continue
+            params[p.key], dists[p.key] = stored, p.distribution()
+            sampled[p.key] = p.decoded(stored)
+        for key in values:
+            if key not in self.keys:
+                problems.append((key, f"not a parameter of the search space (it searches {', '.join(self.keys)})"))
+        return params, dists, problems
 
     # ------------------------------------------------------------------ grid, display, round trip
 

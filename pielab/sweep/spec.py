@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,14 +52,15 @@ from pielab.config import (
     Bool, Config, Int, NonNegativeFloat, Str, TrackingConfig, apply_params, build_config, load_yaml, parse_set,
 )
 from pielab.errors import ConfigError
+from pielab.text import fmt_value
 from pielab.yamlfile import Problems
 from pielab.sweep.space import SearchSpace, load_space
-from pielab.sweep.folder import mask_password, strip_password
+from pielab.sweep.folder import METRIC_KEYS, PARAMS_KEY, mask_password, strip_password
 
-ALGORITHMS = ("tpe", "random", "grid", "cmaes", "nsga2")
-# The samplers that take several objectives (Optuna's multi-objective samplers).
-MULTI_OBJECTIVE_ALGORITHMS = ("nsga2", "tpe", "random", "grid")
-SCHEDULERS = ("asha", "fifo")
+ALGORITHMS = ("tpe", "random", "grid", "cmaes", "gp", "nsga2")
+# The samplers that take several objectives (Optuna's multi-objective samplers; GPSampler too in Optuna 5).
+MULTI_OBJECTIVE_ALGORITHMS = ("nsga2", "tpe", "random", "grid", "gp")
+SCHEDULERS = ("asha", "hyperband", "fifo")
 # The per-epoch metrics that `pielab.train.fit` reports and a scheduler can act on.
 METRICS = ("val/acc", "val/loss", "train/acc", "train/loss")
 MODES = ("max", "min")
@@ -72,6 +74,51 @@ _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 _FORBID = ConfigDict(extra="forbid")
+
+# Samplers that take Optuna's ``constraints_func`` (outcome constraints).
+CONSTRAINED_ALGORITHMS = ("tpe", "gp", "nsga2")
+# What a constraint may bound: every number a trial reports (its last report's value), ``params``
+# short for ``model/params``.
+CONSTRAINT_METRICS = (*METRIC_KEYS[1:], PARAMS_KEY)
+_CONSTRAINT_RE = re.compile(r"^\s*(\S+?)\s*(<=|>=)\s*(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """An outcome constraint ``metric <= bound`` (or ``>=``): a trial whose last reported ``metric``
+    breaks it is infeasible. Optuna's convention: :meth:`violation` <= 0 means satisfied."""
+
+    metric: str
+    op: str
+    bound: float
+
+    def violation(self, value: float | None) -> float:
+        """How far ``value`` is past the bound (<= 0: satisfied). A trial that never reported the
+        metric is infeasible, by ``|bound| + 1`` (finite: GP fits a model to these numbers)."""
+        if value is None:
+            return abs(self.bound) + 1.0
+        return float(value) - self.bound if self.op == "<=" else self.bound - float(value)
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+def parse_constraint(text: Any) -> Constraint:
+    """``"model/params <= 2e6"`` -> :class:`Constraint`; ValueError (one line) when it is not one."""
+    m = _CONSTRAINT_RE.match(text) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"{text!r}: write METRIC <= NUMBER or METRIC >= NUMBER, such as 'model/params <= 2e6'")
+    metric, op, bound = m.groups()
+    metric = PARAMS_KEY if metric == "params" else metric
+    if metric not in CONSTRAINT_METRICS:
+        raise ValueError(f"{metric!r} is not a metric trials report; one of: params, {', '.join(CONSTRAINT_METRICS)}")
+    try:
+        number = float(bound)
+    except ValueError:
+        raise ValueError(f"{bound!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{bound!r} is not a finite number")
+    return Constraint(metric, op, number)
 
 
 @with_config(_FORBID)
@@ -99,6 +146,7 @@ class SearchConfig:
 _SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
     "tpe": ("n_startup_trials", "multivariate", "group", "constant_liar"),
     "cmaes": ("n_startup_trials",),
+    "gp": ("n_startup_trials",),
     "random": (),
     "grid": (),
     "nsga2": ("population_size",),
@@ -110,10 +158,15 @@ _SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
 class SchedulerConfig:
     """Which Tune scheduler stops trials early."""
 
-    name: Literal[SCHEDULERS] = "asha"  # fifo: no early stopping
+    # asha: asynchronous successive halving; hyperband: asynchronous Hyperband (ASHA over several
+    # brackets, each with its own grace period); fifo: no early stopping
+    name: Literal[SCHEDULERS] = "asha"
     grace_period: Annotated[int, Strict(), Field(ge=1)] = 1  # asha: epochs every trial runs before it can be stopped
     reduction_factor: Annotated[float, Strict(), Field(ge=2)] = 2  # asha: keep the top 1/reduction_factor at each rung
     max_t: Annotated[int | None, Strict(), Field(ge=1)] = None  # asha: the last rung, in epochs; default base train.epochs
+    # asha/hyperband: Hyperband brackets (bracket k starts at grace_period * reduction_factor**k);
+    # asha defaults to 1, hyperband to every bracket that fits below max_t
+    brackets: Annotated[int | None, Strict(), Field(ge=1)] = None
 
 
 @with_config(_FORBID)
@@ -178,10 +231,10 @@ _SUBSECTIONS: dict[str, type] = {
 }
 _SCALARS = (
     "name", "description", "metric", "mode", "num_trials", "max_concurrent", "time_budget_s", "seeds",
-    "max_failures", "objectives",
+    "max_failures", "objectives", "enqueue", "constraints",
 )
 TOP_KEYS = ("name", "description", "base", "space", *_SUBSECTIONS, *_SCALARS[2:], "reference")
-_ASHA_ONLY = ("grace_period", "reduction_factor", "max_t")
+_ASHA_ONLY = ("grace_period", "reduction_factor", "max_t", "brackets")
 DEFAULT_NUM_TRIALS = 16
 
 
@@ -213,6 +266,9 @@ class SweepSpec:
     # model name -> its published result (the report's own numbers), shown by `pielab report` in a column
     reference: dict[str, ReferenceResult] | None = None
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    # baselines: configurations ({dotted key: value}) that run first, in this order, each with every seed
+    enqueue: list[dict[str, Any]] = field(default_factory=list)
+    constraints: list[Constraint] = field(default_factory=list)
     source_path: str | None = field(default=None, compare=False)
     # Two or more (metric, mode) pairs for a multi-objective sweep, the first equal to (metric, mode);
     # empty for a single-objective sweep.
@@ -252,6 +308,8 @@ class SweepSpec:
         scheduler = dataclasses.asdict(self.scheduler)
         if self.scheduler.name == "fifo":
             scheduler = {"name": "fifo"}
+        elif scheduler.get("brackets") is None:
+            scheduler.pop("brackets", None)  # asha's default: sweep.yaml as it was before brackets existed
         out: dict[str, Any] = {"name": self.name}
         if self.description:
             out["description"] = self.description
@@ -277,6 +335,10 @@ class SweepSpec:
                                 for name, r in self.reference.items()}
         if self.budget != BudgetConfig():  # absent when unset: folders from before it read the same
             out["budget"] = dataclasses.asdict(self.budget)
+        if self.enqueue:  # only when given: the sweeps started before these keys existed compare unchanged
+            out["enqueue"] = copy.deepcopy(self.enqueue)
+        if self.constraints:
+            out["constraints"] = [str(c) for c in self.constraints]
         return out
 
     def save(self, path: str | Path) -> None:
@@ -285,9 +347,11 @@ class SweepSpec:
 
     def describe(self) -> str:
         """A few lines for the terminal before a sweep starts."""
+        s = self.scheduler
         sched = (
-            f"asha (grace {self.scheduler.grace_period}, factor {self.scheduler.reduction_factor:g}, max_t {self.max_t})"
-            if self.scheduler.name == "asha" else "fifo"
+            f"{s.name} (grace {s.grace_period}, factor {s.reduction_factor:g}, max_t {self.max_t}"
+            + (f", {s.brackets} brackets" if s.brackets else "") + ")"
+            if s.name != "fifo" else "fifo"
         )
         gpu = f", {self.resources.gpu:g} gpu" if self.resources.gpu else ""
         lines = [
@@ -301,6 +365,11 @@ class SweepSpec:
                       for k, v in dataclasses.asdict(self.budget).items() if v is not None),
             *self.space.describe().splitlines(),
         ]
+        if self.enqueue:
+            lines.append(f"  {len(self.enqueue)} baselines first:")
+            lines.extend("    " + ", ".join(f"{k}={fmt_value(v)}" for k, v in b.items()) for b in self.enqueue)
+        if self.constraints:
+            lines.append("  constraints: " + ", ".join(str(c) for c in self.constraints))
         return "\n".join(lines)
 
     @classmethod
@@ -354,6 +423,8 @@ class _SpecFields(BaseModel):
     tracking: Any = None  # merged into the base config's tracking section, which checks it
     reference: dict[str, ReferenceResult] | None = None
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    enqueue: list[dict[Str, Any]] = Field(default_factory=list)
+    constraints: list[Str] = Field(default_factory=list)
 
 
 _SPEC_ADAPTER = TypeAdapter(_SpecFields)
@@ -423,8 +494,11 @@ class _Builder:
         if num_trials is None and fields.search.algorithm == "grid":
             num_trials = space.grid_size() * len(fields.seeds)
         scheduler = fields.scheduler
-        if scheduler.name == "asha" and scheduler.max_t is None:
+        if scheduler.name != "fifo" and scheduler.max_t is None:
             scheduler.max_t = base.train.epochs  # resolved now, so the saved sweep.yaml keeps it
+        if scheduler.name == "hyperband" and scheduler.brackets is None:
+            scheduler.brackets = hyperband_brackets(scheduler.grace_period, scheduler.reduction_factor,
+                                                    scheduler.max_t)
         return SweepSpec(
             name=fields.name or self._default_name(), base=base, space=space, search=fields.search,
             scheduler=scheduler, metric=metric, mode=mode, objectives=objectives if len(objectives) > 1 else [],
@@ -432,7 +506,8 @@ class _Builder:
             resources=fields.resources, time_budget_s=fields.time_budget_s, seeds=list(fields.seeds),
             max_failures=fields.max_failures, storage=fields.storage, tracking=base.tracking,
             description=fields.description, reference=fields.reference, source_path=self.source,
-            budget=fields.budget,
+            budget=fields.budget, enqueue=[dict(b) for b in fields.enqueue],
+            constraints=[parse_constraint(c) for c in fields.constraints],
         )
 
     def _objectives(self, f: _SpecFields) -> list[tuple[str, str]]:
@@ -564,7 +639,8 @@ class _Builder:
             takes = _SAMPLER_OPTIONS[search.algorithm]
             for key in search.sampler_options():
                 if key not in takes:
-                    users = " and ".join(a for a, opts in _SAMPLER_OPTIONS.items() if key in opts)
+                    users = [a for a, opts in _SAMPLER_OPTIONS.items() if key in opts]
+                    users = " and ".join(filter(None, (", ".join(users[:-1]), users[-1])))
                     add(f"search.{key}", f"applies to {users} only, not {search.algorithm}")
             if search.group and not search.multivariate:
                 add("search.group", "group needs multivariate: true")
@@ -580,7 +656,7 @@ class _Builder:
             if sched.name == "fifo":
                 for key in _ASHA_ONLY:
                     if key in given:
-                        add(f"scheduler.{key}", f"fifo runs every trial to the end; {key} is for asha")
+                        add(f"scheduler.{key}", f"fifo runs every trial to the end; {key} is for asha and hyperband")
             else:
                 max_t = sched.max_t if sched.max_t is not None else base.train.epochs
                 if sched.grace_period > max_t:
@@ -594,6 +670,27 @@ class _Builder:
                 if name not in list_models(base.task):
                     add(f"reference.{name}", f"not a registered {base.task} model; "
                         f"{base.task} models: {', '.join(list_models(base.task))}")
+        if not bad & {"search", "enqueue", "num_trials", "seeds"}:
+            self._check_enqueue(f, space)
+        if not bad & {"search", "constraints"}:
+            for i, text in enumerate(f.constraints):
+                try:
+                    parse_constraint(text)
+                except ValueError as exc:
+                    add(f"constraints.{i}", str(exc))
+            if f.constraints and f.search.algorithm not in CONSTRAINED_ALGORITHMS:
+                add("constraints", f"the {f.search.algorithm} sampler takes no constraints; "
+                    f"use search.algorithm {' or '.join(a for a in CONSTRAINED_ALGORITHMS if a in ALGORITHMS)}")
+        if (not bad & {"search", "num_trials", "seeds"} and f.search.algorithm == "grid" and space is not None
+                and f.num_trials is not None):
+            try:
+                size = space.grid_size()
+            except ConfigError:
+                size = None  # reported above
+            if size is not None and f.num_trials > size * len(f.seeds):
+                add("num_trials", f"{f.num_trials} is more than the grid's {size} configurations x "
+                    f"{len(f.seeds)} seeds = {size * len(f.seeds)} trials (a grid runs each once); "
+                    "leave num_trials out to run the whole grid")
         if "resources" not in bad and f.resources.gpu > 1 and f.resources.gpu != int(f.resources.gpu):
             add("resources.gpu",
                 f"{f.resources.gpu:g}: a trial takes a fraction of one GPU or whole GPUs, not both")
@@ -625,6 +722,29 @@ class _Builder:
         if len(f.objectives or []) > 1 and "search" not in bad and f.search.algorithm not in MULTI_OBJECTIVE_ALGORITHMS:
             add("search.algorithm", f"{f.search.algorithm} optimises one objective; with several objectives use "
                 f"one of {', '.join(MULTI_OBJECTIVE_ALGORITHMS)}")
+    def _check_enqueue(self, f: _SpecFields, space: SearchSpace | None) -> None:
+        """Each baseline lies in the space (every key searched, every value in its range or choices)."""
+        if not f.enqueue or space is None:
+            return
+        if f.search.algorithm == "grid":
+            self.problems.add("enqueue", "a grid runs every configuration of the space already; "
+                              "baselines are for tpe, random, cmaes and gp")
+            return
+        for i, baseline in enumerate(f.enqueue):
+            if not baseline:
+                self.problems.add(f"enqueue.{i}", "an empty baseline; give {dotted key: value, ...}")
+            for key, why in space.match(baseline)[2]:
+                self.problems.add(f"enqueue.{i}.{key}", why)
+        num_trials = f.num_trials or DEFAULT_NUM_TRIALS
+        if len(f.enqueue) * len(f.seeds) > num_trials:
+            self.problems.add("enqueue", f"{len(f.enqueue)} baselines x {len(f.seeds)} seeds need "
+                              f"{len(f.enqueue) * len(f.seeds)} trials; num_trials is {num_trials}")
+
+
+def hyperband_brackets(grace_period: int, reduction_factor: float, max_t: int) -> int:
+    """Hyperband's bracket count ``s_max + 1``, ``s_max = floor(log_rf(max_t / grace_period))``: the
+    last bracket starts its trials at (about) ``max_t``, so it runs them all to the end."""
+    return max(1, int(math.floor(math.log(max_t / grace_period) / math.log(reduction_factor) + 1e-9)) + 1)
 
 
 def _goal(metric: str) -> str:

@@ -83,21 +83,34 @@ def make_searcher(spec, sweep_dir: Path, deadline=None):
         metric=spec.objective_metrics if spec.multi_objective else spec.metric,
         mode=spec.objective_modes if spec.multi_objective else spec.mode,
         storage=make_storage(optuna_url(spec, sweep_dir), sweep_local=not spec.storage.optuna), study_name=sweep_dir.name,
-        base_epochs=spec.base.train.epochs, max_t=spec.max_t if spec.scheduler.name == "asha" else None,
-        seeds=spec.seeds, deadline=deadline,
+        base_epochs=spec.base.train.epochs, max_t=spec.max_t if spec.scheduler.name != "fifo" else None,
+        seeds=spec.seeds, deadline=deadline, baselines=baselines(spec), constraints=spec.constraints,
     )
     return MovableSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent))
 
 
+def baselines(spec) -> list[dict[str, Any]]:
+    """The spec's ``enqueue`` configurations as Optuna stores them (categorical choices as labels)."""
+    return [spec.space.match(b)[0] for b in spec.enqueue]
+
+
 def make_scheduler(spec):
-    """ASHA on the ``epoch`` attribute (rungs in training epochs), or FIFO."""
+    """ASHA on the ``epoch`` attribute (rungs in training epochs), or FIFO.
+
+    ``hyperband`` and ``asha`` with ``brackets`` are Ray's ASHAScheduler with several brackets:
+    asynchronous Hyperband (Li et al., "A System for Massively Parallel Hyperparameter Tuning"), each
+    new trial going to a bracket at random, bracket ``k`` first stopping trials at ``grace_period *
+    reduction_factor**k`` epochs. Unlike Ray's synchronous ``HyperBandScheduler`` it never pauses a
+    trial to wait for its bracket to fill, so a ConcurrencyLimiter smaller than a bracket cannot stall it.
+    """
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if spec.scheduler.name == "fifo":
         return FIFOScheduler()
     s = spec.scheduler
     return ASHAScheduler(time_attr="epoch", metric=spec.metric, mode=spec.mode, max_t=spec.max_t,
-                         grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+                         grace_period=s.grace_period, reduction_factor=s.reduction_factor,
+                         brackets=s.brackets or 1)
 
 
 def make_tuner(spec, sweep_dir: Path, recorder: SweepRecorder):
