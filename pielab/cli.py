@@ -81,7 +81,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pielab.sweep.commands import sweep_command
 
-    if args.out:
+    from pielab.sweep.storage import is_remote
+
+    if args.out and not is_remote(args.out):  # object storage is checked when the folder is made
         _check_writable(Path(args.out))
     return sweep_command(args.spec, args.set, args.out, args.address)
 

@@ -16,6 +16,7 @@ from pielab.errors import PielabError
 from pielab.files import write_atomic
 from pielab.report.tables import load_sweep, number
 from pielab.sweep.folder import test_acc_note
+from pielab.sweep.storage import local_dir
 from pielab.text import fmt_value
 
 
@@ -48,7 +49,8 @@ def export_configs(sweep_dir: str | Path, top: int = 1, out: str | Path | None =
         counts = ", ".join(f"{n} {s}" for s, n in sweep.trials["state"].value_counts().items())
         raise PielabError(f"{sweep.path}: no completed trial to export yet ({counts})")
     ranked = ranked.head(top)
-    target = Path(out) if out is not None else sweep.path / "best_configs.yaml"
+    # a sweep on object storage exports locally, to ./SWEEP/best_configs.yaml
+    target = Path(out) if out is not None else local_dir(sweep.path) / "best_configs.yaml"
     paths = export_paths(target, len(ranked))
     # Sweep trials with train.threads null run with their CPU share as torch's thread count, and a different
     # thread count changes float summation order: the header says so rather than altering the config.

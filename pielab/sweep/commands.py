@@ -9,7 +9,6 @@ commands that run them: ``pielab status`` reads the sweep folder's own files and
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import sys
 import time
@@ -24,9 +23,10 @@ from pielab.sweep.display import (  # noqa: F401  (best_table and LiveStatus: im
 )
 from pielab.sweep.folder import (
     END_DIVERGED, END_FAILED, OPTUNA_DB, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR, SweepFolder,
-    load_records, read_json, summarize_records, write_atomic,
+    is_remote, load_records, location, read_json, summarize_records, write_atomic,
 )
-from pielab.text import fmt_duration
+from pielab.sweep.storage import remove_tree
+from pielab.text import fmt_duration, one_line
 
 WANDB_SYNC_HINT = "upload the offline W&B runs later with: wandb sync {sweep}/wandb/offline-run-*"
 
@@ -34,23 +34,28 @@ WANDB_SYNC_HINT = "upload the offline W&B runs later with: wandb sync {sweep}/wa
 # --------------------------------------------------------------------------- sweep folders
 
 
-def _new_sweep_dir(spec, out: str | None) -> Path:
-    if out:
-        folder = Path(out).expanduser()
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            hint = f"continue it with `pielab resume {folder}`" if (folder / SWEEP_FILE).exists() else "it is not empty"
-            raise ConfigError(f"--out {folder}: already exists ({hint}); choose another --out")
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        folder = Path(spec.storage.path).expanduser() / f"{spec.name}-{stamp}"
-        n = 2
-        while folder.exists():
-            folder = Path(spec.storage.path).expanduser() / f"{spec.name}-{stamp}-{n}"
-            n += 1
+def _new_sweep_dir(spec, out: str | None):
+    """The new sweep's folder, created: ``--out``, else ``<storage.path>/<name>-TIMESTAMP``; a local
+    Path, or an ObjectPath for object storage (``s3://``, ``gs://``; pielab.sweep.storage)."""
+    endpoint = spec.storage.endpoint
     try:
+        if out:
+            folder = location(out, endpoint)
+            if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+                hint = f"continue it with `pielab resume {folder}`" if (folder / SWEEP_FILE).exists() else "it is not empty"
+                raise ConfigError(f"--out {folder}: already exists ({hint}); choose another --out")
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            parent = location(spec.storage.path, endpoint)
+            folder = parent / f"{spec.name}-{stamp}"
+            n = 2
+            while folder.exists():
+                folder = parent / f"{spec.name}-{stamp}-{n}"
+                n += 1
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create the sweep folder {folder}: {exc.strerror or exc}") from None
+        where = out or spec.storage.path
+        raise ConfigError(f"cannot create the sweep folder in {where}: {exc.strerror or one_line(str(exc), 300)}") from None
     return folder.resolve()
 
 
@@ -64,7 +69,8 @@ def _load_saved_spec(folder: Path):
     from pielab.sweep.spec import SweepSpec
 
     raw, lines = load_yaml(folder / SWEEP_FILE)
-    return SweepSpec.from_dict(raw, source=str(folder / SWEEP_FILE), lines=lines, base_dir=folder)
+    return SweepSpec.from_dict(raw, source=str(folder / SWEEP_FILE), lines=lines,
+                               base_dir=None if is_remote(folder) else folder)
 
 
 def _finish_report(console, outcome, spec) -> int:
@@ -110,6 +116,11 @@ def sweep_command(spec_path: str, overrides: list[str], out: str | None, address
     from pielab.sweep.spec import load_spec
 
     spec = load_spec(spec_path, overrides or [])  # every file it names is validated before Ray starts
+    if out:
+        from pielab.sweep.spec import storage_problems
+
+        for key, problem in storage_problems(out, spec.storage.optuna, spec.storage.endpoint, key="--out"):
+            raise ConfigError(f"{key}: {problem}")
     owns_ray = _start_ray_for(spec, address)
     from pielab.sweep.runner import localize_paths, run_sweep
 
@@ -129,7 +140,7 @@ def sweep_command(spec_path: str, overrides: list[str], out: str | None, address
 
             ray.shutdown()
         if folder is not None and folder.is_dir() and {p.name for p in folder.iterdir()} <= {SWEEP_FILE}:
-            shutil.rmtree(folder, ignore_errors=True)  # nothing ran: leave no half-made sweep behind
+            remove_tree(folder)  # nothing ran: leave no half-made sweep behind
         raise
     return _finish_report(console, outcome, spec)
 

@@ -8,7 +8,6 @@ elsewhere in pielab uses Ray's and Optuna's public API only, and these functions
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 from ray.tune.search import SearchGenerator
@@ -104,8 +103,12 @@ class MovableSearchGenerator(SearchGenerator):
         storage = experiment.spec.get("storage") if experiment is not None else None
         if active is None or storage is None:
             return
-        here = Path(active.sweep_dir).as_posix()
+        from pielab.sweep.storage import tune_storage
+
+        here, filesystem = tune_storage(active.sweep_dir)  # a local path, or bucket/prefix on object storage
         if (storage.storage_fs_path, storage.experiment_dir_name) != (here, TUNE_DIR):
             moved = copy.copy(storage)
             moved.storage_fs_path, moved.experiment_dir_name = here, TUNE_DIR
+            if filesystem is not None:
+                moved.storage_filesystem = filesystem
             experiment.spec["storage"] = moved

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from pielab.sweep.compat import tolerate_already_deleted_checkpoints
-from pielab.sweep.folder import STATUS_FILE, TUNE_DIR, TrialRecord, load_records, read_json
+from pielab.sweep.folder import STATUS_FILE, TUNE_DIR, TrialRecord, load_records, location, read_json
 from pielab.sweep.recorder import SweepRecorder, SweepStopper
 from pielab.sweep.session import (
     ActiveSweep, check_resources, localize_env, localize_paths, running, set_quiet_env, start_ray,
 )
+from pielab.sweep.storage import tune_storage
 from pielab.sweep.tuner import make_trainable, make_tuner, optuna_url, tracking_settings, trial_base
 
 __all__ = [
@@ -48,7 +49,7 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
     import ray
     from ray import tune
 
-    sweep_dir = Path(sweep_dir).resolve()
+    sweep_dir = location(sweep_dir)  # a resolved local Path, or an ObjectPath (s3://, gs://)
     started_at = started_at or time.time()
     localize_paths(spec)
     started = start_ray(address) or owns_ray
@@ -74,8 +75,9 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
         # database password: while this is active they bind to the folder where it is now.
         with running(ActiveSweep(sweep_dir=sweep_dir, optuna_url=url, recorder=settings, display=display)):
             if restore:
-                tuner = tune.Tuner.restore(str(sweep_dir / TUNE_DIR), trainable=make_trainable(spec, sweep_dir),
-                                           resume_unfinished=True, resume_errored=True)
+                tune_path, tune_fs = tune_storage(sweep_dir / TUNE_DIR)
+                tuner = tune.Tuner.restore(tune_path, trainable=make_trainable(spec, sweep_dir),
+                                           resume_unfinished=True, resume_errored=True, storage_filesystem=tune_fs)
             else:
                 tuner = make_tuner(spec, sweep_dir, SweepRecorder(**settings))
             try:
