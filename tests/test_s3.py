@@ -1,0 +1,264 @@
+"""Sweep folders on object storage, against a real S3-compatible server on 127.0.0.1 (SeaweedFS,
+tests/s3server.py) and a real PostgreSQL for the Optuna study (tests/postgres.py).
+
+Everything a user does goes through ``.venv/bin/pielab`` in a subprocess; the test reads the bucket
+back with ``pyarrow.fs``. Credentials reach pielab only through the standard AWS variables, and the
+test greps every object in the bucket, the local files and the output for them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_reliability import assert_one_line_error, epochs_trained, sweep_env, tiny_spec, wait_for
+
+BUCKET = "pielab"
+SECRET_KEY = "s3-secret-key-do-not-store-7f3a9c"
+PG_PASSWORD = "pg-secret-do-not-store-41b2"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    from s3server import s3_server
+
+    with s3_server(secret_key=SECRET_KEY, buckets=(BUCKET,)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    from postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+def s3_env(root: Path, server, *, endpoint_var: bool = True) -> dict[str, str]:
+    """A shell's environment with the AWS variables; ``endpoint_var``: the endpoint in AWS_ENDPOINT_URL
+    too (`pielab status s3://...` has no spec to read it from)."""
+    env = sweep_env(root, **server.env())
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        env.pop(var, None)
+    if endpoint_var:
+        env["AWS_ENDPOINT_URL"] = server.endpoint
+    return env
+
+
+def remote_spec(cifar_path: str, name: str, pg_url: str, **over) -> dict:
+    spec = tiny_spec(cifar_path, name=name, **over)
+    spec["storage"] = {"optuna": pg_url.replace("pielab@", f"pielab:{PG_PASSWORD}@")}
+    return spec
+
+
+def write_spec(root: Path, spec: dict) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def cli(cmd, *args, env, timeout=300, cwd=None):
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
+
+
+def read(fs, path: str) -> bytes:
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def read_json(fs, path: str) -> dict | None:
+    try:
+        return json.loads(read(fs, path))
+    except (OSError, ValueError):
+        return None
+
+
+def objects(fs, prefix: str) -> list[str]:
+    from pyarrow import fs as pafs
+
+    infos = fs.get_file_info(pafs.FileSelector(prefix, recursive=True, allow_not_found=True))
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File)
+
+
+def trial_results(fs, sweep: str) -> dict[str, dict]:
+    out = {}
+    for path in objects(fs, f"{sweep}/trials"):
+        if path.endswith("/result.json"):
+            data = read_json(fs, path)
+            if data:
+                out[data["trial_id"]] = data
+    return out
+
+
+def metrics_epochs(fs, sweep: str, trial_id: str) -> list[int]:
+    try:
+        lines = read(fs, f"{sweep}/trials/{trial_id}/metrics.csv").decode().splitlines()[1:]
+    except OSError:
+        return []
+    return [int(line.split(",")[0]) for line in lines]
+
+
+def assert_no_secret(fs, prefix: str, local_roots: list[Path], outputs: str) -> None:
+    """Neither the secret key nor the database password in any object, local file or output."""
+    secrets = (SECRET_KEY.encode(), PG_PASSWORD.encode())
+    checked = 0
+    for path in objects(fs, prefix):
+        data = read(fs, path)
+        checked += 1
+        assert not any(s in data for s in secrets), path
+    assert checked > 10, checked
+    for root in local_roots:
+        for path in Path(root).rglob("*"):
+            if path.is_file() and not path.is_symlink() and path.name != "spec.yaml":  # the test's own input
+                data = path.read_bytes()
+                assert not any(s in data for s in secrets), path
+    assert SECRET_KEY not in outputs and PG_PASSWORD not in outputs
+
+
+# --------------------------------------------------------------------------- bad input, before Ray
+
+
+def test_remote_folder_without_a_study_database_is_one_line(tmp_path, cifar_path, pielab_exe):
+    """(e) a folder on object storage needs storage.optuna: one line, exit 2, in seconds (no Ray, no
+    server contacted); the same for --out, for a malformed URI and for another scheme."""
+    spec_path = write_spec(tmp_path, tiny_spec(cifar_path, name="no-db"))
+    env = sweep_env(tmp_path)
+    cases = [
+        (["--set", "storage.path=s3://bucket/sweeps"], "storage.path: s3://bucket/sweeps is on object storage"),
+        (["--out", "gs://bucket/sweeps/one"], "--out: gs://bucket/sweeps/one is on object storage"),
+        (["--set", "storage.path=s3://", "--set", "storage.optuna=postgresql://u@h/db"], "expected s3://BUCKET/PREFIX"),
+        (["--set", "storage.path=hdfs://nn/sweeps"], "hdfs:// storage is not supported"),
+        (["--set", "storage.path=s3://b/p", "--set", "storage.optuna=postgresql://u@h/db",
+          "--set", "storage.endpoint=127.0.0.1:9000"], "storage.endpoint: '127.0.0.1:9000': expected http://HOST:PORT"),
+    ]
+    for args, fragment in cases:
+        proc = cli(pielab_exe, "sweep", str(spec_path), *args, env=env, timeout=120)
+        line = assert_one_line_error(proc, fragment)
+        if "object storage" in fragment:
+            assert "storage.optuna" in line, line
+    assert not (tmp_path / "s3:").exists() and not (tmp_path / "sweep_results").exists()
+
+
+# --------------------------------------------------------------------------- a sweep on S3
+
+
+@pytest.mark.slow
+def test_sweep_on_s3_then_status_report_export(tmp_path, cifar_path, pielab_exe, s3, pg_url):
+    """(a) `--set storage.path=s3://...` with `storage.endpoint`: the sweep completes; every trial's files,
+    status.json, results.csv and sweep.yaml are in the bucket, and so is Tune's experiment. (c) `pielab
+    status`, `report --out DIR` and `export` take the URI. (d) no credential anywhere."""
+    fs = s3.filesystem()
+    spec_path = write_spec(tmp_path, remote_spec(cifar_path, "on-s3", pg_url, num_trials=3, epochs=2))
+    env = s3_env(tmp_path, s3, endpoint_var=False)  # the spec's storage.endpoint names the server
+    sweep = cli(pielab_exe, "sweep", str(spec_path), "--set", f"storage.path=s3://{BUCKET}/sweeps",
+                "--set", f"storage.endpoint={s3.endpoint}", env=env, timeout=900, cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+    assert not list(tmp_path.glob("s3*")), "a local folder named after the URI"
+    folders = {p.split("/")[2] for p in objects(fs, f"{BUCKET}/sweeps")}
+    assert len(folders) == 1, folders
+    name = folders.pop()
+    prefix = f"{BUCKET}/sweeps/{name}"
+    uri = f"s3://{prefix}"
+    assert f"sweep folder: {uri}" in sweep.stdout
+
+    status = read_json(fs, f"{prefix}/status.json")
+    assert status["finished"] is True and status["counts"]["completed"] == 3, status
+    saved = yaml.safe_load(read(fs, f"{prefix}/sweep.yaml"))
+    assert saved["storage"]["endpoint"] == s3.endpoint and PG_PASSWORD not in saved["storage"]["optuna"]
+    results = trial_results(fs, prefix)
+    assert len(results) == 3 and all(r["state"] == "completed" and r["epochs"] == 2 for r in results.values())
+    for tid in results:
+        assert yaml.safe_load(read(fs, f"{prefix}/trials/{tid}/config.yaml"))["train"]["epochs"] == 2
+        assert metrics_epochs(fs, prefix, tid) == [1, 2]
+        assert epochs_trained(read(fs, f"{prefix}/tune/{tid}/epochs.log").decode().splitlines()) == [1, 2]
+    rows = read(fs, f"{prefix}/results.csv").decode().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("rank,trial_id")
+    tune_objects = objects(fs, f"{prefix}/tune")
+    assert f"{prefix}/tune/tuner.pkl" in tune_objects
+    assert any("/experiment_state-" in p for p in tune_objects)
+    assert any("/checkpoint_" in p and p.endswith("state.pt") for p in tune_objects)
+    assert not any(p.endswith("optuna.db") for p in objects(fs, prefix))
+
+    env = s3_env(tmp_path, s3)  # later commands: the endpoint from AWS_ENDPOINT_URL
+    status_out = cli(pielab_exe, "status", uri, env=env, cwd=tmp_path)
+    assert status_out.returncode == 0, status_out.stderr[-3000:]
+    assert f"({uri}): finished" in status_out.stdout and "3 trials" in status_out.stdout, status_out.stdout
+
+    report = cli(pielab_exe, "report", uri, "--out", str(tmp_path / "report"), env=env, cwd=tmp_path)
+    assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-3000:]
+    assert (tmp_path / "report" / "report.html").is_file() and (tmp_path / "report" / "summary.csv").is_file()
+    default = cli(pielab_exe, "report", uri, env=env, cwd=tmp_path)  # default: ./SWEEP/report, locally
+    assert default.returncode == 0, default.stderr[-3000:]
+    assert (tmp_path / name / "report" / "report.html").is_file()
+
+    export = cli(pielab_exe, "export", uri, env=env, cwd=tmp_path)
+    assert export.returncode == 0, export.stderr[-3000:]
+    exported = tmp_path / name / "best_configs.yaml"
+    assert exported.is_file() and f"in sweep on-s3 ({uri})" in exported.read_text()
+    assert not [p for p in objects(fs, prefix) if "/report/" in p or p.endswith("best_configs.yaml")]
+
+    wrong = cli(pielab_exe, "status", f"s3://{BUCKET}/nothing-here", env=env, cwd=tmp_path)
+    assert_one_line_error(wrong, "no such sweep folder")
+
+    outputs = "".join(p.stdout + p.stderr for p in (sweep, status_out, report, default, export))
+    assert_no_secret(fs, BUCKET, [tmp_path, Path(os.environ["RAY_TMPDIR"])], outputs)
+
+
+@pytest.mark.slow
+def test_driver_kill_then_resume_on_s3(tmp_path, cifar_path, pielab_exe, s3, pg_url):
+    """(b) `kill -9` of `pielab sweep --out s3://...` mid-sweep, then `pielab resume s3://...`: it finishes,
+    nothing is lost, completed trials are not rerun (same record, same metrics, same journal) and
+    interrupted ones continue from their checkpoints. (d) no credential anywhere."""
+    fs = s3.filesystem()
+    prefix = f"{BUCKET}/crash/one"
+    uri = f"s3://{prefix}"
+    spec_path = write_spec(tmp_path, remote_spec(cifar_path, "crash-s3", pg_url, num_trials=3, epochs=3))
+    env = s3_env(tmp_path, s3)
+    proc = subprocess.Popen([*pielab_exe, "sweep", str(spec_path), "--out", uri], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+
+    def one_done_one_running() -> bool:
+        res = trial_results(fs, prefix)
+        done = [t for t, r in res.items() if r["state"] == "completed"]
+        running = [t for t, r in res.items() if r["state"] == "running" and metrics_epochs(fs, prefix, t)]
+        return bool(done) and bool(running)
+
+    wait_for(one_done_one_running, proc, timeout=600, what="a finished and a running trial")
+    proc.send_signal(signal.SIGKILL)
+    first_out = "".join(proc.communicate())
+    before = trial_results(fs, prefix)
+    done_before = {t: r for t, r in before.items() if r["state"] == "completed"}
+    kept = {t: (read(fs, f"{prefix}/trials/{t}/metrics.csv"), read(fs, f"{prefix}/tune/{t}/epochs.log"))
+            for t in done_before}
+    status = cli(pielab_exe, "status", uri, env=env, cwd=tmp_path)
+    assert status.returncode == 0 and "interrupted" in status.stdout, status.stdout + status.stderr[-2000:]
+
+    resumed = cli(pielab_exe, "resume", uri, env=env, timeout=900, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    final = read_json(fs, f"{prefix}/status.json")
+    assert final["finished"] is True and len(final["resumes"]) == 1, final
+    after = trial_results(fs, prefix)
+    for tid, rec in done_before.items():  # not rerun: same record, metrics and journal
+        assert after[tid] == rec, tid
+        assert (read(fs, f"{prefix}/trials/{tid}/metrics.csv"), read(fs, f"{prefix}/tune/{tid}/epochs.log")) == kept[tid]
+    completed = [t for t, r in after.items() if r["state"] == "completed"]
+    assert len(completed) >= 3, after
+    for tid, rec in after.items():
+        if rec["state"] == "failed":  # started after Tune's last snapshot: replaced by a new trial
+            assert "interrupted before Tune saved it" in rec["reason"], rec
+            continue
+        assert metrics_epochs(fs, prefix, tid) == [1, 2, 3], tid  # every epoch once, none lost
+        trained = epochs_trained(read(fs, f"{prefix}/tune/{tid}/epochs.log").decode().splitlines())
+        assert sorted(set(trained)) == [1, 2, 3] and len(trained) - 3 <= 1, (tid, trained)  # at most one redone
+
+    again = cli(pielab_exe, "resume", uri, env=env, cwd=tmp_path)
+    assert again.returncode == 0 and "already finished" in again.stdout, again.stdout + again.stderr
+    assert_no_secret(fs, prefix, [tmp_path, Path(os.environ["RAY_TMPDIR"])], first_out + status.stdout + status.stderr + resumed.stdout
+                     + resumed.stderr + again.stdout + again.stderr)
