@@ -82,11 +82,14 @@ def s3_server(secret_key: str = "test-secret-key-0123456789", buckets: tuple[str
     (root / "ids.json").write_text(json.dumps({"identities": [{
         "name": "pielab", "credentials": [{"accessKey": server.access_key, "secretKey": server.secret_key}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    master, volume, filer, s3, grpc1, grpc2, grpc3 = _free_ports(7)
-    cmd = [_weed(), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+    master, volume, filer, s3, grpc1, grpc2, grpc3, grpc4 = _free_ports(8)
+    # Every port its own free one (a grpc port defaults to port + 10000, which can exceed 65535); the
+    # Iceberg and Lance catalogs off (fixed default ports); no telemetry (nothing leaves the machine).
+    cmd = [_weed(), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
            f"-master.port={master}", f"-master.port.grpc={grpc1}", f"-volume.port={volume}",
            f"-volume.port.grpc={grpc2}", "-filer", f"-filer.port={filer}", f"-filer.port.grpc={grpc3}",
-           "-s3", f"-s3.port={s3}", f"-s3.config={root / 'ids.json'}", "-volume.max=0"]
+           "-s3", f"-s3.port={s3}", f"-s3.port.grpc={grpc4}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+           f"-s3.config={root / 'ids.json'}", "-volume.max=0"]
     log = open(root / "weed.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True)
     server = S3Server(endpoint=f"http://127.0.0.1:{s3}", access_key=server.access_key, secret_key=secret_key)

@@ -105,21 +105,29 @@ def metrics_epochs(fs, sweep: str, trial_id: str) -> list[int]:
     return [int(line.split(",")[0]) for line in lines]
 
 
+def _leaks(data: bytes) -> list[str]:
+    """Each secret found in ``data``, with what surrounds it."""
+    found = []
+    for secret in (SECRET_KEY.encode(), PG_PASSWORD.encode()):
+        at = data.find(secret)
+        if at >= 0:
+            found.append(repr(data[max(0, at - 300):at + len(secret) + 50]))
+    return found
+
+
 def assert_no_secret(fs, prefix: str, local_roots: list[Path], outputs: str) -> None:
     """Neither the secret key nor the database password in any object, local file or output."""
-    secrets = (SECRET_KEY.encode(), PG_PASSWORD.encode())
     checked = 0
     for path in objects(fs, prefix):
-        data = read(fs, path)
         checked += 1
-        assert not any(s in data for s in secrets), path
+        assert not _leaks(read(fs, path)), (path, _leaks(read(fs, path)))
     assert checked > 10, checked
     for root in local_roots:
         for path in Path(root).rglob("*"):
             if path.is_file() and not path.is_symlink() and path.name != "spec.yaml":  # the test's own input
-                data = path.read_bytes()
-                assert not any(s in data for s in secrets), path
-    assert SECRET_KEY not in outputs and PG_PASSWORD not in outputs
+                leaks = _leaks(path.read_bytes())
+                assert not leaks, (path, leaks)
+    assert not _leaks(outputs.encode()), _leaks(outputs.encode())
 
 
 # --------------------------------------------------------------------------- bad input, before Ray

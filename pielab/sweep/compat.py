@@ -45,6 +45,33 @@ def searcher_told(searcher: Any) -> set[str]:
 # --------------------------------------------------------------------------- Ray's checkpoint deletion
 
 
+# ray 2.60.0, ray/tune/execution/class_cache.py: the AWS variables Tune copies into every trainable
+# actor's runtime_env, from the driver's environment.
+AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
+
+
+def keep_credentials_out_of_runtime_env() -> None:
+    """Stop Tune from putting the driver's AWS credentials into the trainables' ``runtime_env``.
+
+    ray 2.60.0, ``ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE``: Tune adds
+    ``AWS_SECRET_ACCESS_KEY`` (and the key id and session tokens) to the ``runtime_env`` of every
+    trainable actor, and Ray's runtime-env agent logs that runtime_env in full, so the secret ends up
+    in the session's log files. Trial workers on this machine inherit the driver's environment
+    anyway (the raylet that starts them was started by the driver); on a cluster each node reads its
+    own credentials (an instance role, or the variables given to ``ray start``).
+
+    Raises:
+        RuntimeError: Ray no longer has that set (an upgrade: see tests/test_compat.py).
+    """
+    from ray.tune.execution import class_cache
+
+    propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    if not isinstance(propagated, set):
+        raise RuntimeError("ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE is gone: "
+                           "update pielab.sweep.compat for this Ray version")
+    propagated.difference_update(AWS_SECRETS)
+
+
 def tolerate_already_deleted_checkpoints() -> None:
     """Make Tune's removal of an old checkpoint a no-op when that checkpoint is already gone.
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pielab.sweep.compat import tolerate_already_deleted_checkpoints
+from pielab.sweep.compat import keep_credentials_out_of_runtime_env, tolerate_already_deleted_checkpoints
 from pielab.sweep.folder import STATUS_FILE, TUNE_DIR, TrialRecord, load_records, location, read_json
 from pielab.sweep.recorder import SweepRecorder, SweepStopper
 from pielab.sweep.session import (
@@ -54,6 +54,7 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
     localize_paths(spec)
     started = start_ray(address) or owns_ray
     tolerate_already_deleted_checkpoints()
+    keep_credentials_out_of_runtime_env()  # no secret in Ray's session logs
     try:
         if not address:
             check_resources({"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
