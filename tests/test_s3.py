@@ -154,6 +154,68 @@ def test_remote_folder_without_a_study_database_is_one_line(tmp_path, cifar_path
     assert not (tmp_path / "s3:").exists() and not (tmp_path / "sweep_results").exists()
 
 
+# --------------------------------------------------------------------------- the storage module
+
+
+def test_locations_parse_without_contacting_anything(tmp_path, monkeypatch):
+    import pickle
+
+    from pielab.errors import PielabError
+    from pielab.sweep.storage import ObjectPath, is_remote, local_dir, location, tune_storage
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    p = location("s3://bucket//sweeps/one/", "http://127.0.0.1:9000")
+    assert isinstance(p, ObjectPath) and str(p) == "s3://bucket/sweeps/one" and p.name == "one"
+    assert str(p / "trials" / "t1") == "s3://bucket/sweeps/one/trials/t1" and str(p.parent) == "s3://bucket/sweeps"
+    assert p.fs_path == "bucket/sweeps/one" and (p / "x").endpoint == "http://127.0.0.1:9000"
+    assert pickle.loads(pickle.dumps(p)) == p and b"127.0.0.1:9000" in pickle.dumps(p)
+    assert is_remote("gs://b/p") and is_remote(p) and not is_remote("/data/s3:/x") and not is_remote(str(tmp_path))
+    assert location(str(tmp_path / "a")) == tmp_path / "a" and location("file://" + str(tmp_path)) == tmp_path
+    assert local_dir(p) == Path.cwd() / "one" and local_dir(tmp_path) == tmp_path
+    assert tune_storage(tmp_path) == (tmp_path.as_posix(), None)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9999")
+    assert location("s3://b/p").endpoint == "http://127.0.0.1:9999"  # the standard variable
+    for bad in ("s3://", "s3://b/p?x=1", "http://host/p", "hdfs://nn/p"):
+        with pytest.raises(PielabError):
+            location(bad)
+
+
+def test_storage_operations_on_s3_and_no_secret_in_pickles(s3, monkeypatch):
+    """What the sweep folder uses, on the real server: atomic writes (one PUT), reads, listing, the
+    folder reader; the filesystem and the paths pickle without the credentials."""
+    import pickle
+
+    from pielab.sweep import folder as f
+    from pielab.sweep.storage import location, read_json, read_text, tune_storage, write_atomic, write_json
+
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    root = location(f"s3://{BUCKET}/unit/sweep", s3.endpoint)
+    root.mkdir()
+    write_atomic(root / "sweep.yaml", "name: unit\nmetric: val/acc\n")
+    write_json(root / "trials" / "t1" / "result.json", {"trial_id": "t1", "state": "completed", "best_value": 0.5,
+                                                       "epochs": 1, "params": {}})
+    write_atomic(root / "trials" / "t1" / "metrics.csv", "epoch,val/acc\n1,0.5\n")
+    write_atomic(root / "trials" / "t2" / "config.yaml", lambda tmp: tmp.write_text("a: 1\n"))  # a path writer
+    assert read_text(root / "sweep.yaml").startswith("name: unit") and read_json(root / "nope.json") is None
+    assert [p.name for p in (root / "trials").iterdir()] == ["t1", "t2"] and (root / "trials").is_dir()
+    assert (root / "sweep.yaml").is_file() and not (root / "sweep.yaml").is_dir() and not (root / "x").exists()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)  # a URI alone finds the server through the variable
+    opened = f.SweepFolder.open(str(root))
+    assert opened.path == root and opened.name == "unit" and opened.study == "sweep"
+    records = opened.records()
+    assert set(records) == {"t1", "t2"} and records["t1"].rows[1]["val/acc"] == 0.5 and records["t2"].state == "running"
+    assert opened.best().trial_id == "t1"
+    _, fs = tune_storage(root)
+    for obj in (root, root / "trials", fs, opened):
+        data = pickle.dumps(obj)
+        assert s3.secret_key.encode() not in data and s3.access_key.encode() not in data, obj
+    with pytest.raises(Exception, match="bucket 'no-such-bucket' does not exist"):
+        location("s3://no-such-bucket/x", s3.endpoint).mkdir()
+
+
 # --------------------------------------------------------------------------- a sweep on S3
 
 

@@ -25,7 +25,7 @@ from pielab.sweep.folder import (
     END_DIVERGED, END_FAILED, OPTUNA_DB, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR, SweepFolder,
     is_remote, load_records, location, read_json, summarize_records, write_atomic,
 )
-from pielab.sweep.storage import remove_tree
+from pielab.sweep.storage import local_dir, remove_tree
 from pielab.text import fmt_duration, one_line
 
 WANDB_SYNC_HINT = "upload the offline W&B runs later with: wandb sync {sweep}/wandb/offline-run-*"
@@ -88,7 +88,7 @@ def _finish_report(console, outcome, spec) -> int:
     if not finished:
         console.print(f"the sweep stopped before it finished; continue it with: pielab resume {outcome.sweep_dir}")
     if status.get("wandb") == "offline":
-        console.print(WANDB_SYNC_HINT.format(sweep=outcome.sweep_dir))
+        console.print(WANDB_SYNC_HINT.format(sweep=local_dir(outcome.sweep_dir)))  # W&B writes locally
     console.print(f"sweep folder: {outcome.sweep_dir}")
     if status.get("stop_reason"):
         console.print(f"the sweep stopped early: {status['stop_reason']}")
