@@ -3,6 +3,26 @@
 Bad input never shows a traceback: every ``PielabError`` becomes one line on stderr and exit code 2.
 Ray, Optuna and W&B are imported only by the sweep subcommands, so ``pielab train`` runs on a
 machine that has just torch.
+
+Exit codes (every command; ``pielab sweep`` and ``pielab resume`` use them all, and their closing
+line says which case it was). This table is the one definition: ``EXIT_CODES_HELP`` below is the
+``--help`` epilog of both commands.
+
+====  =====================================================================================
+code  meaning
+====  =====================================================================================
+0     finished: every trial ran (``finished``), or the spec's own ``time_budget_s`` ended the
+      sweep (``time budget reached``); also a resume of a finished sweep (``already finished``)
+1     failed: every trial failed, or the sweep stopped as hopeless (its first trials all
+      failed before their first epoch)
+2     bad input or refused: a bad spec or flag, a changed ``sweep.yaml`` on resume, another
+      driver holds the sweep folder (its lease), or this driver lost the lease to another one
+130   interrupted by Ctrl-C (SIGINT); state saved, ``pielab resume`` continues it
+138   stopped by SIGUSR1 (Slurm's ``--signal=B:USR1@N`` warning); state saved, resumable
+143   terminated by SIGTERM (Kubernetes, Slurm, ``kill``); state saved, resumable
+====  =====================================================================================
+
+A signal N that stops a driver gives 128 + N, the shell's convention. A second Ctrl-C skips saving.
 """
 
 from __future__ import annotations
@@ -15,8 +35,27 @@ from pathlib import Path
 
 from pielab.errors import PielabError
 
+EXIT_FINISHED = 0
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_SIGUSR1 = 138  # 128 + SIGUSR1
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    finished: every trial ran, or the spec's time_budget_s ended the sweep (also: already finished)
+  1    failed: every trial failed, or the sweep stopped as hopeless
+  2    bad input or refused: bad spec or flag, sweep.yaml changed since the sweep started,
+       another driver holds the sweep folder, or this driver lost it to another
+  130  interrupted by Ctrl-C (SIGINT): state saved, `pielab resume SWEEP_DIR` continues it
+  138  stopped by SIGUSR1 (Slurm's --signal=B:USR1@N): state saved, resumable
+  143  terminated by SIGTERM (Kubernetes, Slurm, kill): state saved, resumable"""
+
+
+def exit_code_for_signal(signum: int) -> int:
+    """128 + the signal's number: 130 for SIGINT, 138 for SIGUSR1, 143 for SIGTERM."""
+    return 128 + int(signum)
 
 
 def _check_writable(path: Path) -> None:
@@ -80,12 +119,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pielab.sweep.commands import sweep_command
-
     from pielab.sweep.storage import is_remote
 
     if args.out and not is_remote(args.out):  # object storage is checked when the folder is made
         _check_writable(Path(args.out))
-    return sweep_command(args.spec, args.set, args.out, args.address)
+    if args.resume_if_exists and not args.out:
+        raise PielabError("--resume-if-exists needs --out DIR (the folder that a rerun continues)")
+    return sweep_command(args.spec, args.set, args.out, args.address, resume_if_exists=args.resume_if_exists)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -175,9 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
     p.add_argument("--out", metavar="DIR", help="sweep folder (default <storage.path>/<name>-TIMESTAMP)")
     p.add_argument("--address", metavar="ADDR", help="join a running Ray cluster (e.g. auto or HOST:PORT)")
+    p.add_argument("--resume-if-exists", action="store_true",
+                   help="with --out: if DIR already holds this sweep, continue it as `pielab resume DIR` does "
+                        "(a finished one exits 0); a different spec there is an error. For job retries, "
+                        "requeues and cron")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = EXIT_CODES_HELP
 
     p = add("resume", cmd_resume, "finish an interrupted sweep")
     p.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = EXIT_CODES_HELP
 
     p = add("status", cmd_status, "trials by state, best so far, time used (during or after a sweep)")
     p.add_argument("sweep_dir", metavar="SWEEP_DIR")
@@ -219,9 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(exc).splitlines() or [""]:  # a ConfigError lists every problem, one line each
             print(f"pielab: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("pielab: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # also pielab.sweep.session.Stopped (SIGTERM, SIGUSR1) outside Tune's loop
+        signum = getattr(exc, "signum", None)
+        print(f"pielab: {getattr(exc, 'what', 'interrupted')}", file=sys.stderr)
+        return exit_code_for_signal(signum) if signum else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def test_dropout_only_in_training_and_between_layers():
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 def test_residual_matches_per_layer_torch_lstms_with_adds(bidirectional, packed, first_width):
-    """Residual adds where widths match: layer 0 only when input_size == hidden * directions, every later layer."""
+    """Residual adds between LSTM layers only: never the stack's input to layer 0, even when its width matches."""
     width = HIDDEN * (2 if bidirectional else 1)
     input_size = width if first_width == "matching" else INPUT
     torch.manual_seed(0)
@@ -135,14 +135,14 @@ def test_residual_matches_per_layer_torch_lstms_with_adds(bidirectional, packed,
 
         def forward(self, x, hx=None):
             states = []
-            for layer in self.layers:
+            for k, layer in enumerate(self.layers):
                 out, state = layer(x)
                 states.append(state)
                 if isinstance(x, PackedSequence):
-                    data = out.data + x.data if out.data.shape == x.data.shape else out.data
+                    data = out.data + x.data if k > 0 else out.data
                     x = PackedSequence(data, *x[1:])
                 else:
-                    x = out + x if out.shape == x.shape else out
+                    x = out + x if k > 0 else out
             return x, tuple(torch.cat(s) for s in zip(*states))
 
     x = torch.randn(STEPS, BATCH, input_size)
@@ -182,3 +182,38 @@ def test_double_precision_gradcheck():
         return out.data, h, c
 
     assert torch.autograd.gradcheck(fn, (x, *[p.detach().requires_grad_() for p in ours.parameters()]))
+
+
+@pytest.mark.parametrize("backend", ["torch", "custom"])
+def test_residual_classifier_never_adds_the_embedding(backend):
+    """The report's residual LSTM: embed_dim == hidden gives the same network as embed_dim != hidden.
+
+    With equal widths the embedding could be added to the first layer's output; it must not be. Checked by
+    building both classifiers with embed_dim == hidden and copying the weights of the first into a plain
+    per-layer reference whose only residual adds are between layers 1->2 and 2->3.
+    """
+    from pielab.models import get_model
+
+    torch.manual_seed(0)
+    kwargs = dict(vocab_size=50, pad_idx=0, num_classes=2, hidden=HIDDEN, depth=3, bidirectional=False,
+                  dropout=0.0, backend=backend)
+    model = get_model("res_lstm8", embed_dim=HIDDEN, residual=True, **kwargs).eval()
+    stack = model.rnn
+    x = torch.randn(BATCH, STEPS, HIDDEN)
+    layers = [torch.nn.LSTM(HIDDEN, HIDDEN, batch_first=True) for _ in range(3)]
+    state = stack.state_dict()
+    for k, layer in enumerate(layers):
+        if isinstance(stack, LSTM):
+            layer.load_state_dict({name: state[name.replace("_l0", f"_l{k}")] for name in layer.state_dict()})
+        else:
+            layer.load_state_dict({name: state[f"layers.{k}.{name}"] for name in layer.state_dict()})
+    want = layers[0](x)[0]  # layer 0: no add, although the widths match
+    for layer in layers[1:]:
+        want = want + layer(want)[0]
+    got = stack(x)[0]  # both stacks are batch-first inside the classifier
+    torch.testing.assert_close(got, want, **TOL)
+    # and a different embedding width builds the same stack shape after layer 0
+    other = get_model("res_lstm8", embed_dim=HIDDEN + 3, residual=True, **kwargs)
+    shapes = lambda m: [tuple(p.shape) for n, p in m.named_parameters() if "embed" not in n and "l0" not in n
+                        and "layers.0." not in n]
+    assert shapes(other) == shapes(model)

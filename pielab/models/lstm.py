@@ -234,25 +234,39 @@ def bidirectional_lstm_layer(
 def between_layers(
     out: Tensor, layer_in: Tensor, *, residual: bool, dropout: float, training: bool, last: bool
 ) -> Tensor:
-    """The glue after a layer of a stack: dropout except after the last, and a residual add where widths match.
+    """The glue after a layer of a stack: dropout except after the last, and the residual add if asked.
 
-    With a residual, dropout falls on the layer's branch only: ``x + dropout(f(x))``. Dropping the running
-    sum instead rescales the whole residual stream by 1/(1-p) at every layer, so its variance compounds
-    with depth (an 8-layer stack with dropout 0.5 then starts at a loss far above ln 2 and never learns).
-    Shared by our LSTM and the layer-wise ``torch.nn.LSTM`` stack so both backends mean the same network.
+    ``residual`` is True only between two LSTM layers (the caller passes ``layer > 0``): the stack's own
+    input, the embedding in a classifier, never joins the residual stream, whatever its width (see
+    :class:`LSTM`). With a residual, dropout falls on the layer's branch only: ``x + dropout(f(x))``.
+    Dropping the running sum instead rescales the whole residual stream by 1/(1-p) at every layer, so its
+    variance compounds with depth (an 8-layer stack with dropout 0.5 then starts at a loss far above ln 2
+    and never learns). Shared by our LSTM and the layer-wise ``torch.nn.LSTM`` stack so both backends mean
+    the same network.
+
+    Raises:
+        ValueError: a residual add between tensors of different widths (a stack's layers all have width
+            ``hidden * directions``, so this is a caller's bug).
     """
     branch = out if last else F.dropout(out, dropout, training)
-    if residual and out.shape[-1] == layer_in.shape[-1]:
-        return layer_in + branch
-    return branch
+    if not residual:
+        return branch
+    if out.shape[-1] != layer_in.shape[-1]:
+        raise ValueError(f"residual add between widths {layer_in.shape[-1]} and {out.shape[-1]}")
+    return layer_in + branch
 
 
 class LSTM(nn.Module):
     """Our own multi-layer LSTM, a drop-in for ``torch.nn.LSTM`` plus ``residual``.
 
-    With ``residual=True`` each layer's input is added to its output wherever the widths match (every
-    layer after the first, and the first when ``input_size == hidden_size * num_directions``); the
-    between-layer dropout falls on the layer's output before the add. ``h_n``/``c_n`` are the recurrent states, without the residual sums.
+    With ``residual=True`` every layer after the first adds its input (the previous layer's output) to its
+    output: residual connections join LSTM layers only, never the stack's input to the first layer, even
+    when ``input_size == hidden_size * num_directions``. That is the report's network (the lab's training
+    report, ``res_lstm8``: embedding 200, hidden 256, "a residual connection after each layer" of the
+    stack), where the embedding cannot be added to the first layer's output; an embedding carried to the
+    classifier along the residual stream would let it bypass the recurrence. The between-layer dropout
+    falls on the layer's output before the add. ``h_n``/``c_n`` are the recurrent states, without the
+    residual sums.
     No ``proj_size``.
     """
 
@@ -350,7 +364,8 @@ class LSTM(nn.Module):
             h_n.append(h)
             c_n.append(c)
             last = layer == self.num_layers - 1
-            x = between_layers(out, x, residual=self.residual, dropout=self.dropout, training=self.training, last=last)
+            x = between_layers(out, x, residual=self.residual and layer > 0, dropout=self.dropout,
+                               training=self.training, last=last)
         h_n_t, c_n_t = torch.cat(h_n), torch.cat(c_n)
 
         if isinstance(input, PackedSequence):
@@ -389,7 +404,7 @@ class LayerwiseLSTM(nn.Module):
             h_n.append(h)
             c_n.append(c)
             last = k == len(self.layers) - 1
-            glue = dict(residual=self.residual, dropout=self.dropout, training=self.training, last=last)
+            glue = dict(residual=self.residual and k > 0, dropout=self.dropout, training=self.training, last=last)
             if isinstance(x, PackedSequence):
                 x = PackedSequence(between_layers(out.data, x.data, **glue), *out[1:])
             else:

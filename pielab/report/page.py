@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import shlex
 from typing import Any
 
 import pandas as pd
@@ -100,7 +101,7 @@ def _best_block(sweep: Sweep) -> str:
     if sweep.metric != "val/acc":
         items["best val acc"] = f"{_percent(best['best_val_acc'])} (over all epochs)"
     rows = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in items.items())
-    return f'<dl class="kv">{rows}</dl><p>Export it with <code>pielab export {html.escape(str(sweep.path))}</code>.</p>'
+    return f'<dl class="kv">{rows}</dl><p>Export it with <code>pielab export {html.escape(shlex.quote(str(sweep.path)))}</code>.</p>'
 
 
 def render(sweep: Sweep, groups: pd.DataFrame, trials: pd.DataFrame, failed: pd.DataFrame,

@@ -1,49 +1,92 @@
 """``pielab sweep | resume | status | dashboard``: what the command line calls.
 
 What they print is formatted in :mod:`pielab.sweep.display`; what they read of a sweep folder is read
-through :mod:`pielab.sweep.folder`. Each command returns an exit code; bad input raises a :class:`~pielab.errors.PielabError` subclass
-with one line, which the CLI prints before exiting 2. Ray and Optuna are imported only by the
-commands that run them: ``pielab status`` reads the sweep folder's own files and nothing else.
+through :mod:`pielab.sweep.folder`. Each command returns an exit code (the table is in
+:mod:`pielab.cli`); bad input raises a :class:`~pielab.errors.PielabError` subclass with one line,
+which the CLI prints before exiting 2. Ray and Optuna are imported only by the commands that run
+them: ``pielab status`` reads the sweep folder's own files and nothing else.
+
+One driver per folder: ``pielab sweep`` and ``pielab resume`` hold the folder's lease
+(:mod:`pielab.sweep.lease`) from before they write or load anything there until they exit (normally,
+on an error, Ctrl-C or SIGTERM). A driver that loses it (frozen past the TTL while another took over)
+stops as on Ctrl-C and exits 2.
 """
 
 from __future__ import annotations
 
 import os
-import socket
+import shlex
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
+
+from pielab.cli import EXIT_FAILED, EXIT_FINISHED, exit_code_for_signal
 
 from pielab.errors import ConfigError, PielabError
 from pielab.sweep.display import (  # noqa: F401  (best_table and LiveStatus: importable from here as before)
     LiveStatus, best_table, best_text, counts_text, failed_line, make_console, running_line,
 )
+from pielab.sweep.dblease import lease_for, read_lease_for
 from pielab.sweep.folder import (
     END_DIVERGED, END_FAILED, OPTUNA_DB, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR, SweepFolder,
     is_remote, load_records, location, read_json, summarize_records, write_atomic,
 )
+from pielab.sweep.lease import LEASE_FILE, DriverLease, LeaseHeld
 from pielab.sweep.storage import local_dir, remove_tree
+from pielab.sweep.session import stop_signals_caught
+from pielab.sweep.started_spec import STARTED_SPEC_FILE, check_unchanged, record_started_spec
 from pielab.text import fmt_duration, one_line
 
-WANDB_SYNC_HINT = "upload the offline W&B runs later with: wandb sync {sweep}/wandb/offline-run-*"
+
+
+def wandb_sync_hint(sweep_dir) -> str | None:
+    """The ``wandb sync`` line for the sweep's offline runs, or None when there are none. The folder is
+    shell-quoted and the glob left outside the quotes, so the line pastes into a shell as printed.
+    W&B writes locally: a sweep on object storage keeps its runs in ``./SWEEP/wandb`` (storage.local_dir)."""
+    sweep_dir = local_dir(sweep_dir)
+    if not any((sweep_dir / "wandb").glob("offline-run-*")):
+        return None
+    return f"upload the offline W&B runs later with: wandb sync {shlex.quote(str(sweep_dir / 'wandb'))}/offline-run-*"
 
 
 # --------------------------------------------------------------------------- sweep folders
 
 
-def _new_sweep_dir(spec, out: str | None):
-    """The new sweep's folder, created: ``--out``, else ``<storage.path>/<name>-TIMESTAMP``; a local
-    Path, or an ObjectPath for object storage (``s3://``, ``gs://``; pielab.sweep.storage)."""
-    endpoint = spec.storage.endpoint
+def _is_lease_file(name: str) -> bool:
+    return name == LEASE_FILE or name.startswith(f".{LEASE_FILE}.")  # the lease and its temporary files
+
+
+def _others(folder: Path) -> list[str]:
+    """What is in ``folder`` besides lease files (a missing folder: nothing)."""
+    try:
+        return [p.name for p in folder.iterdir() if not _is_lease_file(p.name)]
+    except FileNotFoundError:
+        return []
+
+
+def _refuse_existing(folder: Path) -> None:
+    hint = f"continue it with `pielab resume {shlex.quote(str(folder))}`" if (folder / SWEEP_FILE).exists() else "it is not empty"
+    raise ConfigError(f"--out {folder}: already exists ({hint}); choose another --out")
+
+
+def _new_sweep_dir(spec, out: str | None) -> tuple[Path, DriverLease]:
+    """Create the sweep folder and take its lease before anything else is written there.
+
+    Of two drivers given the same ``--out`` at once, exactly one gets the lease; the other raises
+    :class:`LeaseHeld` (or finds the folder already made) and touches nothing.
+    """
+    endpoint = spec.storage.endpoint  # a local Path, or an ObjectPath on object storage (pielab.sweep.storage)
     try:
         if out:
             folder = location(out, endpoint)
-            if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-                hint = f"continue it with `pielab resume {folder}`" if (folder / SWEEP_FILE).exists() else "it is not empty"
-                raise ConfigError(f"--out {folder}: already exists ({hint}); choose another --out")
+            if folder.exists() and (not folder.is_dir() or _others(folder)):
+                _refuse_existing(folder)
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             parent = location(spec.storage.path, endpoint)
@@ -56,7 +99,51 @@ def _new_sweep_dir(spec, out: str | None):
     except OSError as exc:
         where = out or spec.storage.path
         raise ConfigError(f"cannot create the sweep folder in {where}: {exc.strerror or one_line(str(exc), 300)}") from None
-    return folder.resolve()
+    folder = folder.resolve()
+    lease = lease_for(folder, optuna_url=spec.storage.optuna).acquire()  # object storage: in the study's RDB
+    if _others(folder):  # another driver made it and finished between our look and our lease
+        lease.release()
+        _refuse_existing(folder)
+    return folder, lease
+
+
+@contextmanager
+def _holding(lease: DriverLease) -> Iterator[DriverLease]:
+    """Hold ``lease`` for the block: a lost lease stops the sweep as Ctrl-C does (Tune saves and stops);
+    the lease is released however the block ends."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.5):
+            if lease.lost.is_set():
+                os.kill(os.getpid(), signal.SIGINT)  # handled on the main thread: Tune's graceful stop
+                return
+
+    watcher = threading.Thread(target=watch, name="pielab-lease-watch", daemon=True)
+    watcher.start()
+    try:
+        yield lease
+    except KeyboardInterrupt:
+        if lease.lost.is_set():
+            raise _lost(lease) from None
+        raise
+    finally:
+        done.set()
+        lease.release()
+
+
+def _lost(lease: DriverLease) -> LeaseHeld:
+    holder = read_lease_for(lease.folder, getattr(lease, "url", None))
+    who = f" ({holder.describe()})" if holder is not None else ""
+    return LeaseHeld(f"{lease.folder}: another driver took this sweep over{who}; this one stopped "
+                     f"(it had not renewed its lease within {lease.ttl_s:g} s)")
+
+
+def _study_url(sweep: SweepFolder) -> str | None:
+    """sweep.yaml's ``storage.optuna`` (no password: libpq's PGPASSWORD or ~/.pgpass supply it), where a
+    folder on object storage keeps its driver lease."""
+    storage = sweep.spec.get("storage")
+    return storage.get("optuna") if isinstance(storage, dict) else None
 
 
 def _sweep_folder(sweep_dir: str) -> Path:
@@ -73,7 +160,12 @@ def _load_saved_spec(folder: Path):
                                base_dir=None if is_remote(folder) else folder)
 
 
-def _finish_report(console, outcome, spec) -> int:
+# status.json ``end`` (pielab.sweep.recorder) -> the closing line's verb and the exit code (pielab.cli)
+_STOPPED_BY = {"interrupted": ("interrupted (Ctrl-C)", "SIGINT"), "terminated": ("terminated (SIGTERM)", "SIGTERM"),
+               "stopped by SIGUSR1": ("stopped by SIGUSR1", "SIGUSR1")}
+
+
+def _finish_report(console, outcome, spec, lease: DriverLease | None = None) -> int:
     status = outcome.status
     records = outcome.records
     console.print()
@@ -82,22 +174,36 @@ def _finish_report(console, outcome, spec) -> int:
     counts = status.get("counts", {})
     elapsed = status.get("elapsed_s")
     finished = bool(status.get("finished"))
-    console.print(f"{len(records)} trials: {counts_text(counts, running_label='running' if finished else 'interrupted')}"
+    end = status.get("end") or ("finished" if finished else "interrupted")
+    console.print(f"{len(records)} trials: {counts_text(counts, running_label=None if finished else 'interrupted')}"
                   f" in {fmt_duration(elapsed)}"
                   + (f" (efficiency {status['efficiency']:.0%})" if status.get("efficiency") else ""))
-    if not finished:
-        console.print(f"the sweep stopped before it finished; continue it with: pielab resume {outcome.sweep_dir}")
-    if status.get("wandb") == "offline":
-        console.print(WANDB_SYNC_HINT.format(sweep=local_dir(outcome.sweep_dir)))  # W&B writes locally
+    sync = wandb_sync_hint(outcome.sweep_dir)
+    if sync:
+        console.print(sync)
     console.print(f"sweep folder: {outcome.sweep_dir}")
+    if lease is not None and lease.lost.is_set():
+        raise _lost(lease)
+    if end in _STOPPED_BY:
+        what, signame = _STOPPED_BY[end]
+        console.print(f"the sweep was {what} before it finished; its state is saved; "
+                      f"continue it with: pielab resume {shlex.quote(str(outcome.sweep_dir))}")
+        return exit_code_for_signal(getattr(signal, signame, signal.SIGINT))
     if status.get("stop_reason"):
-        console.print(f"the sweep stopped early: {status['stop_reason']}")
-        return 1
+        console.print(f"the sweep failed: it stopped early: {status['stop_reason']}")
+        return EXIT_FAILED
     if records and all(r.state in (END_FAILED, END_DIVERGED) for r in records.values()):
         first = next(iter(records.values()))
-        console.print(f"every trial failed; the first one: {first.reason}")
-        return 1
-    return 0 if finished else 130  # interrupted (Ctrl-C): the shell's code for SIGINT
+        console.print(f"the sweep failed: every trial failed; the first one: {first.reason}")
+        return EXIT_FAILED
+    if end == "time budget reached":
+        console.print(f"the sweep finished: its time budget of {fmt_duration(spec.time_budget_s)} was reached")
+        return EXIT_FINISHED
+    if finished:
+        console.print("the sweep finished: every trial ran")
+        return EXIT_FINISHED
+    console.print(f"the sweep stopped before it finished; continue it with: pielab resume {shlex.quote(str(outcome.sweep_dir))}")
+    return EXIT_FAILED
 
 
 # --------------------------------------------------------------------------- commands
@@ -110,28 +216,47 @@ def _start_ray_for(spec, address: str | None) -> bool:
     return runner.start_ray(address)
 
 
-def sweep_command(spec_path: str, overrides: list[str], out: str | None, address: str | None) -> int:
-    """``pielab sweep SPEC [--set k=v]... [--out DIR] [--address ADDR]``."""
+def sweep_command(spec_path: str, overrides: list[str], out: str | None, address: str | None, *,
+                  resume_if_exists: bool = False) -> int:
+    """``pielab sweep SPEC [--set k=v]... [--out DIR] [--address ADDR] [--resume-if-exists]``.
+
+    With ``resume_if_exists`` and a sweep already in ``out``: the same spec (after ``--set``)
+    continues it as ``pielab resume`` does (a finished one reports so, exit 0); a different spec
+    raises :class:`~pielab.sweep.started_spec.SpecChanged` naming the changed fields.
+    """
     t0 = time.time()
+    from pielab.sweep.session import localize_paths
     from pielab.sweep.spec import load_spec
 
-    spec = load_spec(spec_path, overrides or [])  # every file it names is validated before Ray starts
-    if out:
-        from pielab.sweep.spec import storage_problems
+    with stop_signals_caught():
+        spec = load_spec(spec_path, overrides or [])  # every file it names is validated before Ray starts
+        if out:
+            from pielab.sweep.spec import storage_problems
 
-        for key, problem in storage_problems(out, spec.storage.optuna, spec.storage.endpoint, key="--out"):
-            raise ConfigError(f"{key}: {problem}")
-    owns_ray = _start_ray_for(spec, address)
-    from pielab.sweep.runner import localize_paths, run_sweep
-
-    folder = None
-    try:
+            for key, problem in storage_problems(out, spec.storage.optuna, spec.storage.endpoint, key="--out"):
+                raise ConfigError(f"{key}: {problem}")
         localize_paths(spec)  # sweep.yaml then names the data wherever `pielab resume` runs from
-        folder = _new_sweep_dir(spec, out)
-        write_atomic(folder / SWEEP_FILE, yaml.safe_dump(spec.to_dict(), sort_keys=False))
+        spec_dict = spec.to_dict()
+        if resume_if_exists and out and (location(out, spec.storage.endpoint) / SWEEP_FILE).is_file():
+            return resume_command(out, started_at=t0, given=(spec, spec_dict, f"--out {location(out)}"))
+        folder, lease = _new_sweep_dir(spec, out)
+        with _holding(lease):
+            return _start_sweep(spec, spec_dict, folder, address, lease, t0)
+
+
+def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | None, lease: DriverLease,
+                 t0: float) -> int:
+    """Run ``spec`` from its start in ``folder`` (empty but for the held lease)."""
+    owns_ray = False
+    try:
+        write_atomic(folder / SWEEP_FILE, yaml.safe_dump(spec_dict, sort_keys=False))
+        record_started_spec(folder, spec_dict)
         console = make_console()
         console.print(spec.describe())
         console.print(f"sweep folder: {folder}")
+        owns_ray = _start_ray_for(spec, address)
+        from pielab.sweep.runner import run_sweep
+
         display = LiveStatus(console, spec.name, spec.metric)
         outcome = run_sweep(spec, folder, address=address, display=display, started_at=t0, owns_ray=owns_ray)
     except BaseException:
@@ -139,30 +264,58 @@ def sweep_command(spec_path: str, overrides: list[str], out: str | None, address
             import ray
 
             ray.shutdown()
-        if folder is not None and folder.is_dir() and {p.name for p in folder.iterdir()} <= {SWEEP_FILE}:
-            remove_tree(folder)  # nothing ran: leave no half-made sweep behind
+        if not lease.lost.is_set() and set(_others(folder)) <= {SWEEP_FILE, STARTED_SPEC_FILE}:
+            # nothing ran: leave no half-made sweep behind (we hold the lease, so it is ours to remove)
+            for name in (SWEEP_FILE, STARTED_SPEC_FILE):
+                (folder / name).unlink(missing_ok=True)
+            lease.release()
+            remove_tree(folder)
         raise
-    return _finish_report(console, outcome, spec)
+    return _finish_report(console, outcome, spec, lease)
 
 
-def resume_command(sweep_dir: str) -> int:
-    """``pielab resume SWEEP_DIR``: continue an interrupted sweep (Tune, Optuna and the folder files)."""
-    t0 = time.time()
-    folder = _sweep_folder(sweep_dir)
+def resume_command(sweep_dir: str, *, started_at: float | None = None, given=None) -> int:
+    """``pielab resume SWEEP_DIR``: continue an interrupted sweep (Tune, Optuna and the folder files).
+
+    Takes the folder's lease before it loads anything; refuses (one line, exit 2) a ``sweep.yaml``
+    that differs from the spec the sweep started with. ``given``: ``(spec, spec_dict, what)`` from
+    ``pielab sweep --resume-if-exists``, compared instead of ``sweep.yaml``.
+    """
+    t0 = started_at or time.time()
+    with stop_signals_caught():
+        sweep = SweepFolder.open(sweep_dir)
+        folder = sweep.path
+        lease = lease_for(folder, optuna_url=_study_url(sweep)).acquire()
+        with _holding(lease):
+            return _resume(folder, lease, t0, given)
+
+
+def _resume(folder: Path, lease: DriverLease, t0: float, given) -> int:
+    if given is not None:
+        spec, spec_dict, what = given
+        check_unchanged(folder, spec_dict, what=what)
+    else:
+        spec = _load_saved_spec(folder)
+        spec_dict = spec.to_dict()
+        check_unchanged(folder, spec_dict, what=str(folder / SWEEP_FILE))
     status = read_json(folder / STATUS_FILE) or {}
     console = make_console()
     if status.get("finished"):
         counts = summarize_records(load_records(folder), status.get("mode", "max"))["counts"]
-        console.print(f"sweep {folder} already finished ({counts_text(counts)}); nothing to resume")
-        return 0
+        how = status.get("end") if status.get("end") not in (None, "finished") else "every trial ran"
+        console.print(f"sweep {folder} already finished ({how}; {counts_text(counts, running_label=None)}); nothing to resume")
+        return EXIT_FINISHED if status.get("end") != "failed" else EXIT_FAILED
     if not (folder / TUNE_DIR / "tuner.pkl").is_file():
+        if given is not None and set(_others(folder)) <= {SWEEP_FILE, STARTED_SPEC_FILE}:
+            # --resume-if-exists after a stop before the first trial: nothing to continue, start it
+            return _start_sweep(spec, spec_dict, folder, status.get("address"), lease, t0)
         raise PielabError(
             f"{folder}: no Tune experiment state in {TUNE_DIR}/ (it stopped before its first trial); "
-            f"start again with `pielab sweep {folder / SWEEP_FILE}`"
+            f"start again with `pielab sweep {shlex.quote(str(folder / SWEEP_FILE))}`"
         )
-    _refuse_if_running(folder, status)
+    if not (folder / STARTED_SPEC_FILE).is_file():
+        record_started_spec(folder, spec_dict)  # a folder from before the record: from now on, this is it
     address = status.get("address")
-    spec = _load_saved_spec(folder)
     owns_ray = _start_ray_for(spec, address)
     from pielab.sweep.runner import run_sweep
 
@@ -177,29 +330,7 @@ def resume_command(sweep_dir: str) -> int:
 
             ray.shutdown()
         raise
-    return _finish_report(console, outcome, spec)
-
-
-def _driver_alive(status: dict[str, Any]) -> bool | None:
-    """Whether the process that writes this sweep is still running (None: on another machine)."""
-    driver = status.get("driver") or {}
-    if not driver.get("alive"):
-        return False
-    if driver.get("host") != socket.gethostname() or not driver.get("pid"):
-        return None
-    try:
-        os.kill(int(driver["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _refuse_if_running(folder: Path, status: dict[str, Any]) -> None:
-    if _driver_alive(status) and status.get("driver", {}).get("pid") != os.getpid():
-        raise PielabError(f"{folder}: the sweep is still running (pid {status['driver']['pid']}); "
-                          f"watch it with `pielab status {folder}`")
+    return _finish_report(console, outcome, spec, lease)
 
 
 def status_command(sweep_dir: str) -> int:
@@ -214,21 +345,26 @@ def status_command(sweep_dir: str) -> int:
     records = folder.records()
     summary = summarize_records(records, mode)
     num_trials = status.get("num_trials") or spec_raw.get("num_trials") or len(records)
-    pending = max(0, int(num_trials) - len(records))
+    finished = bool(status.get("finished"))
+    pending = 0 if finished else max(0, int(num_trials) - len(records))
 
-    alive = _driver_alive(status) if status else False
-    if status.get("finished"):
-        state = "finished"
+    # Who drives it now: the lease (any host), not a pid, which only this host could check.
+    holder = read_lease_for(folder.path, _study_url(folder))
+    alive = holder is not None and not holder.stale()
+    if finished:
+        end = status.get("end")
+        state = "finished" + (f" ({end})" if end and end != "finished" else "")
     elif alive:
-        state = "running"
-    elif alive is None:
-        state = "running on another machine, or interrupted"
+        state = f"running on host {holder.host} (pid {holder.pid}, lease renewed {max(0.0, holder.age()):.0f} s ago)"
+    elif records or status:
+        how = {"terminated": " by SIGTERM", "stopped by SIGUSR1": " by SIGUSR1"}.get(status.get("end") or "", "")
+        state = f"interrupted{how}: continue with `pielab resume {shlex.quote(str(folder.path))}`"
     else:
-        state = f"interrupted: continue with `pielab resume {folder.path}`" if records or status else "not started"
+        state = "not started"
     console = make_console()
     console.print(f"sweep {folder.name} ({folder.path}): {state}")
     elapsed = status.get("elapsed_s")
-    if alive and status.get("updated"):
+    if alive and not finished and status.get("updated"):
         try:
             from datetime import datetime
 
@@ -237,12 +373,12 @@ def status_command(sweep_dir: str) -> int:
             pass
     slots = status.get("slots") or spec_raw.get("max_concurrent") or 1
     eff = summary["trial_time_s"] / (elapsed * slots) if elapsed else None
-    running_label = "running" if alive is not False else "interrupted"
-    console.print(f"{num_trials} trials: {counts_text(summary['counts'], pending, running_label)}")
+    running_label = "running" if alive else "interrupted"
+    console.print(f"{num_trials} trials: {counts_text(summary['counts'], pending, None if finished else running_label)}")
     console.print(f"time used: {fmt_duration(elapsed)} wall, {fmt_duration(summary['trial_time_s'])} of training "
                   f"in {slots} slots" + (f" (efficiency {eff:.0%})" if eff else ""))
     console.print(best_text(summary["best"], metric))
-    if alive is not False:
+    if alive:
         for rec in records.values():
             if rec.state == RUNNING:
                 console.print(running_line(rec, metric))

@@ -26,7 +26,7 @@ from dataclasses import asdict
 from typing import Any
 
 from pielab.errors import PielabError
-from pielab.sweep.lease import DriverLease, LeaseHeld, LeaseRecord, lease_ttl
+from pielab.sweep.lease import DriverLease, LeaseHeld, LeaseRecord, lease_ttl, read_lease
 from pielab.sweep.storage import is_remote
 
 TABLE = "pielab_driver_lease"
@@ -198,3 +198,16 @@ def lease_for(folder: Any, *, optuna_url: str | None = None, ttl_s: float | None
                               "and storage.optuna names none")
         return DatabaseLease(folder, optuna_url, ttl_s)
     return DriverLease(folder, ttl_s)
+
+
+def read_lease_for(folder: Any, optuna_url: str | None = None) -> LeaseRecord | None:
+    """The lease record of a sweep folder wherever it lives (``driver.lease``, or the study's database for
+    one on object storage), or None when there is none or it cannot be read (an unreachable database)."""
+    if not is_remote(folder):
+        return read_lease(folder)
+    if not optuna_url:
+        return None
+    try:
+        return read_db_lease(folder, optuna_url)
+    except Exception:  # noqa: BLE001 - `pielab status` must still show the folder
+        return None

@@ -33,12 +33,16 @@ def params_text(params: dict[str, Any]) -> str:
     return "  ".join(f"{k}={fmt_value(v)}" for k, v in params.items())
 
 
-def counts_text(counts: dict[str, int], pending: int | None = None, running_label: str = "running",
+def counts_text(counts: dict[str, int], pending: int | None = None, running_label: str | None = "running",
                 time_left: float | None = None) -> str:
-    """Trials by state on one line (``1 running · 3 done · 2 stopped early · 4 to go``)."""
-    labels = {**STATE_LABELS, RUNNING: running_label}
+    """Trials by state on one line (``1 running · 3 done · 2 stopped early · 4 to go``).
+
+    ``running_label=None``: a finished sweep, whose running count (always 0) is left out; so is
+    ``pending`` then (the caller passes 0: nothing is to go once a sweep has finished)."""
+    labels = {**STATE_LABELS, RUNNING: running_label or "running"}
+    shown = (END_COMPLETED, END_EARLY) if running_label is None else (RUNNING, END_COMPLETED, END_EARLY)
     parts = [f"{counts.get(s, 0)} {labels[s]}" for s in (RUNNING, END_COMPLETED, END_EARLY, END_FAILED, END_DIVERGED)
-             if counts.get(s, 0) or s in (RUNNING, END_COMPLETED, END_EARLY)]
+             if counts.get(s, 0) or s in shown]
     if time_left is not None:
         parts.append(f"{fmt_duration(time_left)} of the time budget left")  # the budget, not the count, ends it
     elif pending:
@@ -146,6 +150,11 @@ class LiveStatus:
                 f"{fmt_value(rec.best_value)} after {rec.epochs} epochs  "
                 f"[{counts_text(status['counts'], status['pending'], time_left=status.get('time_left_s'))}]"
             )
+
+    def warn(self, line: str) -> None:
+        """One warning line, printed above the live view (or in the log), never swallowed by it."""
+        with self._lock:
+            self.console.print(line, style="yellow", markup=False, highlight=False)
 
     def stop(self) -> None:
         if self._live is not None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import tempfile
 import threading
@@ -201,7 +202,7 @@ class DriverLease:
             if not held.stale():
                 raise LeaseHeld(
                     f"{self.folder}: another driver is running this sweep ({held.describe()}); watch it with "
-                    f"`pielab status {self.folder}` (its lease expires {held.ttl_s:g} s after its driver stops renewing)")
+                    f"`pielab status {shlex.quote(str(self.folder))}` (its lease expires {held.ttl_s:g} s after its driver stops renewing)")
             self._take_over(held)
             time.sleep(0.05)
         raise LeaseHeld(f"{self.folder}: could not take the driver lease (other drivers keep taking it)")

@@ -5,11 +5,17 @@
 terminal status. :class:`SweepStopper` ends trials when the time budget is spent and the sweep when
 it is hopeless.
 
-Ctrl-C: Tune installs its own SIGINT (and SIGUSR1) handler when ``fit()`` starts, before it calls
-the callbacks' ``setup``; there the recorder puts a handler of its own in front of Tune's, which
-records the interrupt and then calls Tune's. On Ctrl-C Tune saves its experiment state and
-*terminates* the running trials, so they look exactly like trials its time budget stopped; only
-this record tells the two apart.
+Ctrl-C, SIGTERM, SIGUSR1: Tune installs its own SIGINT (and SIGUSR1) handler when ``fit()`` starts,
+before it calls the callbacks' ``setup``; there the recorder puts a handler of its own in front of
+Tune's, which records the signal and then calls Tune's, and routes SIGTERM to Tune's SIGINT handler
+the same way (Tune has none for it; Ray's own would exit at once with a native stack dump). So a
+Kubernetes or Slurm SIGTERM saves and stops exactly as Ctrl-C does. On such a stop Tune saves its
+experiment state and *terminates* the running trials, so they look exactly like trials its time
+budget stopped; only this record tells the two apart. A second SIGTERM/SIGUSR1 stops at once
+(:class:`~pielab.sweep.session.Stopped`), as a second Ctrl-C does in Tune.
+
+How a run ended is status.json's ``end`` (see :data:`END_LABELS`); ``finished`` is true for
+``finished``, ``time budget reached`` and ``failed`` (nothing is left to run), false otherwise.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -28,7 +35,7 @@ from ray.tune.stopper import Stopper
 
 from pielab.errors import PielabError
 from pielab.sweep.folder import (
-    END_COMPLETED, END_EARLY, END_FAILED, ENDED_STATES, METRIC_KEYS, RUNNING, SEED_KEY, STATUS_FILE,
+    END_COMPLETED, END_DIVERGED, END_EARLY, END_FAILED, ENDED_STATES, METRIC_KEYS, RUNNING, SEED_KEY, STATUS_FILE,
     TRIALS_DIR, TrialRecord, csv_text, end_state, load_records, location, now_iso, one_line, planned_epochs,
     read_json, summarize_records, write_atomic, write_json, write_results_csv,
 )
@@ -36,26 +43,44 @@ from pielab.sweep.search import Deadline
 
 INTERRUPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGUSR1") if hasattr(signal, name))
 
+# status.json ``end``: how the last run of the driver ended. The CLI maps it to its exit code.
+END_FINISHED, END_BUDGET, END_SWEEP_FAILED = "finished", "time budget reached", "failed"
+END_INTERRUPTED, END_TERMINATED, END_USR1, END_STOPPED = "interrupted", "terminated", "stopped by SIGUSR1", "stopped"
+END_BY_SIGNAL = {"SIGINT": END_INTERRUPTED, "SIGTERM": END_TERMINATED, "SIGUSR1": END_USR1}
+FINISHED_ENDS = (END_FINISHED, END_BUDGET, END_SWEEP_FAILED)
+
 
 def flag_interrupts(event: threading.Event) -> dict[int, Any]:
     """Put a handler in front of each current SIGINT/SIGUSR1 handler (Tune's, inside ``fit``) that sets
-    ``event`` and then calls it. Returns ``{signal: the handler it wrapped}`` (empty off the main
-    thread, where Python cannot install handlers and Tune installs none either)."""
+    ``event`` (with ``event.signum``, the first signal) and then calls it; SIGTERM gets the same
+    handler in front of Tune's SIGINT handler. A second SIGTERM/SIGUSR1 raises
+    :class:`~pielab.sweep.session.Stopped` (stop now, no saving). Returns ``{signal: the handler it
+    replaced}`` (empty off the main thread, where Python cannot install handlers and Tune installs
+    none either)."""
+    from pielab.sweep.session import Stopped
+
     if threading.current_thread() is not threading.main_thread():
         return {}
     wrapped: dict[int, Any] = {}
-    for sig in INTERRUPT_SIGNALS:
-        following = signal.getsignal(sig)
+    tune_sigint = signal.getsignal(signal.SIGINT)
+    plan = [(sig, signal.getsignal(sig)) for sig in INTERRUPT_SIGNALS]
+    if hasattr(signal, "SIGTERM"):
+        plan.append((signal.SIGTERM, tune_sigint))
+    for sig, following in plan:
         if not callable(following):
             continue  # SIG_IGN / SIG_DFL: nothing catches it, so there is no graceful stop to record
 
         def handler(signum, frame, _following=following):
+            if event.is_set() and signum != signal.SIGINT:
+                raise Stopped(signum)  # asked twice: stop without saving (Tune's own second Ctrl-C does so)
+            if not event.is_set():
+                event.signum = signum
             event.set()
-            _following(signum, frame)
+            _following(signal.SIGINT, frame)
 
         handler.pielab_flags = event
+        wrapped[sig] = signal.getsignal(sig)
         signal.signal(sig, handler)
-        wrapped[sig] = following
     return wrapped
 
 
@@ -167,10 +192,42 @@ class SweepRecorder(Callback):
         return WandbTracker(sweep_dir=local_dir(self.sweep_dir), group=t["group"], project=t["project"],
                             entity=t.get("entity"), mode=t["mode"], tags=t.get("tags"))
 
+    def study(self) -> str:
+        """The sweep's study name (fixed at creation; a moved folder keeps it): W&B run ids derive from it."""
+        from pielab.sweep.folder import study_name
+
+        return (self.optuna or {}).get("study") or study_name(self.sweep_dir)
+
+    def _check_tracker(self) -> None:
+        """Show and record a W&B failure once: one warning line on the terminal, ``tracking_error`` in
+        status.json. The tracker's worker thread only stores the line; this runs on Tune's thread."""
+        tracker = self._runtime.get("tracker")
+        if tracker is None or tracker.error is None or self._runtime.get("tracking_error"):
+            return
+        self._runtime["tracking_error"] = tracker.error
+        line = (f"warning: W&B tracking stopped: {tracker.error} "
+                "(the sweep goes on without it; status.json: tracking_error)")
+        if self.display is not None and hasattr(self.display, "warn"):
+            self.display.warn(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+        self.write_status()
+
     def interrupted(self) -> bool:
-        """Whether this run was stopped by Ctrl-C (SIGINT): nothing running has ended, the sweep is not finished."""
+        """Whether this run was stopped by a signal (Ctrl-C, SIGTERM, SIGUSR1): nothing running has ended,
+        the sweep is not finished."""
         event = self._runtime.get("interrupt")
         return bool(event is not None and event.is_set())
+
+    def interrupt_signal(self) -> str | None:
+        """``SIGINT``, ``SIGTERM`` or ``SIGUSR1``: the signal that stopped this run, else None."""
+        event = self._runtime.get("interrupt")
+        if event is None or not event.is_set():
+            return None
+        try:
+            return signal.Signals(getattr(event, "signum", signal.SIGINT)).name
+        except ValueError:
+            return "SIGINT"
 
     def elapsed(self) -> float:
         return self._runtime.get("elapsed_before", 0.0) + time.time() - self._runtime.get("t0", time.time())
@@ -216,7 +273,9 @@ class SweepRecorder(Callback):
         tracker = self._runtime.get("tracker")
         if tracker is not None:
             config_flat = self._resolved(dict(trial.config)).flat()
-            tracker.start(tid, config_flat, run_id=f"{self.sweep_dir.name}-{tid}")
+            from pielab.sweep.tracking import run_id
+
+            tracker.start(tid, config_flat, run_id=run_id(self.study(), tid))
         self.write_status()
 
     def _resolved(self, params: dict[str, Any]):
@@ -252,6 +311,7 @@ class SweepRecorder(Callback):
         if tracker is not None:
             tracker.log(rec.trial_id, row, epoch)
             tracker.release()  # the first epoch is in: W&B's start-up no longer delays the trials
+            self._check_tracker()
         self.write_status()
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
@@ -305,6 +365,7 @@ class SweepRecorder(Callback):
                 "test/acc": rec.test_acc, "epochs": rec.epochs, "train_time_s": rec.train_time_s,
                 "model/params": rec.num_params,
             }, failed=state == END_FAILED)
+            self._check_tracker()
         write_results_csv(self.sweep_dir, self.records, self.mode)
         self.write_status()
         if self.display is not None:
@@ -346,15 +407,28 @@ class SweepRecorder(Callback):
 
     def on_experiment_end(self, trials, **info) -> None:
         self._close_silently_stopped(trials)
-        # Finished: every trial reached an end state and Tune created all it was going to.
+        # Tune ended its loop without a signal only when its searcher had nothing more to propose and
+        # every trial had ended (or the stopper ended them all): nothing is left to run, whatever
+        # num_trials says (a grid that ran out, a resume of a sweep whose last trial had just ended).
         unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
-        budget_hit = self.deadline.passed()
-        stopped = bool(self._runtime.get("stop_reason"))
-        finished = not self.interrupted() and not unfinished and (len(trials) >= self.num_trials or budget_hit or stopped)
-        self._runtime["finished"] = finished
+        signame = self.interrupt_signal()
+        if signame:
+            end = END_BY_SIGNAL.get(signame, END_INTERRUPTED)
+        elif unfinished:
+            end = END_STOPPED
+        elif self._runtime.get("stop_reason") or (
+                self.records and all(r.state in (END_FAILED, END_DIVERGED) for r in self.records.values())):
+            end = END_SWEEP_FAILED
+        elif self.deadline.passed():
+            end = END_BUDGET
+        else:
+            end = END_FINISHED
+        self._runtime["end"] = end
+        self._runtime["finished"] = end in FINISHED_ENDS
         tracker = self._runtime.get("tracker")
         if tracker is not None:
             tracker.close()
+            self._check_tracker()
         write_results_csv(self.sweep_dir, self.records, self.mode)
         self.write_status(final=True)
         unflag_interrupts(self._runtime.pop("signals", {}))
@@ -381,7 +455,8 @@ class SweepRecorder(Callback):
             "num_trials": self.num_trials,
             "slots": self.slots,
             "started_trials": started_trials,
-            "pending": max(0, self.num_trials - started_trials),
+            # A finished sweep has nothing to go, whether its budget or its searcher ended it first.
+            "pending": 0 if final and self._runtime.get("finished") else max(0, self.num_trials - started_trials),
             **summary,
             "running": running,
             "started": self._runtime.get("started"),
@@ -390,11 +465,14 @@ class SweepRecorder(Callback):
             "time_left_s": self.deadline.left() if self.time_budget_s else None,
             "efficiency": round(summary["trial_time_s"] / (elapsed * self.slots), 4) if elapsed > 0 else None,
             "finished": bool(self._runtime.get("finished")) if final else False,
+            "end": self._runtime.get("end") if final else None,
+            "signal": self.interrupt_signal() if final else None,
             "stop_reason": self._runtime.get("stop_reason"),
             "resumes": self._runtime.get("resumes", []),
             "address": self.address,
             "driver": {"host": socket.gethostname(), "pid": os.getpid(), "alive": not final},
             "wandb": (self.tracking or {}).get("mode", "disabled"),
+            "tracking_error": self._runtime.get("tracking_error"),
         }
 
     def write_status(self, final: bool = False) -> None:

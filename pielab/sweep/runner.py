@@ -49,12 +49,15 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
     import ray
     from ray import tune
 
+    from pielab.sweep.trainable import remove_stale_staging
+
     sweep_dir = location(sweep_dir)  # a resolved local Path, or an ObjectPath (s3://, gs://)
     started_at = started_at or time.time()
     localize_paths(spec)
     started = start_ray(address) or owns_ray
     tolerate_already_deleted_checkpoints()
     keep_credentials_out_of_runtime_env()  # no secret in Ray's session logs
+    study = None
     try:
         if not address:
             check_resources({"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
@@ -64,13 +67,14 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
         prepare(spec.base.task, spec.base.data)
         url = optuna_url(spec, sweep_dir)
         # A moved folder keeps the study it was created with (named after the folder's first name).
-        study = (read_json(sweep_dir / STATUS_FILE) or {}).get("study") if restore else None
+        study = ((read_json(sweep_dir / STATUS_FILE) or {}).get("study") if restore else None) or sweep_dir.name
+        remove_stale_staging(study)  # checkpoint staging folders of trials killed in an earlier run
         settings = dict(
             sweep_dir=sweep_dir, name=spec.name, base=trial_base(spec), metric=spec.metric, mode=spec.mode,
             max_t=spec.max_t if spec.scheduler.name == "asha" else None, num_trials=spec.num_trials,
             slots=spec.max_concurrent, time_budget_s=spec.time_budget_s, scheduler=spec.scheduler.name,
             tracking=tracking_settings(spec), address=address, started_at=started_at,
-            optuna={"url": url, "study": study or sweep_dir.name},
+            optuna={"url": url, "study": study},
         )
         # Tune's pickles (tuner.pkl, the searcher's state) name neither the folder's place nor the
         # database password: while this is active they bind to the folder where it is now.
@@ -89,5 +93,6 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
     finally:
         if started:
             ray.shutdown()
+        remove_stale_staging(study)  # trials killed in this run (after shutdown their workers are gone)
     status = read_json(sweep_dir / STATUS_FILE) or {}
     return SweepOutcome(sweep_dir, status, load_records(sweep_dir))

@@ -14,15 +14,25 @@ Mode: ``online`` or ``offline`` as given; ``auto`` is online only when an API ke
 (``WANDB_API_KEY`` or a netrc entry for api.wandb.ai), offline otherwise. Offline runs land in
 ``<sweep>/wandb/offline-run-*`` and upload later with ``wandb sync <sweep>/wandb/offline-run-*``.
 The key itself is never read here beyond "is there one", and never written anywhere.
+
+Names: W&B refuses a run id with ``:;,#?/'`` or surrounding whitespace, a tag outside 1-64 characters,
+a project with ``/\\#?%:`` or over 128 characters. Everything pielab derives (run id, group, run
+name, tags) goes through :func:`run_id`, :func:`group_name` and :func:`clean_tags`, so any sweep
+folder or spec name gives valid ones; the run id comes from the sweep's *study* name (fixed when the
+sweep is created) and the trial id, so it is the same after a resume and after the folder is moved.
+The project and entity are the user's and are passed as given: if W&B refuses them (or anything else
+fails), :attr:`WandbTracker.error` holds one line and tracking is off for the rest of the run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import netrc
 import os
 import queue
+import re
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +40,68 @@ from typing import Any, Callable
 logger = logging.getLogger(__name__)
 
 WANDB_HOST = "api.wandb.ai"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._]+")  # "-" too: runs of separators collapse to one "-"
+MAX_RUN_ID = 64  # W&B's server caps ids well above this; short ids keep folder names readable
+MAX_GROUP = 128
+MAX_TAG = 64
+
+
+def name_hash(text: str) -> str:
+    """8 hex digits of the SHA-1 of ``text``: keeps two names apart when their slugs are equal."""
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """``text`` in ``[A-Za-z0-9._-]`` (runs of anything else become one ``-``), at most ``limit`` characters,
+    never starting or ending with ``-`` or ``.``; may be empty."""
+    return _UNSAFE.sub("-", text)[:limit].strip("-.")
+
+
+def sweep_key(study: str) -> str:
+    """A sweep's short safe key, ``<slug of the study name>-<hash of it>`` (such as ``cifar-3f2a9c01``):
+    valid in W&B ids and file names, the same for the life of the sweep (the study name is fixed when
+    the sweep is created; a moved or renamed folder keeps it)."""
+    return f"{slug(study) or 'sweep'}-{name_hash(study)}"
+
+
+def trial_slug(trial_id: str) -> str:
+    """A trial id in ``[A-Za-z0-9._]`` (Tune's ids, ``1a2b3_00001``, already are): no ``-``, so it can
+    end a ``-``-separated name unambiguously."""
+    safe = re.sub(r"[^A-Za-z0-9._]+", "_", trial_id).strip("_.")
+    return safe if safe == trial_id else f"{safe[:24]}_{name_hash(trial_id)}"
+
+
+def run_id(study: str, trial_id: str) -> str:
+    """The W&B run id of a trial: ``<sweep_key(study)>-<trial id>``, at most 64 characters, always valid."""
+    return f"{sweep_key(study)}-{trial_slug(trial_id)}"[-MAX_RUN_ID:].lstrip("-.")
+
+
+def _clip(text: str, limit: int) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else f"{text[:limit - 9].rstrip()}-{name_hash(text)}"
+
+
+def group_name(name: str) -> str:
+    """The W&B group of a sweep (the spec's name), clipped to 128 characters (a hash keeps clips apart)."""
+    return _clip(name, MAX_GROUP) or "pielab"
+
+
+def clean_tags(tags: list[Any] | None) -> list[str]:
+    """Tags W&B accepts (1 to 64 characters each, no duplicates); empty ones are dropped."""
+    out: list[str] = []
+    for tag in tags or []:
+        tag = _clip(str(tag), MAX_TAG)
+        if tag and tag not in out:
+            out.append(tag)
+    return out
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a W&B failure: the exception's first non-empty line (its type name if none)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def api_key_configured() -> bool:
@@ -64,18 +136,20 @@ class WandbTracker:
     """Driver-side W&B runs, one per trial; every call returns at once (a worker thread does the work).
 
     ``start(trial_id, config_flat, run_id)``, ``log(trial_id, metrics, epoch)``, ``finish(trial_id,
-    summary, failed)``, ``release()`` (begin the work), ``close()``. A W&B problem is logged once and
-    turns tracking off; it never ends the sweep.
+    summary, failed)``, ``release()`` (begin the work), ``close()``. A W&B problem turns tracking off
+    and leaves one line in :attr:`error` (the recorder shows it and records it in status.json); it
+    never ends the sweep. ``group`` and ``tags`` are made valid here; ``project`` is passed as given.
     """
 
     def __init__(self, *, sweep_dir: str | Path, group: str, project: str, entity: str | None, mode: str,
                  tags: list[str] | None = None) -> None:
         self.sweep_dir = str(sweep_dir)
-        self.group = group
+        self.group = group_name(group)
         self.project = project
         self.entity = entity
         self.mode = mode
-        self.tags = tags or []
+        self.tags = clean_tags(tags)
+        self.error: str | None = None  # the first failure, one line; set by the worker thread
         self._runs: dict[str, Any] = {}
         self._steps: dict[str, int] = {}
         self._queue: "queue.Queue[Callable[[], None] | None]" = queue.Queue()
@@ -129,8 +203,10 @@ class WandbTracker:
             try:
                 job()
             except Exception as exc:  # W&B trouble must never end a sweep
+                self.error = error_line(exc)
                 self._broken = True
-                logger.warning("W&B tracking turned off after an error: %s", str(exc).splitlines()[0] if str(exc) else exc)
+                logger.debug("W&B tracking turned off", exc_info=True)
+                self._abandon()
 
     def _start(self, trial_id: str, config_flat: dict[str, Any], run_id: str) -> None:
         if trial_id in self._runs:
@@ -139,7 +215,7 @@ class WandbTracker:
 
         settings = wandb.Settings(console="off", silent=True, x_disable_stats=True, x_disable_meta=True)
         run = wandb.init(
-            project=self.project, entity=self.entity, group=self.group, name=trial_id, id=run_id,
+            project=self.project, entity=self.entity, group=self.group, name=_clip(trial_id, 128), id=run_id,
             job_type="trial", tags=self.tags, config=config_flat, dir=self.sweep_dir, mode=self.mode,
             reinit="create_new", resume="allow", settings=settings,
         )
@@ -160,6 +236,15 @@ class WandbTracker:
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 run.summary[key] = value
         run.finish(exit_code=1 if failed else 0)
+
+    def _abandon(self) -> None:
+        """After a failure: close the runs already open (best effort), so their files end cleanly."""
+        for run in self._runs.values():
+            try:
+                run.finish(exit_code=1)
+            except Exception:  # noqa: BLE001 - already broken; nothing more to report
+                pass
+        self._runs.clear()
 
     def _finish_all(self) -> None:
         for trial_id in list(self._runs):

@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -80,6 +82,90 @@ def _load_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise PielabError(f"checkpoint {checkpoint.path} is not a readable pielab trial state "
                               f"({type(exc).__name__}: {first})") from None
+
+
+# --------------------------------------------------------------------------- checkpoint staging
+
+STAGING_PREFIX = "pielab-ckpt-"
+
+
+def staging_prefix(study: str | None, trial_id: str | None = None, pid: int | None = None) -> str:
+    """The name prefix of a trial's checkpoint staging folders in the temp directory.
+
+    ``pielab-ckpt-<sweep key>-<trial>-<pid>-`` (``tempfile`` appends 8 characters without ``-``): the
+    sweep key (:func:`pielab.sweep.tracking.sweep_key` of the study name) says which sweep, the pid
+    which process, so a SIGKILLed trial's leftovers can be found and removed without touching another
+    sweep's or a live process's. Without ``trial_id`` and ``pid``: the sweep's common prefix.
+    ``study`` None (no sweep folder): the bare ``pielab-ckpt-``, never cleaned up by name.
+    """
+    if not study:
+        return STAGING_PREFIX
+    from pielab.sweep.tracking import sweep_key, trial_slug
+
+    prefix = f"{STAGING_PREFIX}{sweep_key(study)}-"
+    if trial_id is None:
+        return prefix
+    return f"{prefix}{trial_slug(trial_id)}-{os.getpid() if pid is None else pid}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a process we can judge: keep its folders
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: someone else's live process
+        return True
+    return True
+
+
+def remove_stale_staging(study: str | None, root: str | Path | None = None) -> list[Path]:
+    """Remove this sweep's checkpoint staging folders whose creating process is dead; returns them.
+
+    A trial stages each epoch's checkpoint in a temporary folder that its ``with`` block removes; a
+    SIGKILL (the kernel's OOM killer, a lost node, a killed driver) skips that. Only folders named by
+    :func:`staging_prefix` for ``study`` on this machine are candidates, and only those whose pid no
+    longer runs: another sweep's, or a running trial's, are kept. ``root``: the temp directory
+    (default :func:`tempfile.gettempdir`, which trial workers on this machine share). Never raises.
+    """
+    if not study:
+        return []
+    prefix = staging_prefix(study)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(root or tempfile.gettempdir()))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        parts = entry.name[len(prefix):].split("-")
+        # <trial>-<pid>-<tempfile's suffix>: exactly three parts, so a sweep whose key merely starts
+        # with this one (its rest holds more '-') never matches.
+        if len(parts) != 3 or not parts[1].isdigit():
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or _pid_alive(int(parts[1])):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        if not os.path.exists(entry.path):
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _sweep_study(sweep_dir: str | None) -> str | None:
+    """The study name of the sweep this trial belongs to (status.json's, as the driver recorded it)."""
+    if sweep_dir is None:
+        return None
+    from pielab.sweep.folder import study_name
+
+    try:
+        return study_name(sweep_dir)
+    except Exception:  # noqa: BLE001 - an unreadable folder: stage under the bare prefix
+        return None
 
 
 JOURNAL_FILE = "epochs.log"
@@ -181,6 +267,9 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, swee
                 return  # restarted after its last epoch was reported and saved: nothing left to train
 
         faults = _faults()
+        study = _sweep_study(sweep_dir)
+        remove_stale_staging(study)  # this node's leftovers of killed trials (the driver sees only its own)
+        staging = staging_prefix(study, tune.get_context().get_trial_id())
         _journal(f"start after_epoch={last['epoch']} pid={os.getpid()} node={_node_ip()} gpus={_gpu_ids()}")
 
         def on_epoch(metrics: dict[str, Any], epoch_state: dict[str, Any]) -> None:
@@ -193,7 +282,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, swee
                 metrics[PARAMS_KEY] = int(epoch_state["params"])
             last.clear()
             last.update(metrics)
-            with tempfile.TemporaryDirectory(prefix="pielab-ckpt-") as tmp:
+            with tempfile.TemporaryDirectory(prefix=staging) as tmp:
                 torch.save(epoch_state, os.path.join(tmp, STATE_FILE))
                 # Tune copies the folder into the trial's storage before report returns.
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))

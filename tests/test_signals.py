@@ -1,0 +1,92 @@
+"""SIGTERM (Kubernetes, Slurm, kill) and SIGUSR1 (Slurm's --signal=B:USR1@N) stop a driver as Ctrl-C does:
+state saved, exit 128 + N (143, 138), no native stack dump from Ray, and the same command line
+(``--resume-if-exists``) or ``pielab resume`` continues with no completed trial run again."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import pytest
+import yaml
+
+from test_reliability import epochs_trained, journal, metrics_epochs_safe, results, snapshot, starts, sweep_env, \
+    tiny_spec, wait_for
+
+NATIVE_DUMP = ("SIGTERM received", "PC: @", "*** SIG")
+
+
+def assert_clean_stop(stdout: str, stderr: str) -> None:
+    for fragment in NATIVE_DUMP:
+        assert fragment not in stdout + stderr, stderr[-3000:]
+    assert "Traceback" not in stdout + stderr, stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_sigterm_and_sigusr1_save_and_stop_then_the_same_command_continues(tmp_path, cifar_path, pielab_exe):
+    env = sweep_env(tmp_path)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(tiny_spec(cifar_path, name="sigterm", num_trials=4, epochs=3)))
+    out = tmp_path / "sweep"
+    cmd = [*pielab_exe, "sweep", str(spec_path), "--out", str(out), "--resume-if-exists"]
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def some_done_some_running() -> bool:
+        res = results(out)
+        return (any(r["state"] == "completed" for r in res.values())
+                and any(r["state"] == "running" and metrics_epochs_safe(out, t) for t, r in res.items()))
+
+    # SIGTERM: graceful, 143, no stack dump, the lease released, the status says so.
+    proc = start()
+    wait_for(some_done_some_running, proc, what="a finished and a running trial")
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 143, stdout[-3000:] + stderr[-3000:]
+    assert_clean_stop(stdout, stderr)
+    assert "terminated (SIGTERM)" in stdout and f"pielab resume {out}" in stdout, stdout[-3000:]
+    assert not (out / "driver.lease").exists()
+    status = json.loads((out / "status.json").read_text())
+    assert status["end"] == "terminated" and status["finished"] is False, status
+    shown = subprocess.run([*pielab_exe, "status", str(out)], capture_output=True, text=True, env=env, timeout=60)
+    assert "interrupted by SIGTERM" in shown.stdout, shown.stdout
+    before = snapshot(out)
+    done_before = {t for t, s in before.items() if s["result"]["state"] == "completed"}
+    assert done_before
+
+    # SIGUSR1 during the rerun of the same command line: 138, state saved again.
+    proc = start()
+    rows = lambda: sum(len(metrics_epochs_safe(out, t)) for t in results(out))  # noqa: E731
+    start_rows = rows()
+    wait_for(lambda: rows() > start_rows, proc, what="an epoch of the continued sweep")
+    proc.send_signal(signal.SIGUSR1)
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 138, stdout[-3000:] + stderr[-3000:]
+    assert_clean_stop(stdout, stderr)
+    assert json.loads((out / "status.json").read_text())["end"] == "stopped by SIGUSR1"
+
+    # The same command line again: continues to the end, exit 0.
+    proc = start()
+    stdout, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert "the sweep finished" in stdout, stdout[-3000:]
+    after = snapshot(out)
+    for tid in done_before:  # a completed trial never runs again: same journal, metrics and result
+        assert after[tid] == before[tid], tid
+    for tid, snap in after.items():
+        if snap["result"]["state"] == "failed":
+            continue
+        assert snap["result"]["state"] == "completed", snap["result"]
+        trained = epochs_trained(snap["journal"])
+        assert sorted(set(trained)) == [1, 2, 3], (tid, snap["journal"])
+        # each restart resumed from a checkpoint: at most the epoch in flight trained twice
+        assert len(trained) - len(set(trained)) <= len(starts(snap["journal"])) - 1, (tid, snap["journal"])
+    # A trial stopped by SIGTERM after an epoch was recorded (metrics.csv; its checkpoint is stored before
+    # Tune hands the result on) restarts from that checkpoint, not from scratch.
+    interrupted = [t for t in set(before) - done_before if len(before[t]["metrics"].splitlines()) > 1]
+    assert interrupted and all(starts(journal(out, t))[1] >= 1 for t in interrupted), \
+        {t: journal(out, t) for t in interrupted}
+    final = json.loads((out / "status.json").read_text())
+    assert final["finished"] is True and final["end"] == "finished" and len(final["resumes"]) == 2, final
