@@ -125,8 +125,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pielab.sweep.commands import sweep_command
+    from pielab.sweep.storage import is_remote
 
-    if args.out:
+    if args.out and not is_remote(args.out):  # object storage is checked when the folder is made
         _check_writable(Path(args.out))
     if args.resume_if_exists and not args.out:
         raise PielabError("--resume-if-exists needs --out DIR (the folder that a rerun continues)")

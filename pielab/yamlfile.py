@@ -66,13 +66,18 @@ def load_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
     (tabs, unclosed brackets), an empty file, a top level that is not a mapping, and every key given
     twice in one mapping (YAML would silently keep the last one).
     """
-    path = Path(path)
+    if not hasattr(path, "read_text"):
+        path = Path(path)  # else a path object already (pathlib, or a sweep folder's object-storage path)
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    except OSError as exc:  # object storage: refused, unreachable
+        from pielab.text import one_line
+
+        raise ConfigError(f"{path}: cannot read ({one_line(str(exc) or type(exc).__name__, 200)})") from None
     try:
         data = yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:

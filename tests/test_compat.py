@@ -154,3 +154,15 @@ def test_search_generator_extends_past_its_restored_num_samples():
     assert gen.is_finished() and gen.total_samples == 3
     gen.extend(num_trials=5, max_concurrent=2)
     assert not gen.is_finished() and gen.total_samples == 5 and gen.searcher.max_concurrent == 2
+
+
+def test_tune_no_longer_copies_aws_credentials_into_trainables(monkeypatch):
+    """ray 2.60.0 class_cache: without the fix the trainable's runtime_env carries AWS_SECRET_ACCESS_KEY
+    (and Ray's runtime-env agent logs it); with it, nothing of the AWS credentials."""
+    from ray.tune.execution import class_cache
+
+    monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE", set(class_cache.ENV_VARS_TO_PROPAGATE) | set(compat.AWS_SECRETS))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-to-propagate")
+    compat.keep_credentials_out_of_runtime_env()
+    assert not set(compat.AWS_SECRETS) & class_cache.ENV_VARS_TO_PROPAGATE
+    assert "PL_DISABLE_FORK" in class_cache.DEFAULT_ENV_VARS  # the rest of the mechanism is untouched

@@ -124,6 +124,14 @@ def test_study_name_is_the_recorded_one_and_survives_a_rename(tmp_path: Path) ->
     assert SweepFolder(path=moved, spec={}, status={}).study == "sweep-20261128"
 
 
-def test_shared_helpers_are_re_exported_not_copied() -> None:
-    assert f.write_atomic is files.write_atomic and f.write_json is files.write_json
-    assert f.read_json is files.read_json and f.one_line is text.one_line
+def test_shared_helpers_are_re_exported_not_copied(tmp_path: Path, monkeypatch) -> None:
+    from pielab.sweep import storage
+
+    # the folder's file helpers are pielab.sweep.storage's (local folder or object storage) ...
+    assert f.write_atomic is storage.write_atomic and f.write_json is storage.write_json
+    assert f.read_json is storage.read_json and f.one_line is text.one_line
+    # ... which hand a local path to pielab.files' one atomic writer
+    calls = []
+    monkeypatch.setattr(files, "write_atomic", lambda path, data: calls.append((path, data)))
+    f.write_json(tmp_path / "x.json", {"a": 1})
+    assert calls == [(tmp_path / "x.json", files.json_text({"a": 1}))]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pielab.files import write_atomic
+from pielab.sweep.storage import local_dir
 from pielab.report.export import export_command, export_configs, export_paths
 from pielab.report.tables import (
     Sweep, _escape_md, display_groups, display_plain, failed_table, group_table, load_sweep, pareto_table,
@@ -25,7 +26,8 @@ __all__ = ["Sweep", "build_report", "export_command", "export_configs", "export_
 
 
 def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict[str, Path]:
-    """Render every table, figure and the HTML page of a sweep into ``out`` (default SWEEP_DIR/report).
+    """Render every table, figure and the HTML page of a sweep into ``out`` (default SWEEP_DIR/report;
+    for a sweep on object storage, ``./SWEEP/report``: reports are always written locally).
 
     Returns {output name: path}. Everything is rendered in memory first, then written file by file
     atomically, so a failure leaves the previous report untouched.
@@ -37,7 +39,7 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict[s
     from pielab.report import figures, page
 
     sweep = load_sweep(sweep_dir)
-    out_dir = Path(out) if out is not None else sweep.path / "report"
+    out_dir = Path(out) if out is not None else local_dir(sweep.path) / "report"
     groups, trials, failed = group_table(sweep), trial_table(sweep), failed_table(sweep)
     if groups.empty:
         sweep.notes.append("no finished trials yet: the summary table and the figures are empty")

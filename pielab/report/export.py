@@ -19,6 +19,7 @@ from pielab.files import write_atomic
 from pielab.provenance import KEY as PROVENANCE, describe_device, describe_versions
 from pielab.report.tables import load_sweep, number
 from pielab.sweep.folder import test_acc_note
+from pielab.sweep.storage import local_dir
 from pielab.text import fmt_value
 
 
@@ -68,7 +69,8 @@ def export_configs(sweep_dir: str | Path, top: int = 1, out: str | Path | None =
     else:
         ranked = ranked.head(top)
     default_name = "pareto_configs.yaml" if pareto else "best_configs.yaml"
-    target = Path(out) if out is not None else sweep.path / default_name
+    # a sweep on object storage exports locally, to ./SWEEP/<default_name>
+    target = Path(out) if out is not None else local_dir(sweep.path) / default_name
     paths = export_paths(target, len(ranked))
     # Sweep trials with train.threads null run with their CPU share as torch's thread count, and a different
     # thread count changes float summation order: the header says so rather than altering the config.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import signal
 import sys
 import threading
@@ -34,17 +33,19 @@ from pielab.sweep.display import (  # noqa: F401  (best_table and LiveStatus: im
     LiveStatus, best_table, best_text, counts_text, failed_line, make_console, pareto_table, pareto_text,
     running_line,
 )
+from pielab.sweep.dblease import lease_for, read_lease_for
 from pielab.sweep.folder import (
     END_DIVERGED, END_FAILED, OPTUNA_DB, PARAMS_KEY, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR,
-    SweepFolder, load_records, pareto_records, read_json, summarize_records, write_atomic,
+    SweepFolder, is_remote, load_records, location, pareto_records, read_json, summarize_records, write_atomic,
 )
-from pielab.sweep.lease import LEASE_FILE, DriverLease, LeaseHeld, read_lease
+from pielab.sweep.lease import LEASE_FILE, DriverLease, LeaseHeld
+from pielab.sweep.storage import local_dir, remove_tree
 from pielab.sweep.session import stop_signals_caught
 from pielab.sweep.started_spec import (
     STARTED_SPEC_FILE, check_unchanged, describe_changes, read_started_spec, record_started_spec, spec_changes,
 )
 from pielab.files import write_json
-from pielab.text import fmt_duration
+from pielab.text import fmt_duration, one_line
 
 # What `pielab resume SWEEP_DIR --set KEY=VALUE` may change: the sweep continues with the same study.
 CONTINUE_KEYS = ("num_trials", "time_budget_s", "max_concurrent")
@@ -69,9 +70,11 @@ def preempted_text(summary: dict[str, Any]) -> str:
             f"({times} time{'s' if times != 1 else ''}; not counted as failures or retries)")
 
 
-def wandb_sync_hint(sweep_dir: Path) -> str | None:
+def wandb_sync_hint(sweep_dir) -> str | None:
     """The ``wandb sync`` line for the sweep's offline runs, or None when there are none. The folder is
-    shell-quoted and the glob left outside the quotes, so the line pastes into a shell as printed."""
+    shell-quoted and the glob left outside the quotes, so the line pastes into a shell as printed.
+    W&B writes locally: a sweep on object storage keeps its runs in ``./SWEEP/wandb`` (storage.local_dir)."""
+    sweep_dir = local_dir(sweep_dir)
     if not any((sweep_dir / "wandb").glob("offline-run-*")):
         return None
     return f"upload the offline W&B runs later with: wandb sync {shlex.quote(str(sweep_dir / 'wandb'))}/offline-run-*"
@@ -103,23 +106,26 @@ def _new_sweep_dir(spec, out: str | None) -> tuple[Path, DriverLease]:
     Of two drivers given the same ``--out`` at once, exactly one gets the lease; the other raises
     :class:`LeaseHeld` (or finds the folder already made) and touches nothing.
     """
-    if out:
-        folder = Path(out).expanduser()
-        if folder.exists() and (not folder.is_dir() or _others(folder)):
-            _refuse_existing(folder)
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        folder = Path(spec.storage.path).expanduser() / f"{spec.name}-{stamp}"
-        n = 2
-        while folder.exists():
-            folder = Path(spec.storage.path).expanduser() / f"{spec.name}-{stamp}-{n}"
-            n += 1
+    endpoint = spec.storage.endpoint  # a local Path, or an ObjectPath on object storage (pielab.sweep.storage)
     try:
+        if out:
+            folder = location(out, endpoint)
+            if folder.exists() and (not folder.is_dir() or _others(folder)):
+                _refuse_existing(folder)
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            parent = location(spec.storage.path, endpoint)
+            folder = parent / f"{spec.name}-{stamp}"
+            n = 2
+            while folder.exists():
+                folder = parent / f"{spec.name}-{stamp}-{n}"
+                n += 1
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create the sweep folder {folder}: {exc.strerror or exc}") from None
+        where = out or spec.storage.path
+        raise ConfigError(f"cannot create the sweep folder in {where}: {exc.strerror or one_line(str(exc), 300)}") from None
     folder = folder.resolve()
-    lease = DriverLease(folder).acquire()
+    lease = lease_for(folder, optuna_url=spec.storage.optuna).acquire()  # object storage: in the study's RDB
     if _others(folder):  # another driver made it and finished between our look and our lease
         lease.release()
         _refuse_existing(folder)
@@ -152,10 +158,17 @@ def _holding(lease: DriverLease) -> Iterator[DriverLease]:
 
 
 def _lost(lease: DriverLease) -> LeaseHeld:
-    holder = read_lease(lease.folder)
+    holder = read_lease_for(lease.folder, getattr(lease, "url", None))
     who = f" ({holder.describe()})" if holder is not None else ""
     return LeaseHeld(f"{lease.folder}: another driver took this sweep over{who}; this one stopped "
                      f"(it had not renewed its lease within {lease.ttl_s:g} s)")
+
+
+def _study_url(sweep: SweepFolder) -> str | None:
+    """sweep.yaml's ``storage.optuna`` (no password: libpq's PGPASSWORD or ~/.pgpass supply it), where a
+    folder on object storage keeps its driver lease."""
+    storage = sweep.spec.get("storage")
+    return storage.get("optuna") if isinstance(storage, dict) else None
 
 
 def _sweep_folder(sweep_dir: str) -> Path:
@@ -168,7 +181,8 @@ def _load_saved_spec(folder: Path):
     from pielab.sweep.spec import SweepSpec
 
     raw, lines = load_yaml(folder / SWEEP_FILE)
-    return SweepSpec.from_dict(raw, source=str(folder / SWEEP_FILE), lines=lines, base_dir=folder)
+    return SweepSpec.from_dict(raw, source=str(folder / SWEEP_FILE), lines=lines,
+                               base_dir=None if is_remote(folder) else folder)
 
 
 # status.json ``end`` (pielab.sweep.recorder) -> the closing line's verb and the exit code (pielab.cli)
@@ -253,10 +267,15 @@ def sweep_command(spec_path: str, overrides: list[str], out: str | None, address
 
     with stop_signals_caught():
         spec = load_spec(spec_path, overrides or [])  # every file it names is validated before Ray starts
+        if out:
+            from pielab.sweep.spec import storage_problems
+
+            for key, problem in storage_problems(out, spec.storage.optuna, spec.storage.endpoint, key="--out"):
+                raise ConfigError(f"{key}: {problem}")
         localize_paths(spec)  # sweep.yaml then names the data wherever `pielab resume` runs from
         spec_dict = spec.to_dict()
-        if resume_if_exists and out and (Path(out).expanduser() / SWEEP_FILE).is_file():
-            return resume_command(out, started_at=t0, given=(spec, spec_dict, f"--out {Path(out).expanduser()}"))
+        if resume_if_exists and out and (location(out, spec.storage.endpoint) / SWEEP_FILE).is_file():
+            return resume_command(out, started_at=t0, given=(spec, spec_dict, f"--out {location(out)}"))
         source = _warm_source(warm_from, spec) if warm_from else None
         folder, lease = _new_sweep_dir(spec, out)
         with _holding(lease):
@@ -315,7 +334,7 @@ def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | N
             for name in (SWEEP_FILE, STARTED_SPEC_FILE, WARM_START_FILE, OPTUNA_DB):
                 (folder / name).unlink(missing_ok=True)
             lease.release()
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_tree(folder)
         raise
     return _finish_report(console, outcome, spec, lease)
 
@@ -356,8 +375,9 @@ def resume_command(sweep_dir: str, *, started_at: float | None = None, given=Non
     """
     t0 = started_at or time.time()
     with stop_signals_caught():
-        folder = _sweep_folder(sweep_dir)
-        lease = DriverLease(folder).acquire()
+        sweep = SweepFolder.open(sweep_dir)
+        folder = sweep.path
+        lease = lease_for(folder, optuna_url=_study_url(sweep)).acquire()
         with _holding(lease):
             return _resume(folder, lease, t0, given, overrides or [])
 
@@ -461,7 +481,7 @@ def status_command(sweep_dir: str) -> int:
     pending = 0 if finished else max(0, int(num_trials) - len(records))
 
     # Who drives it now: the lease (any host), not a pid, which only this host could check.
-    holder = read_lease(folder.path)
+    holder = read_lease_for(folder.path, _study_url(folder))
     alive = holder is not None and not holder.stale()
     if finished:
         end = status.get("end")

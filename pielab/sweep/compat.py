@@ -8,7 +8,6 @@ elsewhere in pielab uses Ray's and Optuna's public API only, and these functions
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 from ray.tune.search import SearchGenerator
@@ -44,6 +43,33 @@ def searcher_told(searcher: Any) -> set[str]:
 
 
 # --------------------------------------------------------------------------- Ray's checkpoint deletion
+
+
+# ray 2.60.0, ray/tune/execution/class_cache.py: the AWS variables Tune copies into every trainable
+# actor's runtime_env, from the driver's environment.
+AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
+
+
+def keep_credentials_out_of_runtime_env() -> None:
+    """Stop Tune from putting the driver's AWS credentials into the trainables' ``runtime_env``.
+
+    ray 2.60.0, ``ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE``: Tune adds
+    ``AWS_SECRET_ACCESS_KEY`` (and the key id and session tokens) to the ``runtime_env`` of every
+    trainable actor, and Ray's runtime-env agent logs that runtime_env in full, so the secret ends up
+    in the session's log files. Trial workers on this machine inherit the driver's environment
+    anyway (the raylet that starts them was started by the driver); on a cluster each node reads its
+    own credentials (an instance role, or the variables given to ``ray start``).
+
+    Raises:
+        RuntimeError: Ray no longer has that set (an upgrade: see tests/test_compat.py).
+    """
+    from ray.tune.execution import class_cache
+
+    propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    if not isinstance(propagated, set):
+        raise RuntimeError("ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE is gone: "
+                           "update pielab.sweep.compat for this Ray version")
+    propagated.difference_update(AWS_SECRETS)
 
 
 def tolerate_already_deleted_checkpoints() -> None:
@@ -106,10 +132,14 @@ class MovableSearchGenerator(SearchGenerator):
         storage = experiment.spec.get("storage") if experiment is not None else None
         if active is None or storage is None:
             return
-        here = Path(active.sweep_dir).as_posix()
+        from pielab.sweep.storage import tune_storage
+
+        here, filesystem = tune_storage(active.sweep_dir)  # a local path, or bucket/prefix on object storage
         if (storage.storage_fs_path, storage.experiment_dir_name) != (here, TUNE_DIR):
             moved = copy.copy(storage)
             moved.storage_fs_path, moved.experiment_dir_name = here, TUNE_DIR
+            if filesystem is not None:
+                moved.storage_filesystem = filesystem
             experiment.spec["storage"] = moved
 
     def extend(self, num_trials: int, max_concurrent: int | None = None) -> None:

@@ -68,8 +68,12 @@ it: their values are measured at fewer epochs, and a short trial of a small mode
 on the front for being stopped (the Optuna study holds them as PRUNED, so its ``best_trials`` is the
 same set).
 
-Every file is written atomically (temp file + ``os.replace``): a reader during a sweep sees the old
-or the new version, never half of one. Readers never read Ray's internals.
+Every file is written atomically (temp file + ``os.replace``; one PUT on object storage): a reader
+during a sweep sees the old or the new version, never half of one. Readers never read Ray's internals.
+
+**Where the folder lives** (:mod:`pielab.sweep.storage`): a local or NFS path, or a prefix on object
+storage (``s3://bucket/prefix/SWEEP``, ``gs://...``). A remote folder has the same layout, read and
+written through ``pyarrow.fs``; its Optuna study is on the RDB of ``storage.optuna`` (no ``optuna.db``).
 """
 
 from __future__ import annotations
@@ -79,12 +83,14 @@ import io
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Sequence
 
-# Shared helpers, re-exported here because the sweep modules import them from this module.
+# Shared helpers, re-exported here because the sweep modules import them from this module. The file
+# helpers are pielab.files' through pielab.sweep.storage: the same on a local folder and on object storage.
 from pielab.errors import PielabError
-from pielab.files import read_json, write_atomic, write_json  # noqa: F401  (re-exported)
+from pielab.sweep.storage import (  # noqa: F401  (re-exported)
+    ObjectPath, SweepPath, is_remote, location, read_json, read_text, write_atomic, write_json,
+)
 from pielab.text import one_line  # noqa: F401  (re-exported)
 
 
@@ -347,28 +353,30 @@ def test_acc_note(best_epoch: Any, test_epoch: Any) -> str:
     return f"at epoch {int(test_epoch)}, the best val/acc epoch up to epoch {int(best_epoch)}"
 
 
-def read_metrics_csv(path: Path) -> dict[int, dict[str, Any]]:
+def read_metrics_csv(path: SweepPath) -> dict[int, dict[str, Any]]:
     """``metrics.csv`` as ``{epoch: {column: float or None}}`` (``epoch`` and ``best/epoch`` as int);
     empty when the file is missing or unreadable."""
     rows: dict[int, dict[str, Any]] = {}
+    text = read_text(path)
+    if text is None:
+        return rows
     try:
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                parsed = {k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
-                for key in ("epoch", "best/epoch"):  # written back as "3", not "3.0", after a resume
-                    if parsed.get(key) is not None:
-                        parsed[key] = int(parsed[key])
-                if parsed.get("epoch") is not None:
-                    rows[parsed["epoch"]] = parsed
-    except (OSError, ValueError):
+        for row in csv.DictReader(io.StringIO(text, newline="")):
+            parsed = {k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+            for key in ("epoch", "best/epoch"):  # written back as "3", not "3.0", after a resume
+                if parsed.get(key) is not None:
+                    parsed[key] = int(parsed[key])
+            if parsed.get("epoch") is not None:
+                rows[parsed["epoch"]] = parsed
+    except ValueError:
         pass
     return rows
 
 
-def _read_trials(sweep_dir: Path, metric: str | None, mode: str | None,
+def _read_trials(sweep_dir: SweepPath, metric: str | None, mode: str | None,
                  objectives: Sequence[str] = ()) -> dict[str, TrialRecord]:
     out: dict[str, TrialRecord] = {}
-    for folder in sorted((Path(sweep_dir) / TRIALS_DIR).glob("*")):
+    for folder in sorted((location(sweep_dir) / TRIALS_DIR).glob("*"), key=lambda p: p.name):
         if not folder.is_dir():
             continue
         rows = read_metrics_csv(folder / METRICS_FILE)
@@ -385,7 +393,7 @@ def _read_trials(sweep_dir: Path, metric: str | None, mode: str | None,
     return out
 
 
-def load_records(sweep_dir: Path) -> dict[str, TrialRecord]:
+def load_records(sweep_dir: SweepPath) -> dict[str, TrialRecord]:
     """Every trial of a sweep folder, from ``trials/*/result.json`` and ``metrics.csv``, as written
     (the recorder's restore). Readers use :meth:`SweepFolder.records`, which also applies the rules."""
     return _read_trials(sweep_dir, None, None)
@@ -514,7 +522,7 @@ def results_rows(records: dict[str, TrialRecord], mode: str) -> tuple[list[str],
     return columns, rows
 
 
-def write_results_csv(sweep_dir: Path, records: dict[str, TrialRecord], mode: str) -> None:
+def write_results_csv(sweep_dir: SweepPath, records: dict[str, TrialRecord], mode: str) -> None:
     columns, rows = results_rows(records, mode)
     write_atomic(sweep_dir / RESULTS_FILE, csv_text(columns, rows))
 
@@ -548,12 +556,12 @@ def objectives_of(spec: dict[str, Any], status: dict[str, Any] | None = None) ->
     return out if len(out) > 1 else []
 
 
-def study_name(sweep_dir: str | Path) -> str:
+def study_name(sweep_dir: str | SweepPath) -> str:
     """The name of the sweep's Optuna study: status.json's ``study`` field (the runner records the name
     it created the study under), else the folder's name (what the runner used before it recorded it)."""
-    folder = Path(sweep_dir).expanduser()
+    folder = location(sweep_dir)
     recorded = (read_json(folder / STATUS_FILE) or {}).get(STUDY_KEY)
-    return str(recorded) if isinstance(recorded, str) and recorded else folder.resolve().name
+    return str(recorded) if isinstance(recorded, str) and recorded else folder.name
 
 
 @dataclass
@@ -563,25 +571,29 @@ class SweepFolder:
     ``pielab status``, ``pielab report`` and ``pielab export`` all read through it.
     """
 
-    path: Path
+    path: SweepPath  # a local Path, or an ObjectPath (str() is its s3:// or gs:// URI)
     spec: dict[str, Any]  # sweep.yaml as written (the resolved spec)
     status: dict[str, Any]  # status.json, or {} before the runner first wrote it
 
     @classmethod
-    def open(cls, sweep_dir: str | Path) -> "SweepFolder":
-        """Open ``sweep_dir``; raises :class:`PielabError` (one line) for a missing folder, a file, a
-        folder without ``sweep.yaml``, or a ``sweep.yaml`` that is not a YAML mapping."""
+    def open(cls, sweep_dir: str | SweepPath) -> "SweepFolder":
+        """Open ``sweep_dir`` (a path, or an ``s3://`` / ``gs://`` URI); raises :class:`PielabError`
+        (one line) for a missing folder, a file, a folder without ``sweep.yaml``, a ``sweep.yaml`` that
+        is not a YAML mapping, or object storage that cannot be reached."""
         from pielab.config import load_yaml
 
-        path = Path(sweep_dir).expanduser()
-        if not path.is_dir():
-            raise PielabError(f"{path} is a file, not a sweep folder" if path.exists()
-                              else f"{path}: no such sweep folder")
-        if not (path / SWEEP_FILE).is_file():
-            raise PielabError(f"{path} is not a sweep folder (no {SWEEP_FILE}); "
-                              "`pielab sweep SPEC --out DIR` makes one")
+        path = location(sweep_dir)
+        try:
+            if not path.is_dir():
+                raise PielabError(f"{path} is a file, not a sweep folder" if path.exists()
+                                  else f"{path}: no such sweep folder")
+            if not (path / SWEEP_FILE).is_file():
+                raise PielabError(f"{path} is not a sweep folder (no {SWEEP_FILE}); "
+                                  "`pielab sweep SPEC --out DIR` makes one")
+        except OSError as exc:  # object storage: no such bucket, refused credentials, no connection
+            raise PielabError(f"{path}: cannot read it: {one_line(str(exc), 300)}") from None
         spec, _ = load_yaml(path / SWEEP_FILE)
-        return cls(path=path.resolve(), spec=spec, status=read_json(path / STATUS_FILE) or {})
+        return cls(path=path, spec=spec, status=read_json(path / STATUS_FILE) or {})
 
     @property
     def name(self) -> str:
@@ -604,7 +616,7 @@ class SweepFolder:
     def study(self) -> str:
         return study_name(self.path)
 
-    def trial_dir(self, trial_id: str) -> Path:
+    def trial_dir(self, trial_id: str) -> SweepPath:
         return self.path / TRIALS_DIR / trial_id
 
     def records(self) -> dict[str, TrialRecord]:

@@ -43,8 +43,8 @@ from ray.tune.stopper import Stopper
 from pielab.errors import PielabError
 from pielab.sweep.folder import (
     END_COMPLETED, END_DIVERGED, END_EARLY, END_FAILED, ENDED_STATES, METRIC_KEYS, RUNNING, SEED_KEY, STATUS_FILE,
-    TRIALS_DIR, TrialRecord, budget_reached, csv_text, end_state, load_records, now_iso, one_line, planned_epochs,
-    read_json, resource_usage, summarize_records, write_atomic, write_json, write_results_csv,
+    TRIALS_DIR, TrialRecord, budget_reached, csv_text, end_state, load_records, location, now_iso, one_line,
+    planned_epochs, read_json, resource_usage, summarize_records, write_atomic, write_json, write_results_csv,
 )
 from pielab.sweep.search import Deadline
 
@@ -108,13 +108,13 @@ class SweepRecorder(Callback):
     gets it back), so everything that is not plain data is created in :meth:`setup`.
     """
 
-    def __init__(self, sweep_dir: Path, *, name: str, base: dict[str, Any], metric: str, mode: str,
+    def __init__(self, sweep_dir, *, name: str, base: dict[str, Any], metric: str, mode: str,
                  max_t: int | None, num_trials: int, slots: int, time_budget_s: float | None,
                  scheduler: str, tracking: dict[str, Any] | None, address: str | None,
                  optuna: dict[str, str] | None = None, started_at: float | None = None,
                  resources: dict[str, float] | None = None, budget: dict[str, float | None] | None = None,
                  objectives: list[list[str]] | None = None) -> None:
-        self.sweep_dir = Path(sweep_dir)
+        self.sweep_dir = location(sweep_dir)  # a local Path or an ObjectPath: the folder's files go through it
         self.name = name
         self.base = base
         self.metric = metric
@@ -201,7 +201,10 @@ class SweepRecorder(Callback):
         from pielab.sweep.tracking import WandbTracker
 
         t = self.tracking
-        return WandbTracker(sweep_dir=self.sweep_dir, group=t["group"], project=t["project"],
+        from pielab.sweep.storage import local_dir
+
+        # W&B writes its run files locally: in the sweep folder, or beside it for one on object storage
+        return WandbTracker(sweep_dir=local_dir(self.sweep_dir), group=t["group"], project=t["project"],
                             entity=t.get("entity"), mode=t["mode"], tags=t.get("tags"))
 
     def study(self) -> str:
@@ -276,7 +279,7 @@ class SweepRecorder(Callback):
             self.deadline.exhaust(reason)
         return reason
 
-    def _trial_dir(self, trial_id: str) -> Path:
+    def _trial_dir(self, trial_id: str):
         return self.sweep_dir / TRIALS_DIR / trial_id
 
     def _planned(self, params: dict[str, Any]) -> int:

@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pielab.sweep.compat import count_lost_nodes_as_preemptions, tolerate_already_deleted_checkpoints
-from pielab.sweep.folder import STATUS_FILE, TUNE_DIR, TrialRecord, load_records, read_json
+from pielab.sweep.compat import (
+    count_lost_nodes_as_preemptions, keep_credentials_out_of_runtime_env, tolerate_already_deleted_checkpoints,
+)
+from pielab.sweep.folder import STATUS_FILE, TUNE_DIR, TrialRecord, load_records, location, read_json
 from pielab.sweep.recorder import SweepRecorder, SweepStopper
 from pielab.sweep.session import (
     ActiveSweep, check_resources, localize_env, localize_paths, running, set_quiet_env, start_ray,
 )
+from pielab.sweep.storage import tune_storage
 from pielab.sweep.tuner import make_trainable, make_tuner, optuna_url, tracking_settings, trial_base
 
 __all__ = [
@@ -52,12 +55,13 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
 
     from pielab.sweep.trainable import remove_stale_staging
 
-    sweep_dir = Path(sweep_dir).resolve()
+    sweep_dir = location(sweep_dir)  # a resolved local Path, or an ObjectPath (s3://, gs://)
     started_at = started_at or time.time()
     localize_paths(spec)
     started = start_ray(address) or owns_ray
     tolerate_already_deleted_checkpoints()
     count_lost_nodes_as_preemptions()  # a lost node restarts its trials without using up max_failures
+    keep_credentials_out_of_runtime_env()  # no secret in Ray's session logs
     study = None
     try:
         if not address:
@@ -84,8 +88,9 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
         with running(ActiveSweep(sweep_dir=sweep_dir, optuna_url=url, recorder=settings, display=display,
                                  extend=extend if restore else None)):
             if restore:
-                tuner = tune.Tuner.restore(str(sweep_dir / TUNE_DIR), trainable=make_trainable(spec, sweep_dir),
-                                           resume_unfinished=True, resume_errored=True)
+                tune_path, tune_fs = tune_storage(sweep_dir / TUNE_DIR)
+                tuner = tune.Tuner.restore(tune_path, trainable=make_trainable(spec, sweep_dir),
+                                           resume_unfinished=True, resume_errored=True, storage_filesystem=tune_fs)
             else:
                 tuner = make_tuner(spec, sweep_dir, SweepRecorder(**settings))
             try:

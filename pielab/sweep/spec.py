@@ -183,9 +183,12 @@ class Resources:
 class StorageConfig:
     """Where results go."""
 
-    # the parent folder of sweep folders (relative to the working directory)
+    # the parent folder of sweep folders: a local or NFS path (relative to the working directory), or
+    # object storage, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX (pielab.sweep.storage)
     path: Annotated[str, Strict(), Field(min_length=1)] = "sweep_results"
     optuna: Str | None = None  # None: SQLite optuna.db inside the sweep folder; else an RDB URL
+    # an S3-compatible server for s3:// paths (http://127.0.0.1:9000); None: $AWS_ENDPOINT_URL, else AWS
+    endpoint: Str | None = None
 
 
 @with_config(_FORBID)
@@ -698,6 +701,35 @@ class _Builder:
             add("storage.optuna",
                 f"{mask_password(f.storage.optuna)!r} is not an RDB URL "
                 "(sqlite:////abs/path.db, postgresql://user@host/db); null keeps optuna.db in the sweep folder")
+        if "storage" not in bad:
+            for key, problem in storage_problems(f.storage.path, f.storage.optuna, f.storage.endpoint):
+                add(key, problem)
+
+
+def storage_problems(path: str, optuna: str | None, endpoint: str | None,
+                     key: str = "storage.path") -> list[tuple[str, str]]:
+    """What is wrong with a sweep's storage: ``[(key, problem)]``, empty when nothing is.
+
+    ``path`` is where the sweep folder goes (``storage.path``, or ``--out`` with ``key="--out"``).
+    A folder on object storage keeps its Optuna study in ``storage.optuna`` (an RDB): an SQLite file
+    cannot live on object storage, and every driver that resumes the sweep must reach the study.
+    """
+    from pielab.errors import PielabError
+    from pielab.sweep.storage import check_endpoint, is_remote, location, split_uri
+
+    remote = is_remote(path)
+    try:
+        split_uri(path) if remote else location(path)  # a malformed URI, or another scheme (http://)
+    except PielabError as exc:
+        return [(key, str(exc))]
+    problems: list[tuple[str, str]] = []
+    if remote and not optuna:
+        problems.append((key, f"{path} is on object storage, so the sweep's Optuna study needs a database: "
+                              "set storage.optuna (such as postgresql://USER@HOST/DB)"))
+    reason = check_endpoint(endpoint) if endpoint is not None else None
+    if reason:
+        problems.append(("storage.endpoint", f"{endpoint!r}: {reason}"))
+    return problems
 
 
     def _check_objectives(self, f: _SpecFields, bad: set[str], space: SearchSpace | None) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from pielab.errors import PielabError
-from pielab.files import read_json, write_json
+from pielab.sweep.storage import location, read_json, write_json  # a local folder or object storage
 
 STARTED_SPEC_FILE = "started_spec.json"
 _MISSING = object()
@@ -40,12 +40,12 @@ def canonical(spec_dict: dict[str, Any]) -> dict[str, Any]:
 
 def record_started_spec(folder: str | Path, spec_dict: dict[str, Any]) -> None:
     """Write ``spec_dict`` (``SweepSpec.to_dict()``) as the spec the sweep in ``folder`` started with."""
-    write_json(Path(folder) / STARTED_SPEC_FILE, canonical(spec_dict))
+    write_json(location(folder) / STARTED_SPEC_FILE, canonical(spec_dict))
 
 
 def read_started_spec(folder: str | Path) -> dict[str, Any] | None:
     """The recorded spec, or None for a folder made before it was recorded."""
-    data = read_json(Path(folder) / STARTED_SPEC_FILE)
+    data = read_json(location(folder) / STARTED_SPEC_FILE)
     return data if isinstance(data, dict) else None
 
 
@@ -95,7 +95,7 @@ def check_unchanged(folder: str | Path, spec_dict: dict[str, Any], *, what: str,
     refused = [c for c in changes if c[0] not in allowed]
     if refused:
         raise SpecChanged(
-            f"{what}: the spec differs from the one this sweep was started with ({Path(folder) / STARTED_SPEC_FILE}): "
+            f"{what}: the spec differs from the one this sweep was started with ({location(folder) / STARTED_SPEC_FILE}): "
             f"{describe_changes(refused)}; a sweep continues with the spec it started with (undo the change, "
             f"or start a new sweep in another folder)", refused)
     return [c for c in changes if c[0] in allowed]

