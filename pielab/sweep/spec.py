@@ -705,33 +705,6 @@ class _Builder:
             for key, problem in storage_problems(f.storage.path, f.storage.optuna, f.storage.endpoint):
                 add(key, problem)
 
-
-def storage_problems(path: str, optuna: str | None, endpoint: str | None,
-                     key: str = "storage.path") -> list[tuple[str, str]]:
-    """What is wrong with a sweep's storage: ``[(key, problem)]``, empty when nothing is.
-
-    ``path`` is where the sweep folder goes (``storage.path``, or ``--out`` with ``key="--out"``).
-    A folder on object storage keeps its Optuna study in ``storage.optuna`` (an RDB): an SQLite file
-    cannot live on object storage, and every driver that resumes the sweep must reach the study.
-    """
-    from pielab.errors import PielabError
-    from pielab.sweep.storage import check_endpoint, is_remote, location, split_uri
-
-    remote = is_remote(path)
-    try:
-        split_uri(path) if remote else location(path)  # a malformed URI, or another scheme (http://)
-    except PielabError as exc:
-        return [(key, str(exc))]
-    problems: list[tuple[str, str]] = []
-    if remote and not optuna:
-        problems.append((key, f"{path} is on object storage, so the sweep's Optuna study needs a database: "
-                              "set storage.optuna (such as postgresql://USER@HOST/DB)"))
-    reason = check_endpoint(endpoint) if endpoint is not None else None
-    if reason:
-        problems.append(("storage.endpoint", f"{endpoint!r}: {reason}"))
-    return problems
-
-
     def _check_objectives(self, f: _SpecFields, bad: set[str], space: SearchSpace | None) -> None:
         add = self.problems.add
         for key in ("metric", "mode"):
@@ -771,6 +744,32 @@ def storage_problems(path: str, optuna: str | None, endpoint: str | None,
         if len(f.enqueue) * len(f.seeds) > num_trials:
             self.problems.add("enqueue", f"{len(f.enqueue)} baselines x {len(f.seeds)} seeds need "
                               f"{len(f.enqueue) * len(f.seeds)} trials; num_trials is {num_trials}")
+
+
+def storage_problems(path: str, optuna: str | None, endpoint: str | None,
+                     key: str = "storage.path") -> list[tuple[str, str]]:
+    """What is wrong with a sweep's storage: ``[(key, problem)]``, empty when nothing is.
+
+    ``path`` is where the sweep folder goes (``storage.path``, or ``--out`` with ``key="--out"``).
+    A folder on object storage keeps its Optuna study in ``storage.optuna`` (an RDB): an SQLite file
+    cannot live on object storage, and every driver that resumes the sweep must reach the study.
+    """
+    from pielab.errors import PielabError
+    from pielab.sweep.storage import check_endpoint, is_remote, location, split_uri
+
+    remote = is_remote(path)
+    try:
+        split_uri(path) if remote else location(path)  # a malformed URI, or another scheme (http://)
+    except PielabError as exc:
+        return [(key, str(exc))]
+    problems: list[tuple[str, str]] = []
+    if remote and not optuna:
+        problems.append((key, f"{path} is on object storage, so the sweep's Optuna study needs a database: "
+                              "set storage.optuna (such as postgresql://USER@HOST/DB)"))
+    reason = check_endpoint(endpoint) if endpoint is not None else None
+    if reason:
+        problems.append(("storage.endpoint", f"{endpoint!r}: {reason}"))
+    return problems
 
 
 def hyperband_brackets(grace_period: int, reduction_factor: float, max_t: int) -> int:
