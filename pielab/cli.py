@@ -203,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    def add(name: str, func, help_text: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter)
         p.set_defaults(func=func)
         return p
 
@@ -217,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/NAME-TIMESTAMP)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
 
-    p = add("sweep", cmd_sweep, "run a hyperparameter sweep described by a YAML spec")
+    p = add("sweep", cmd_sweep, "run a hyperparameter sweep described by a YAML spec",
+            epilog=EXIT_CODES_HELP)
     p.add_argument("spec", metavar="SWEEP.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
     p.add_argument("--out", metavar="DIR", help="sweep folder (default <storage.path>/<name>-TIMESTAMP)")
@@ -229,16 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="warm_from", metavar="OLD_SWEEP_DIR",
                    help="warm start: the new Optuna study first receives OLD_SWEEP_DIR's finished trials "
                         "(values, states, per-epoch values); trials outside this spec's space are skipped")
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = EXIT_CODES_HELP
 
-    p = add("resume", cmd_resume, "finish an interrupted sweep, or continue one further with --set")
+    p = add("resume", cmd_resume, "finish an interrupted sweep, or continue one further with --set",
+            epilog=EXIT_CODES_HELP)
     p.add_argument("sweep_dir", metavar="SWEEP_DIR")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="continue the sweep (finished or not) with the same Optuna study: num_trials=N, "
                         "time_budget_s=S or max_concurrent=K; the trials already run are not rerun")
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = EXIT_CODES_HELP
 
     p = add("status", cmd_status, "trials by state, best so far, time used (during or after a sweep)")
     p.add_argument("sweep_dir", metavar="SWEEP_DIR")

@@ -8,7 +8,7 @@ machines that have none of the three.
 import os
 
 # Local Ray on loopback. Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when
-# ``ray._private.ray_constants`` is imported (ENABLE_RAY_CLUSTER); setting it later changes nothing.
+# Ray's ray_constants module is imported (ENABLE_RAY_CLUSTER); setting it later changes nothing.
 # With it off, ``services.get_node_ip_address()`` answers 127.0.0.1, so ``ray.init(_node_ip_address=
 # "127.0.0.1")`` stays 127.0.0.1 (``resolve_ip_for_localhost``); with it on (Linux's default), that
 # 127.0.0.1 is replaced by the address the machine routes outwards, and gcs_server and raylet listen

@@ -89,20 +89,30 @@ def tolerate_already_deleted_checkpoints() -> None:
     import pyarrow.fs
     from ray.train._internal import checkpoint_manager
 
-    original = getattr(checkpoint_manager, "_delete_fs_path", None)
+    def wrap(original):
+        def delete_unless_gone(fs, fs_path):
+            if fs.get_file_info(fs_path).type == pyarrow.fs.FileType.NotFound:
+                return
+            original(fs=fs, fs_path=fs_path)
+        return delete_unless_gone
+
+    _patch(checkpoint_manager, "_delete_fs_path", "ray.train._internal.checkpoint_manager", "_pielab_tolerant", wrap)
+
+
+def _patch(owner: Any, name: str, where: str, marker: str, wrap) -> None:
+    """Replace ``owner.name`` by ``wrap(original)`` once (``marker`` set on the wrapper makes it idempotent).
+
+    Raises:
+        RuntimeError: ``owner`` has no ``name`` any more (a Ray upgrade: see tests/test_compat.py).
+    """
+    original = getattr(owner, name, None)
     if original is None:
-        raise RuntimeError("ray.train._internal.checkpoint_manager._delete_fs_path is gone: "
-                           "update pielab.sweep.compat for this Ray version")
-    if getattr(original, "_pielab_tolerant", False):
+        raise RuntimeError(f"{where}.{name} is gone: update pielab.sweep.compat for this Ray version")
+    if getattr(original, marker, False):
         return
-
-    def delete_unless_gone(fs, fs_path):
-        if fs.get_file_info(fs_path).type == pyarrow.fs.FileType.NotFound:
-            return
-        original(fs=fs, fs_path=fs_path)
-
-    delete_unless_gone._pielab_tolerant = True
-    checkpoint_manager._delete_fs_path = delete_unless_gone
+    wrapper = wrap(original)
+    setattr(wrapper, marker, True)
+    setattr(owner, name, wrapper)
 
 
 # --------------------------------------------------------------------------- Ray's search generator state
@@ -197,17 +207,11 @@ def count_lost_nodes_as_preemptions() -> None:
     """
     from ray.tune.experiment.trial import Trial
 
-    original = getattr(Trial, "_handle_ray_actor_error", None)
-    if original is None:
-        raise RuntimeError("ray.tune.experiment.trial.Trial._handle_ray_actor_error is gone: "
-                           "update pielab.sweep.compat for this Ray version")
-    if getattr(original, "_pielab_preemption", False):
-        return
+    def wrap(original):
+        def handle_ray_actor_error(self, exc):
+            if node_lost(exc):
+                return  # not the trial's failure: Tune's should_recover() then always restarts it
+            original(self, exc)
+        return handle_ray_actor_error
 
-    def handle_ray_actor_error(self, exc):
-        if node_lost(exc):
-            return  # not the trial's failure: Tune's should_recover() then always restarts it
-        original(self, exc)
-
-    handle_ray_actor_error._pielab_preemption = True
-    Trial._handle_ray_actor_error = handle_ray_actor_error
+    _patch(Trial, "_handle_ray_actor_error", "ray.tune.experiment.trial.Trial", "_pielab_preemption", wrap)

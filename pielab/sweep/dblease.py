@@ -58,6 +58,9 @@ class DatabaseLease(DriverLease):
         PielabError: the database cannot be reached (its password masked).
     """
 
+    TRANSIENT_ERRORS = (Exception,)  # any database blip: the next round tries again within the TTL
+
+
     def __init__(self, folder: Any, url: str, ttl_s: float | None = None) -> None:
         self.folder = folder
         self.key = str(folder)
@@ -152,14 +155,6 @@ class DatabaseLease(DriverLease):
             return False
         self.record.renewed = now
         return True
-
-    def _renew_loop(self) -> None:
-        while not self._stop.wait(self.ttl_s / 4):
-            try:
-                if not self.renew():
-                    return
-            except Exception:  # noqa: BLE001 - a database blip: the next round tries again within the TTL
-                continue
 
     def release(self) -> None:
         """Stop renewing and delete the row if it is still ours."""

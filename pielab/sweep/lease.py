@@ -231,12 +231,15 @@ class DriverLease:
             return True  # a transient write error: the next round tries again within the TTL
         return True
 
+    # Errors a renewal may meet and survive: the next round, within the TTL, tries again.
+    TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError,)
+
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.ttl_s / 4):
             try:
                 if not self.renew():
                     return
-            except OSError:
+            except self.TRANSIENT_ERRORS:
                 continue
 
     def release(self) -> None:
