@@ -23,6 +23,7 @@ import torch
 from pielab.config import DataConfig
 from pielab.data import cache
 from pielab.errors import DataError
+from pielab.text import one_line  # noqa: F401  (the data modules import it from here)
 
 log = logging.getLogger("pielab.data")
 
@@ -173,12 +174,6 @@ def check_reachable(url: str, timeout: float = 10.0) -> None:
         reason = getattr(exc, "reason", exc)
         raise ConnectionError(f"cannot reach {url}: {reason}") from None
 
-
-def one_line(exc: BaseException | str, limit: int = 240) -> str:
-    """An exception as one short line, for messages that must stay one line."""
-    text = str(exc) if isinstance(exc, str) else (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------- the task pipeline
