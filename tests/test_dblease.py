@@ -94,7 +94,8 @@ RACER = textwrap.dedent("""
     import sys, time
     from pielab.sweep.dblease import DatabaseLease
     from pielab.sweep.lease import LeaseHeld
-    url, go = sys.argv[1], float(sys.argv[2])
+    from pathlib import Path
+    url, go, marks, others = sys.argv[1], float(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
     lease = DatabaseLease("s3://bucket/race", url, ttl_s=30)
     lease._db()  # connect before the start line
     while time.time() < go:
@@ -103,9 +104,14 @@ RACER = textwrap.dedent("""
         lease.acquire()
     except LeaseHeld:
         print("refused", flush=True)
+        (marks / f"refused-{id(lease)}-{time.time()}").touch()
         sys.exit(3)
     print("holder", flush=True)
-    time.sleep(2)
+    # Hold until every other racer has tried: on a loaded machine a late starter would otherwise find
+    # the lease already released and (rightly) take it.
+    deadline = time.time() + 100
+    while len(list(marks.iterdir())) < others and time.time() < deadline:
+        time.sleep(0.1)
     lease.release()
 """)
 
@@ -116,8 +122,10 @@ def test_drivers_started_together_on_postgresql_exactly_one_gets_it(tmp_path: Pa
 
     with postgres_server() as url:
         go = time.time() + 8.0
-        procs = [subprocess.Popen([sys.executable, "-c", RACER, url, str(go)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        marks = tmp_path / "marks"
+        marks.mkdir()
+        procs = [subprocess.Popen([sys.executable, "-c", RACER, url, str(go), str(marks), "3"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
         outs = [p.communicate(timeout=120) for p in procs]
         assert sorted(o[0].strip() for o in outs) == ["holder"] + ["refused"] * 3, outs
         assert read_db_lease("s3://bucket/race", url) is None

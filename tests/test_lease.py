@@ -18,28 +18,36 @@ RACER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from pielab.sweep.lease import DriverLease, LeaseHeld
-    folder, go = Path(sys.argv[1]), float(sys.argv[2])
+    folder, go, marks, others = Path(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
     while time.time() < go:
         pass
     try:
         lease = DriverLease(folder, ttl_s=30).acquire()
     except LeaseHeld:
         print("refused", flush=True)
+        (marks / f"refused-{time.time()}-{id(folder)}").touch()
         sys.exit(3)
     print("holder", flush=True)
-    time.sleep(2)
+    # Hold until every other racer has tried: on a loaded machine a late starter would otherwise find
+    # the lease already released and (rightly) take it.
+    deadline = time.time() + 100
+    while len(list(marks.iterdir())) < others and time.time() < deadline:
+        time.sleep(0.1)
     lease.release()
 """)
 
 
 def test_drivers_started_together_exactly_one_gets_the_lease(tmp_path: Path) -> None:
     go = time.time() + 3.0  # every racer spins until the same instant
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path), str(go)], stdout=subprocess.PIPE, text=True)
-             for _ in range(6)]
+    folder, marks = tmp_path / "sweep", tmp_path / "marks"
+    folder.mkdir()
+    marks.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(folder), str(go), str(marks), "5"],
+                              stdout=subprocess.PIPE, text=True) for _ in range(6)]
     outs = [p.communicate(timeout=60)[0].strip() for p in procs]
     assert sorted(outs) == ["holder"] + ["refused"] * 5, outs
-    assert not (tmp_path / LEASE_FILE).exists()  # released on exit
-    assert not [p for p in tmp_path.iterdir()], list(tmp_path.iterdir())  # no temporary files left
+    assert not (folder / LEASE_FILE).exists()  # released on exit
+    assert not [p for p in folder.iterdir()], list(folder.iterdir())  # no temporary files left
 
 
 def _write_record(folder: Path, **fields) -> None:
