@@ -90,7 +90,8 @@ def test_ctrl_c_then_edited_spec_is_refused_then_resume_finishes(tmp_path, cifar
 def test_time_budget_ends_as_finished_with_nothing_to_go(tmp_path, cifar_path, pielab_exe):
     """The README's main job is time-budgeted: its end is exit 0, "time budget reached", no "N to go"."""
     env = sweep_env(tmp_path)
-    spec = tiny_spec(cifar_path, name="budget", num_trials=4, epochs=50, time_budget_s=20)
+    # 40 trials of 50 epochs: the 20 s budget ends it on any machine (a quiet one trained all of 4 such trials)
+    spec = tiny_spec(cifar_path, name="budget", num_trials=40, epochs=50, time_budget_s=20)
     proc, out = start_sweep(pielab_exe, spec, tmp_path, env=env)
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
@@ -98,7 +99,7 @@ def test_time_budget_ends_as_finished_with_nothing_to_go(tmp_path, cifar_path, p
     final = json.loads((out / "status.json").read_text())
     assert final["end"] == "time budget reached" and final["finished"] is True and final["pending"] == 0, final
     assert len(final.get("running") or {}) == 0
-    assert len(results(out)) < 4  # the budget, not the count, ended it (Tune had 2 trials to go)
+    assert len(results(out)) < 40  # the budget, not the count, ended it
     status = run(pielab_exe, "status", str(out), env=env)
     assert status.returncode == 0 and "finished (time budget reached)" in status.stdout, status.stdout
     assert "to go" not in status.stdout, status.stdout
