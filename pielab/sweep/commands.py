@@ -171,11 +171,6 @@ def _study_url(sweep: SweepFolder) -> str | None:
     return storage.get("optuna") if isinstance(storage, dict) else None
 
 
-def _sweep_folder(sweep_dir: str) -> Path:
-    """The resolved sweep folder; a missing folder or one without sweep.yaml raises (one line)."""
-    return SweepFolder.open(sweep_dir).path
-
-
 def _load_saved_spec(folder: Path):
     from pielab.config import load_yaml
     from pielab.sweep.spec import SweepSpec
