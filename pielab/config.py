@@ -23,7 +23,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, create_model, with_config
 
 from pielab.errors import ConfigError
-from pielab.yamlfile import Problems, load_yaml, type_phrase
+from pielab.yamlfile import Problems, load_yaml, parse_value, type_phrase
 
 __all__ = [
     "Config", "DataConfig", "TrainConfig", "TrackingConfig", "SECTIONS", "TASK_DEFAULTS", "apply_params",
@@ -171,10 +171,7 @@ def parse_set(items: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example --set train.epochs=2")
-        try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            out[key] = raw
+        out[key] = parse_value(raw) if raw.strip() else None
     return out
 
 

@@ -9,6 +9,7 @@ are checked by pydantic (``pielab.config``, ``pielab.sweep.spec``, ``pielab.swee
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from pathlib import Path
@@ -29,7 +30,20 @@ _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _LineLoader(_BaseLoader):
-    """A safe loader that records the line of every mapping key, and every key given twice."""
+    """A safe loader that records the line of every mapping key, and every key given twice.
+
+    Numbers are read as a user means them: YAML 1.1 (PyYAML) reads ``1e-3``, ``1E5`` and ``-2e-4`` as
+    text, because its float form needs a dot; YAML 1.2 and every command line read them as floats.
+    The YAML 1.2 core-schema float form is resolved here too, so ``lr: 1e-3`` in a file and
+    ``--set train.lr=1e-3`` mean the same value (:func:`parse_value` reads ``--set`` text with this
+    loader). Quoted ``"1e-3"`` stays text.
+    """
+
+
+# YAML 1.2 core schema floats that YAML 1.1 misses: an exponent without a dot (1e-3, 1E5, -2e-4, +3e2)
+# and a dot with a signed exponent missing its sign in 1.1 (1.0e5 is 1.1-valid only as 1.0e+5).
+_FLOAT_12 = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$")
+_LineLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+.0123456789"))
 
 
 class _LinedDict(dict):
@@ -57,6 +71,23 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_value(text: str) -> Any:
+    """One scalar or flow value read as a config file reads it (``--set KEY=TEXT``): ``1e-3`` is a float.
+
+    Text that is not valid YAML (``[1,``) is returned as it is.
+    """
+    try:
+        return _plain(yaml.load(text, Loader=_LineLoader))
+    except yaml.YAMLError:
+        return text
+
+
+def load_text(text: str) -> Any:
+    """A whole YAML document read as :func:`load_yaml` reads one (numbers included), without line
+    numbers or duplicate-key checks; raises ``yaml.YAMLError`` on malformed text."""
+    return _plain(yaml.load(text, Loader=_LineLoader))
 
 
 def load_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
