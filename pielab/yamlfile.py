@@ -290,9 +290,70 @@ def _num(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def valid_range(tp: Any) -> str | None:
+    """The values a numeric field takes, in words: ``a finite number > 0, or null``,
+    ``an integer 0 .. 4294967295``. None for a field that is not a number.
+
+    Read from the field's own annotation (its ``Field(gt=..)``, ``le=..`` and ``AllowInfNan``
+    constraints), so the message, the README's table and the check are one definition.
+    """
+    nullable = False
+    bounds: dict[str, Any] = {}
+    finite = False
+    base = tp
+    while typing.get_origin(base) is typing.Annotated:
+        args = typing.get_args(base)
+        base = args[0]
+        for meta in args[1:]:
+            if getattr(meta, "allow_inf_nan", True) is False:
+                finite = True
+            for item in [meta, *getattr(meta, "metadata", ())]:
+                for bound in ("gt", "ge", "lt", "le"):
+                    if getattr(item, bound, None) is not None:
+                        bounds[bound] = getattr(item, bound)
+                if getattr(item, "allow_inf_nan", True) is False:
+                    finite = True
+    if typing.get_origin(base) in (typing.Union, types.UnionType):
+        args = typing.get_args(base)
+        nullable = type(None) in args
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1:
+            return None
+        base = rest[0]
+    if base is int:
+        noun = "an integer"
+    elif base is float:
+        noun = "a finite number" if finite else "a number"
+    else:
+        return None
+    lower = (f">= {_num(bounds['ge'])}" if "ge" in bounds else f"> {_num(bounds['gt'])}" if "gt" in bounds else None)
+    upper = (f"<= {_num(bounds['le'])}" if "le" in bounds else f"< {_num(bounds['lt'])}" if "lt" in bounds else None)
+    if base is int and "ge" in bounds and "le" in bounds:
+        text = f"{noun} {bounds['ge']} .. {bounds['le']}"
+    elif base is int and "gt" in bounds and "le" in bounds:
+        text = f"{noun} {bounds['gt'] + 1} .. {bounds['le']}"
+    else:
+        text = " and ".join(x for x in (f"{noun} {lower}" if lower else noun, upper) if x)
+    return text + (", or null" if nullable else "")
+
+
 def describe(err: dict[str, Any], annotation: Any = None, known: list[str] | None = None) -> str:
     """One pydantic error as pielab says it: ``expected int, got str 'x'``, ``must be positive, got 0``."""
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    if kind in _RANGE_KINDS:
+        text = _describe(kind, value, ctx, err, annotation, known)
+        allowed = valid_range(annotation) if annotation is not None else None
+        return f"{text} (valid: {allowed})" if allowed else text
+    return _describe(kind, value, ctx, err, annotation, known)
+
+
+_RANGE_KINDS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+
+
+def _describe(kind: str, value: Any, ctx: dict[str, Any], err: dict[str, Any], annotation: Any,
+              known: list[str] | None) -> str:
+    if kind == "finite_number":
+        return f"must be a finite number, got {_num(value)}"
     if kind in _TYPE_WORDS:
         expected = type_phrase(annotation) if annotation is not None else _TYPE_WORDS[kind]
         return f"expected {expected}, got {type(value).__name__} {value!r}"
