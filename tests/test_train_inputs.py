@@ -319,3 +319,25 @@ def test_bad_lock_timeout_is_one_line(pielab_exe, env, data_a, tmp_path):
     finally:
         holder.kill()
         holder.wait(timeout=30)
+
+
+def test_readme_gives_each_numeric_key_the_range_that_is_checked():
+    """The README's configuration table and the checks are one definition: each row shows valid_range()."""
+    import typing
+
+    from pielab.config import SECTIONS
+    from pielab.yamlfile import valid_range
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith("| `")}
+    checked = 0
+    for section, cls in SECTIONS.items():
+        for key, tp in typing.get_type_hints(cls, include_extras=True).items():
+            allowed = valid_range(tp)
+            if allowed is None:
+                continue
+            row = rows.get(f"`{section}.{key}`")
+            assert row is not None, f"README has no row for {section}.{key}"
+            assert f"| {allowed}" in row, (f"{section}.{key}", allowed, row)
+            checked += 1
+    assert checked >= 15
