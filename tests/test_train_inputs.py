@@ -174,17 +174,19 @@ def interrupted(run_dir: Path) -> None:
     torch.save(state, run_dir / "checkpoint.pt")
 
 
-def test_resume_of_a_weights_only_checkpoint_is_one_line(pielab_exe, env, finished_run):
+def test_resume_of_a_weights_only_checkpoint_is_one_line(pielab_exe, env, finished_run, data_a):
     shutil.copy(finished_run / "best.pt", finished_run / "checkpoint.pt")
-    one_line_error(run(pielab_exe, "train", "--resume", str(finished_run), env=env),
+    one_line_error(run(pielab_exe, "train", "--resume", str(finished_run),
+                       env={**env, "PIELAB_DATA_DIR": str(data_a.parent)}),
                    "checkpoint.pt cannot be resumed", "weights only")
 
 
-def test_resume_with_out_is_refused(pielab_exe, env, finished_run, tmp_path):
+def test_resume_with_out_is_refused(pielab_exe, env, finished_run, tmp_path, data_a):
     interrupted(finished_run)
     before = {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()}
     other = tmp_path / "other"
-    one_line_error(run(pielab_exe, "train", "--resume", str(finished_run), "--out", str(other), env=env),
+    one_line_error(run(pielab_exe, "train", "--resume", str(finished_run), "--out", str(other),
+                       env={**env, "PIELAB_DATA_DIR": str(data_a.parent)}),
                    "drop --out")
     assert not other.exists()
     assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before
@@ -280,10 +282,11 @@ def test_waiting_on_a_stopped_cache_builder_says_so_and_gives_up(pielab_exe, env
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 2, lines
-        assert lines[0].startswith(f"pielab: waiting up to 3 s for pid {holder.pid} on {socket.gethostname()} "
-                                   f"(stopped"), lines[0]
-        assert "CIFAR-10 cache" in lines[0] and "PIELAB_CACHE_LOCK_TIMEOUT" in lines[0]
-        assert lines[1].startswith("pielab: error: gave up after 3 s waiting for pid "), lines[1]
+        assert lines[0].startswith(f"pielab: waiting for another process (pid {holder.pid} on "
+                                   f"{socket.gethostname()}, stopped: `kill -CONT {holder.pid}` resumes it) "
+                                   "to finish building the CIFAR-10 cache "), lines[0]
+        assert lines[0].endswith("giving up after 3 s (PIELAB_CACHE_LOCK_TIMEOUT)"), lines[0]
+        assert lines[1].startswith(f"pielab: error: gave up after 3 s waiting for another process (pid {holder.pid} "), lines[1]
         assert not out.exists()
     finally:
         holder.kill()  # SIGKILL ends a stopped process too

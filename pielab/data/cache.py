@@ -249,17 +249,18 @@ def _wait_for(lock: FileLock, entry: Path, what: str) -> None:
         holder = _holder(entry)
     who = "another process"
     if holder.get("pid") is not None:
-        who = f"pid {holder['pid']} on {holder.get('host', '?')}"
+        who += f" (pid {holder['pid']} on {holder.get('host', '?')}"
         if holder.get("host") == socket.gethostname() and _process_state(holder["pid"]) == "stopped":
-            who += " (stopped: resume it with `kill -CONT " + str(holder["pid"]) + "` or end it)"
-    print(f"pielab: waiting up to {timeout:g} s for {who}, which is building the {what} cache {entry} "
-          f"(PIELAB_CACHE_LOCK_TIMEOUT sets the wait)", file=sys.stderr, flush=True)
+            who += f", stopped: `kill -CONT {holder['pid']}` resumes it"
+        who += ")"
+    print(f"pielab: waiting for {who} to finish building the {what} cache {entry}; giving up after "
+          f"{timeout:g} s (PIELAB_CACHE_LOCK_TIMEOUT)", file=sys.stderr, flush=True)
     try:
         lock.acquire(timeout=timeout)
     except Timeout:
         raise DataError(f"gave up after {timeout:g} s waiting for {who} to finish building the {what} cache "
-                        f"{entry}; if it is stuck, end it (or remove {lock_path(entry)} once no process "
-                        "uses it); PIELAB_CACHE_LOCK_TIMEOUT=SECONDS waits longer") from None
+                        f"{entry}; end it if it is stuck, or set PIELAB_CACHE_LOCK_TIMEOUT=SECONDS to wait "
+                        "longer") from None
 
 
 def mark_used(folder: Path) -> None:
