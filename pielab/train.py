@@ -269,7 +269,7 @@ def data_identity(prepared) -> dict[str, Any]:
 
 def check_same_data(recorded: dict[str, Any] | None, now: dict[str, Any], where: str = "the checkpoint") -> None:
     """Refuse to continue a run on data other than what it trained on (checkpoints before pielab recorded it pass)."""
-    if not recorded:
+    if not recorded or now.get("cache_key") is None:  # nothing recorded, or data handed in without an identity
         return
     if (recorded.get("cache_key"), recorded.get("subset")) != (now.get("cache_key"), now.get("subset")):
         def say(d: dict[str, Any]) -> str:
