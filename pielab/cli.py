@@ -28,6 +28,7 @@ A signal N that stops a driver gives 128 + N, the shell's convention. A second C
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -93,16 +94,81 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# What `pielab train` writes into its run folder: with --overwrite these go before the new run starts,
+# so a run folder never mixes two runs' files.
+RUN_FILES = ("config.yaml", "checkpoint.pt", "best.pt", "metrics.csv", "summary.json", "loss.png", "accuracy.png")
+
+
+def _check_out(out: Path, target: str | None, overwrite: bool) -> None:
+    """Refuse an --out folder that holds anything (unless --overwrite), and always one where the run would
+    write over the config file being read."""
+    if target and Path(target).is_file() and out.is_dir():
+        written = out / "config.yaml"
+        if written.exists() and os.path.samefile(written, target):
+            raise PielabError(f"--out {out}: the run would write its config.yaml over {target}, the config being "
+                              "read; pick another --out (--overwrite never replaces the input config)")
+    if not out.is_dir():
+        return
+    try:
+        entries = sorted(p.name for p in out.iterdir())
+    except OSError as exc:
+        raise PielabError(f"--out {out}: cannot list it ({exc.strerror or exc})") from None
+    if not entries:
+        return
+    if (out / "checkpoint.pt").exists() and not overwrite:
+        raise PielabError(f"{out} already holds a run; continue it with `pielab train --resume {out}`, "
+                          "pick another --out, or pass --overwrite to replace it")
+    if not overwrite:
+        shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
+        raise PielabError(f"--out {out} is not empty ({shown}); pick an empty or new folder, "
+                          "or pass --overwrite to write the run's files there")
+
+
+def _clean_failed_start(out: Path, created: bool) -> None:
+    """A run that failed before its first checkpoint leaves nothing behind: its files, and the folder if it made it."""
+    if (out / "checkpoint.pt").exists():
+        return  # a resumable run: keep it
+    for name in RUN_FILES:
+        try:
+            (out / name).unlink(missing_ok=True)
+        except OSError:
+            pass
+    if created:
+        try:
+            out.rmdir()  # only when empty: never anything but our own files
+        except OSError:
+            pass
+
+
+def _fit_one_line(func, *args, **kwargs):
+    """Run ``fit``; what the machine cannot give (memory) becomes one line instead of a traceback."""
+    import torch
+
+    try:
+        return func(*args, **kwargs)
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        from pielab.text import one_line
+
+        raise PielabError(f"out of memory ({one_line(exc, 160)}); lower train.batch_size, the model's size "
+                          "or data.max_len") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from pielab.config import load_config
-    from pielab.train import fit, load_checkpoint
+    from pielab.train import fit
 
     if args.resume:
-        run_dir = Path(args.resume)
-        state = load_checkpoint(run_dir / "checkpoint.pt")
         if args.target or args.set:
             raise PielabError("--resume continues a run with its saved config; drop NAME and --set")
-        fit(None, out_dir=run_dir, resume=state, progress=True)  # type: ignore[arg-type]
+        if args.out:
+            raise PielabError("--resume continues a run in its own folder; drop --out (copy the folder first "
+                              "to continue a copy)")
+        if args.overwrite:
+            raise PielabError("--resume continues a run; --overwrite is for a new run")
+        run_dir = Path(args.resume)
+        # fit loads the checkpoint and refuses, in one line, one that is missing, unreadable, weights only
+        # (a copied best.pt) or from other data, before it writes anything
+        _fit_one_line(fit, None, out_dir=run_dir, resume=run_dir / "checkpoint.pt", progress=True)
         print(f"Run folder: {run_dir}")
         return 0
     if not args.target:
@@ -116,9 +182,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(warning, file=sys.stderr, flush=True)
     out = Path(args.out) if args.out else Path("runs") / f"{config.model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     _check_writable(out)
-    if (out / "checkpoint.pt").exists():
-        raise PielabError(f"{out} already holds a run; continue it with `pielab train --resume {out}` or pick another --out")
-    fit(config, out_dir=out, progress=True)
+    _check_out(out, args.target, args.overwrite)
+    if args.overwrite:
+        for name in RUN_FILES:  # the previous run's files: the new run writes its own
+            try:
+                (out / name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise PielabError(f"--overwrite: cannot remove {out / name} ({exc.strerror or exc})") from None
+    created = not out.exists()
+    try:
+        _fit_one_line(fit, config, out_dir=out, progress=True)
+    except BaseException:
+        _clean_failed_start(out, created)
+        raise
     print(f"Run folder: {out}")
     return 0
 
@@ -216,7 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?", metavar="NAME|CONFIG.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/NAME-TIMESTAMP)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run from its last checkpoint, in RUN_DIR itself, on the same data "
+                        "(NAME, --set, --out and --overwrite are refused with it)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --out be a folder that is not empty: pielab's own run files there are replaced, "
+                        "other files are kept; never the config file being read")
 
     p = add("sweep", cmd_sweep, "run a hyperparameter sweep described by a YAML spec",
             epilog=EXIT_CODES_HELP)

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, create_model, with_config
+from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, create_model, with_config
 
 from pielab.errors import ConfigError
-from pielab.yamlfile import Problems, load_yaml, type_phrase
+from pielab.yamlfile import Problems, load_yaml, parse_value, type_phrase
 
 __all__ = [
     "Config", "DataConfig", "TrainConfig", "TrackingConfig", "SECTIONS", "TASK_DEFAULTS", "apply_params",
@@ -32,16 +32,27 @@ __all__ = [
 ]
 
 # Field types: strict (YAML `true` is not an int, "1e-3" is not a float), ints widen to floats.
+# Every number has a range (README's configuration table): floats are finite (nan and inf are
+# refused, in files and on the command line); sizes are positive and fit a C int, which torch and
+# numpy take; seeds are 0 .. 2**32-1 (numpy's SeedSequence and torch take any such seed, and what
+# config.yaml records is exactly what seeded the run). An error names the key and the valid range.
+Finite = AllowInfNan(False)
+MAX_SIZE = 2**31 - 1
+MAX_SEED = 2**32 - 1
 Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]
+Float = Annotated[float, Strict(), Finite]
 Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Strict()]
-PositiveInt = Annotated[int, Strict(), Field(gt=0)]
-OptPositiveInt = Annotated[int | None, Strict(), Field(gt=0)]
-PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
-NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
-Probability = Annotated[float, Strict(), Field(ge=0, lt=1)]  # [0, 1)
-Fraction = Annotated[float, Strict(), Field(gt=0, lt=1)]  # (0, 1)
+PositiveInt = Annotated[int, Strict(), Field(gt=0, le=MAX_SIZE)]
+OptPositiveInt = Annotated[int | None, Strict(), Field(gt=0, le=MAX_SIZE)]
+Seed = Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]
+# A model's int keywords (depth, width, hidden, vocab_size, ...) are sizes; the builder checks its own
+# lower bounds, this keeps a typo like width=99999999999 from reaching a real allocation.
+ModelInt = Annotated[int, Strict(), Field(ge=0, le=MAX_SIZE)]
+PositiveFloat = Annotated[float, Strict(), Finite, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Strict(), Finite, Field(ge=0)]
+Probability = Annotated[float, Strict(), Finite, Field(ge=0, lt=1)]  # [0, 1)
+Fraction = Annotated[float, Strict(), Finite, Field(gt=0, lt=1)]  # (0, 1)
 
 
 def _device(value: str) -> str:
@@ -64,7 +75,7 @@ class DataConfig:
     val_fraction: Fraction = 0.1  # seeded, stratified validation holdout taken from the training split
     val_size: OptPositiveInt = None  # absolute validation size; overrides val_fraction
     test_size: OptPositiveInt = None  # stratified subset of the test split (CPU-scale runs)
-    split_seed: Int = 0  # seeds the holdout and subsets: fixed across trials so they all see the same split
+    split_seed: Seed = 0  # seeds the holdout and subsets: fixed across trials so they all see the same split
     augment: Bool = True  # CIFAR-10: random crop (padding 4) and horizontal flip on the training batches
     max_len: PositiveInt = 300  # IMDB: tokens kept per review (longer ones are truncated)
     vocab_size: PositiveInt = 20000  # IMDB: most frequent training words kept, plus pad and unk
@@ -84,8 +95,10 @@ class TrainConfig:
     weight_decay: NonNegativeFloat = 0.0
     schedule: Literal["constant", "cosine", "onecycle"] = "constant"
     label_smoothing: Probability = 0.0
-    grad_clip: Annotated[float | None, Strict(), Field(gt=0)] = None  # max global gradient norm; None = no clipping
-    seed: Int = 0
+    # max global gradient norm, > 0; null (or absent) = no clipping. 0 or a negative norm is refused:
+    # clip_grad_norm_ would zero the step (0) or flip the gradient and train uphill (< 0).
+    grad_clip: Annotated[float | None, Strict(), Finite, Field(gt=0)] = None
+    seed: Seed = 0  # initialisation, dropout, shuffling, augmentation
     device: Device = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: Bool = False  # torch.compile the model
@@ -171,10 +184,7 @@ def parse_set(items: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example --set train.epochs=2")
-        try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            out[key] = raw
+        out[key] = parse_value(raw) if raw.strip() else None
     return out
 
 
@@ -215,7 +225,7 @@ def _model_field_type(default: Any) -> Any:
     """The type a builder keyword takes, told by its default (the builder's signature is the schema)."""
     if default is None:
         return Any
-    for tp, strict in ((bool, Bool), (int, Int), (float, Float), (str, Str)):
+    for tp, strict in ((bool, Bool), (int, ModelInt), (float, Float), (str, Str)):
         if type(default) is tp:
             return strict
     if isinstance(default, (list, tuple)):

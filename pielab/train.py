@@ -47,6 +47,9 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PielabError(f"train.device={name!r} but CUDA is not available on this machine; use train.device=cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise PielabError(f"train.device={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -242,6 +245,42 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
+# What a checkpoint needs besides its weights to continue a run exactly (best.pt has only model and config).
+RESUME_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "config", "history", "best", "elapsed_s")
+
+
+def check_resumable(state: dict[str, Any], where: str = "the checkpoint") -> None:
+    """Raise one line when ``state`` cannot continue a run: weights only (a copied ``best.pt``) or incomplete."""
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        what = "holds weights only (like best.pt)" if set(missing) >= {"optimizer", "scheduler"} else \
+            f"lacks {', '.join(missing)}"
+        raise PielabError(f"{where} cannot be resumed: it {what}, not the full state of a run "
+                          "(checkpoint.pt as pielab train writes it); start a new run instead")
+
+
+def data_identity(prepared) -> dict[str, Any]:
+    """What a run trained on: the cache entry (a hash of the source's content and the processing settings)
+    and the subset (a hash of the rows each split selects), plus the source and sizes for messages."""
+    meta = prepared.meta
+    return {"cache_key": meta.get("cache_key"), "subset": meta.get("subset"), "source": meta.get("source"),
+            "sizes": meta.get("sizes")}
+
+
+def check_same_data(recorded: dict[str, Any] | None, now: dict[str, Any], where: str = "the checkpoint") -> None:
+    """Refuse to continue a run on data other than what it trained on (checkpoints before pielab recorded it pass)."""
+    if not recorded or now.get("cache_key") is None:  # nothing recorded, or data handed in without an identity
+        return
+    if (recorded.get("cache_key"), recorded.get("subset")) != (now.get("cache_key"), now.get("subset")):
+        def say(d: dict[str, Any]) -> str:
+            sizes = d.get("sizes") or {}
+            split = "/".join(str(sizes.get(k, "?")) for k in ("train", "val", "test"))
+            return f"{d.get('source') or 'unknown source'} (train/val/test {split}, cache {d.get('cache_key')})"
+
+        raise PielabError(f"{where} trained on {say(recorded)}, but the data found now is {say(now)}; resume with "
+                          "the same data (data.path or PIELAB_DATA_DIR as when the run started) or start a new run")
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only``: a malicious pickle never runs)."""
     path = Path(path)
@@ -377,8 +416,10 @@ def fit(
     from pielab.models import get_model, grad_groups
 
     log = log or (lambda _line: None)
+    where = f"{Path(resume)}" if isinstance(resume, (str, Path)) else "the checkpoint"
     state = load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume
     if state is not None:
+        check_resumable(state, where)
         config = config_from_dict(state["config"])
     if config is None:
         raise PielabError("fit needs a config or a checkpoint to resume from")
@@ -391,12 +432,23 @@ def fit(
         torch.set_flush_denormal(True)
 
     prepared = prepared if prepared is not None else prepare(config.task, config.data)
+    data = data_identity(prepared)
+    if state is not None:
+        check_same_data(state.get("data"), data, where)
     # The data decides vocabulary size and classes; recording them keeps the config able to rebuild the model.
     # Not revalidated: the config already was, and get_model below checks these values.
     config = dataclasses.replace(config, model={**config.model, **prepared.model_kwargs})
 
     seed_everything(tcfg.seed)
-    model = get_model(config.model_name, **config.model_kwargs())
+    try:
+        model = get_model(config.model_name, **config.model_kwargs())
+    except (MemoryError, RuntimeError) as exc:  # a size the meta-device check let through but memory cannot hold
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+            raise
+        from pielab.text import one_line
+
+        raise PielabError(f"model {config.model_name!r} with {config.model_kwargs()} does not fit in memory "
+                          f"({one_line(exc, 120)}); make it smaller (model.width, model.hidden, ...)") from None
     params = count_params(model)
     model.to(device)
     if tcfg.channels_last:
@@ -426,10 +478,16 @@ def fit(
     elapsed = 0.0
     start_epoch = 1
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            _set_rng_state(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # a state from another model or version
+            from pielab.text import one_line
+
+            raise PielabError(f"{where} cannot be resumed: its saved state does not fit the model its config "
+                              f"builds ({one_line(exc, 160)})") from None
         history = list(state["history"])
         best = dict(state["best"])
         elapsed = float(state["elapsed_s"])
@@ -490,6 +548,7 @@ def fit(
                 "elapsed_s": elapsed,
                 "params": params,
                 "provenance": run_provenance,
+                "data": data,  # a resume on other data is refused (check_same_data)
             }
             if out is not None:
                 save_checkpoint(state, out / "checkpoint.pt")

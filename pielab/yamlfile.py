@@ -9,6 +9,7 @@ are checked by pydantic (``pielab.config``, ``pielab.sweep.spec``, ``pielab.swee
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from pathlib import Path
@@ -29,7 +30,20 @@ _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _LineLoader(_BaseLoader):
-    """A safe loader that records the line of every mapping key, and every key given twice."""
+    """A safe loader that records the line of every mapping key, and every key given twice.
+
+    Numbers are read as a user means them: YAML 1.1 (PyYAML) reads ``1e-3``, ``1E5`` and ``-2e-4`` as
+    text, because its float form needs a dot; YAML 1.2 and every command line read them as floats.
+    The YAML 1.2 core-schema float form is resolved here too, so ``lr: 1e-3`` in a file and
+    ``--set train.lr=1e-3`` mean the same value (:func:`parse_value` reads ``--set`` text with this
+    loader). Quoted ``"1e-3"`` stays text.
+    """
+
+
+# YAML 1.2 core schema floats that YAML 1.1 misses: an exponent without a dot (1e-3, 1E5, -2e-4, +3e2)
+# and a dot with a signed exponent missing its sign in 1.1 (1.0e5 is 1.1-valid only as 1.0e+5).
+_FLOAT_12 = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$")
+_LineLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+.0123456789"))
 
 
 class _LinedDict(dict):
@@ -57,6 +71,23 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_value(text: str) -> Any:
+    """One scalar or flow value read as a config file reads it (``--set KEY=TEXT``): ``1e-3`` is a float.
+
+    Text that is not valid YAML (``[1,``) is returned as it is.
+    """
+    try:
+        return _plain(yaml.load(text, Loader=_LineLoader))
+    except yaml.YAMLError:
+        return text
+
+
+def load_text(text: str) -> Any:
+    """A whole YAML document read as :func:`load_yaml` reads one (numbers included), without line
+    numbers or duplicate-key checks; raises ``yaml.YAMLError`` on malformed text."""
+    return _plain(yaml.load(text, Loader=_LineLoader))
 
 
 def load_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
@@ -259,9 +290,70 @@ def _num(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def valid_range(tp: Any) -> str | None:
+    """The values a numeric field takes, in words: ``a finite number > 0, or null``,
+    ``an integer 0 .. 4294967295``. None for a field that is not a number.
+
+    Read from the field's own annotation (its ``Field(gt=..)``, ``le=..`` and ``AllowInfNan``
+    constraints), so the message, the README's table and the check are one definition.
+    """
+    nullable = False
+    bounds: dict[str, Any] = {}
+    finite = False
+    base = tp
+    while typing.get_origin(base) is typing.Annotated:
+        args = typing.get_args(base)
+        base = args[0]
+        for meta in args[1:]:
+            if getattr(meta, "allow_inf_nan", True) is False:
+                finite = True
+            for item in [meta, *getattr(meta, "metadata", ())]:
+                for bound in ("gt", "ge", "lt", "le"):
+                    if getattr(item, bound, None) is not None:
+                        bounds[bound] = getattr(item, bound)
+                if getattr(item, "allow_inf_nan", True) is False:
+                    finite = True
+    if typing.get_origin(base) in (typing.Union, types.UnionType):
+        args = typing.get_args(base)
+        nullable = type(None) in args
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1:
+            return None
+        base = rest[0]
+    if base is int:
+        noun = "an integer"
+    elif base is float:
+        noun = "a finite number" if finite else "a number"
+    else:
+        return None
+    lower = (f">= {_num(bounds['ge'])}" if "ge" in bounds else f"> {_num(bounds['gt'])}" if "gt" in bounds else None)
+    upper = (f"<= {_num(bounds['le'])}" if "le" in bounds else f"< {_num(bounds['lt'])}" if "lt" in bounds else None)
+    if base is int and "ge" in bounds and "le" in bounds:
+        text = f"{noun} {bounds['ge']} .. {bounds['le']}"
+    elif base is int and "gt" in bounds and "le" in bounds:
+        text = f"{noun} {bounds['gt'] + 1} .. {bounds['le']}"
+    else:
+        text = " and ".join(x for x in (f"{noun} {lower}" if lower else noun, upper) if x)
+    return text + (", or null" if nullable else "")
+
+
 def describe(err: dict[str, Any], annotation: Any = None, known: list[str] | None = None) -> str:
     """One pydantic error as pielab says it: ``expected int, got str 'x'``, ``must be positive, got 0``."""
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    if kind in _RANGE_KINDS:
+        text = _describe(kind, value, ctx, err, annotation, known)
+        allowed = valid_range(annotation) if annotation is not None else None
+        return f"{text} (valid: {allowed})" if allowed else text
+    return _describe(kind, value, ctx, err, annotation, known)
+
+
+_RANGE_KINDS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+
+
+def _describe(kind: str, value: Any, ctx: dict[str, Any], err: dict[str, Any], annotation: Any,
+              known: list[str] | None) -> str:
+    if kind == "finite_number":
+        return f"must be a finite number, got {_num(value)}"
     if kind in _TYPE_WORDS:
         expected = type_phrase(annotation) if annotation is not None else _TYPE_WORDS[kind]
         return f"expected {expected}, got {type(value).__name__} {value!r}"

@@ -264,6 +264,7 @@ class Task:
             cache_key=entry.name,
             cache_hit=not built,
             subset_dir=str(subset_dir) if subset_dir else None,
+            subset=subset_name(idx),  # the rows of every split: with cache_key, the identity of what a run sees
             full_sizes={"train": len(full["train"][-1]), "test": len(full["test"][-1])},
             sizes={s: len(t[-1]) for s, t in splits.items()},
             split={"seed": cfg.split_seed, "val_fraction": cfg.val_fraction, "val_size": cfg.val_size,

@@ -33,6 +33,8 @@ import logging
 import os
 import shutil
 import re
+import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -55,6 +57,8 @@ _META = "meta.json"
 LAST_USED = "last_used"
 _ENTRY_RE = re.compile(r"^([a-z0-9_]+)-[0-9a-f]{16}$")
 _SUBSETS = "subsets"
+#: Default wait for another process's build of the same cache entry (``PIELAB_CACHE_LOCK_TIMEOUT``).
+LOCK_TIMEOUT_S = 600.0
 
 
 def cache_root(cache_dir: str | None, *, create: bool = True) -> Path:
@@ -150,11 +154,16 @@ def get_or_build(entry: Path, build: Callable[[Path], dict[str, Any]], what: str
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            log.info("waiting for another process building the %s cache %s", what, entry)
-            lock.acquire()
+            _wait_for(lock, entry, what)
     except OSError as exc:
         raise DataError(f"cannot lock the data cache {entry} ({exc.strerror or exc}); "
                         "set data.cache_dir or PIELAB_CACHE_DIR to a writable folder") from None
+    holder = holder_path(entry)
+    try:
+        write_atomic(holder, json_text({"pid": os.getpid(), "host": socket.gethostname(), "what": what,
+                                        "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+    except OSError:
+        pass  # best effort: waiters then say only that another process builds it
     try:
         if is_complete(entry):  # built by whoever held the lock before us
             return False
@@ -179,7 +188,79 @@ def get_or_build(entry: Path, build: Callable[[Path], dict[str, Any]], what: str
             raise
         return True
     finally:
+        try:
+            holder.unlink(missing_ok=True)
+        except OSError:
+            pass
         lock.release()
+
+
+def holder_path(entry: Path) -> Path:
+    """Who builds ``entry`` now: ``{pid, host, what, since}`` as JSON, written by the lock's holder
+    once it holds the lock and removed before it lets go (a sibling of the lock file, which the lock
+    library owns)."""
+    return entry.with_name(entry.name + ".lock.holder")
+
+
+def lock_timeout_s() -> float:
+    """How long a process waits for another one building the same cache entry: ``PIELAB_CACHE_LOCK_TIMEOUT``
+    seconds (default :data:`LOCK_TIMEOUT_S`, 10 minutes; building the real datasets takes about a minute).
+    A stopped holder (Ctrl-Z) keeps the lock; the waiter then gives up with an error instead of waiting forever."""
+    raw = os.environ.get("PIELAB_CACHE_LOCK_TIMEOUT", "").strip()
+    if not raw:
+        return LOCK_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 and value != float("inf")):
+        raise DataError(f"PIELAB_CACHE_LOCK_TIMEOUT={raw}: expected seconds, a finite number >= 0")
+    return value
+
+
+def _holder(entry: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(holder_path(entry).read_text())
+        return found if isinstance(found, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _process_state(pid: Any) -> str | None:
+    """``stopped`` or ``gone`` for a process of this machine, else None (running, or not knowable)."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except FileNotFoundError:
+        return "gone"
+    except (OSError, ValueError, TypeError):
+        return None
+    state = stat.rpartition(")")[2].split()[:1]
+    return "stopped" if state and state[0] in ("T", "t") else None
+
+
+def _wait_for(lock: FileLock, entry: Path, what: str) -> None:
+    """Wait for another process's build of ``entry``: one line when waiting starts, an error after the timeout."""
+    timeout = lock_timeout_s()
+    # The holder writes its file just after taking the lock: a moment's grace to read it.
+    deadline = time.monotonic() + min(1.0, timeout)
+    holder = _holder(entry)
+    while not holder and time.monotonic() < deadline:
+        time.sleep(0.05)
+        holder = _holder(entry)
+    who = "another process"
+    if holder.get("pid") is not None:
+        who += f" (pid {holder['pid']} on {holder.get('host', '?')}"
+        if holder.get("host") == socket.gethostname() and _process_state(holder["pid"]) == "stopped":
+            who += f", stopped: `kill -CONT {holder['pid']}` resumes it"
+        who += ")"
+    print(f"pielab: waiting for {who} to finish building the {what} cache {entry}; giving up after "
+          f"{timeout:g} s (PIELAB_CACHE_LOCK_TIMEOUT)", file=sys.stderr, flush=True)
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise DataError(f"gave up after {timeout:g} s waiting for {who} to finish building the {what} cache "
+                        f"{entry}; end it if it is stuck, or set PIELAB_CACHE_LOCK_TIMEOUT=SECONDS to wait "
+                        "longer") from None
 
 
 def mark_used(folder: Path) -> None:

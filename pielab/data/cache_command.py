@@ -19,6 +19,7 @@ from pielab.config import DataConfig
 from pielab.data import cache
 from pielab.errors import DataError, PielabError
 from pielab.text import one_line
+from pielab.yamlfile import load_text
 
 _AGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -53,7 +54,7 @@ def _sweep_data_configs(sweep_dir: Path) -> list[tuple[Path, str, dict[str, Any]
         raise PielabError(f"--keep-referenced {sweep_dir}: not a sweep folder (no sweep.yaml)")
     found = []
     try:
-        spec = yaml.safe_load((sweep_dir / "sweep.yaml").read_text()) or {}
+        spec = load_text((sweep_dir / "sweep.yaml").read_text()) or {}
         base = spec.get("base") or {}
         task = base.get("task")
         if not task:
@@ -65,7 +66,7 @@ def _sweep_data_configs(sweep_dir: Path) -> list[tuple[Path, str, dict[str, Any]
         raise PielabError(f"{sweep_dir / 'sweep.yaml'}: cannot read its base config ({one_line(exc, 160)})") from None
     for path in sorted((sweep_dir / "trials").glob("*/config.yaml")):
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = load_text(path.read_text()) or {}
             found.append((path, raw["task"], raw.get("data") or {}))
         except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
             raise PielabError(f"{path}: cannot read ({one_line(exc, 160)}); nothing removed") from None
