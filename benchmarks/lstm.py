@@ -1,12 +1,13 @@
 """Our LSTM vs torch.nn.LSTM, forward + backward, side by side in one process.
 
 The report's own LSTM ran 2x slower than an 8-layer library LSTM; this measures ours against the library
-on the IMDB shapes (batch 64, 300 steps, input 200, hidden 256) for 1 layer, 4 layers and 2 bidirectional
-layers. Both get the same weights and inputs; repeats are interleaved (library, ours, library, ours, ...) so
+on the report's IMDB shapes (batch 64, 300 steps, input 200, hidden 256: 1 layer, 4 layers, 2 bidirectional
+layers) and on the CPU-study shapes (batch 64, input 64, hidden 64, 120 and 200 steps: 1, 4 and 8 layers,
+2 bidirectional layers). Both get the same weights and inputs; repeats are interleaved (library, ours, library, ours, ...) so
 load from other processes hits both alike, and medians are reported. Denormals are flushed, as the
-training loop does. The last line is the worst-case ratio, ours / library (below 1: ours is faster).
+training loop does. The last line is the worst-case ratio over all shapes, ours / library (below 1: ours is faster).
 
-    python benchmarks/lstm.py [--repeats 5] [--threads N] [--device cpu]
+    python benchmarks/lstm.py [--repeats 9] [--threads N] [--device cpu] [--shapes report 'cpu T=120' 'cpu T=200']
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ CONFIGS = {  # name -> (num_layers, bidirectional)
     "1 layer": (1, False),
     "4 layers": (4, False),
     "2 bidirectional layers": (2, True),
+}
+CPU_CONFIGS = {**CONFIGS, "8 layers": (8, False)}
+# Shape sets -> (batch, steps, input, hidden, configs). "report": the IMDB report's sizes; "cpu": the sizes
+# every CPU-scale study and the quickstart-sized IMDB runs use (embedding 64, hidden 64), two lengths.
+SHAPES = {
+    "report": (64, 300, 200, 256, CONFIGS),
+    "cpu T=120": (64, 120, 64, 64, CPU_CONFIGS),
+    "cpu T=200": (64, 200, 64, 64, CPU_CONFIGS),
 }
 
 
@@ -41,47 +50,47 @@ def fwd_bwd_seconds(model: torch.nn.Module, x: torch.Tensor) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--input", type=int, default=200)
-    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    x = torch.randn(args.steps, args.batch, args.input, device=device)
 
-    pairs = {}
-    for name, (layers, bidirectional) in CONFIGS.items():
-        library = torch.nn.LSTM(args.input, args.hidden, layers, bidirectional=bidirectional).to(device)
-        ours = LSTM(args.input, args.hidden, layers, bidirectional=bidirectional).to(device)
-        ours.load_state_dict(library.state_dict())
-        pairs[name] = (library, ours)
-        fwd_bwd_seconds(library, x)  # warm-up: allocator, oneDNN primitives
-        fwd_bwd_seconds(ours, x)
+    cases = {}  # (shape, config) -> (library, ours, x)
+    for shape in args.shapes:
+        batch, steps, width, hidden, configs = SHAPES[shape]
+        x = torch.randn(steps, batch, width, device=device)
+        for name, (layers, bidirectional) in configs.items():
+            library = torch.nn.LSTM(width, hidden, layers, bidirectional=bidirectional).to(device)
+            ours = LSTM(width, hidden, layers, bidirectional=bidirectional).to(device)
+            ours.load_state_dict(library.state_dict())
+            cases[shape, name] = (library, ours, x)
+            fwd_bwd_seconds(library, x)  # warm-up: allocator, oneDNN primitives
+            fwd_bwd_seconds(ours, x)
 
-    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in CONFIGS}
+    times: dict[tuple[str, str], tuple[list[float], list[float]]] = {key: ([], []) for key in cases}
     for _ in range(args.repeats):
-        for name, (library, ours) in pairs.items():
-            times[name][0].append(fwd_bwd_seconds(library, x))
-            times[name][1].append(fwd_bwd_seconds(ours, x))
+        for key, (library, ours, x) in cases.items():
+            times[key][0].append(fwd_bwd_seconds(library, x))
+            times[key][1].append(fwd_bwd_seconds(ours, x))
 
-    print(
-        f"forward+backward, batch {args.batch}, {args.steps} steps, input {args.input}, hidden {args.hidden}, "
-        f"{device}, {torch.get_num_threads()} threads, median of {args.repeats} (torch {torch.__version__})"
-    )
-    print(f"{'config':<24} {'torch.nn.LSTM s':>16} {'ours s':>8} {'ours/torch':>11}")
+    print(f"forward+backward, {device}, {torch.get_num_threads()} threads, median of {args.repeats} "
+          f"interleaved repeats (torch {torch.__version__})")
+    print(f"{'shape (batch, steps, input, hidden)':<36} {'config':<24} {'torch.nn.LSTM s':>16} {'ours s':>8} "
+          f"{'ours/torch':>11}")
     ratios = []
-    for name, (library_s, ours_s) in times.items():
+    for (shape, name), (library_s, ours_s) in times.items():
+        batch, steps, width, hidden, _ = SHAPES[shape]
         lib, own = statistics.median(library_s), statistics.median(ours_s)
         ratios.append(own / lib)
-        print(f"{name:<24} {lib:>16.3f} {own:>8.3f} {own / lib:>11.2f}")
-    print(f"ratio (ours / torch.nn.LSTM, worst case): {max(ratios):.2f}")
+        label = f"{shape} ({batch}, {steps}, {width}, {hidden})"
+        print(f"{label:<36} {name:<24} {lib:>16.3f} {own:>8.3f} {own / lib:>11.2f}")
+    print(f"ratio (ours / torch.nn.LSTM, worst case over all shapes): {max(ratios):.2f}")
 
 
 if __name__ == "__main__":

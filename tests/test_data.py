@@ -23,7 +23,7 @@ import torch
 from pielab.config import DataConfig
 from pielab.data import Prepared, make_loader, prepare
 from pielab.data import cache as data_cache
-from pielab.data.cifar10 import MEAN, STD, random_crop_flip
+from pielab.data.cifar10 import MEAN, STD, crop_flip_padded
 from pielab.data.imdb import encode_texts, load_vocab, tokenize
 from pielab.errors import DataError
 
@@ -182,7 +182,7 @@ def test_crop_flip_matches_a_per_image_reference() -> None:
     x = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8, generator=g)
     dy, dx = torch.tensor([0, 1, 2, 3, 4, 2]), torch.tensor([4, 3, 2, 1, 0, 2])
     flip = torch.tensor([True, False, True, False, True, False])
-    out = random_crop_flip(x, dy, dx, flip, pad=2)
+    out = crop_flip_padded(torch.nn.functional.pad(x, (2, 2, 2, 2)), dy, dx, flip, size=8)
     for i in range(6):
         ref = torch.nn.functional.pad(x[i], (2, 2, 2, 2))[:, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8]
         assert torch.equal(out[i], ref.flip(-1) if flip[i] else ref)

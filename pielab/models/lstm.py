@@ -1,15 +1,18 @@
 """The LSTM family for IMDB: our own LSTM, the classifier around any LSTM stack, and the report's named systems.
 
 Our ``LSTM`` is a drop-in for ``torch.nn.LSTM`` (same constructor, parameter names, gate order i, f, g, o,
-initialisation, return values, PackedSequence support) built the fastrnns way: a cell (``lstm_cell``), a
-layer (``lstm_layer``), a bidirectional layer (``bidirectional_lstm_layer``) and the stack (``LSTM``).
+initialisation, return values, PackedSequence support) built the fastrnns way: a layer
+(``lstm_layer``), a bidirectional layer (``bidirectional_lstm_layer``) and the stack (``LSTM``).
 
 Where the speed comes from (the report's own LSTM was 2x slower than an 8-layer library LSTM):
 
 - the input projection of every time step is one large matmul, hoisted out of the time loop;
-- each step does one fused 4H-wide gate matmul, writing into preallocated buffers;
+- each step does one fused 4H-wide gate matmul, writing into preallocated buffers, and one sigmoid over
+  all four gates; tanh is computed as 2 sigmoid(2x) - 1 (torch's CPU tanh kernel is ~7x slower than its
+  sigmoid), and every per-step view is made once per sequence, so a step is 10 kernel calls and no other
+  Python-level torch call (at hidden 64 each call costs about as much as its kernel);
 - a layer is one ``torch.autograd.Function`` (``_LayerFunction``) whose backward runs BPTT by hand in
-  blocks of steps: the gradient-independent gate derivatives of a block at once, six kernels per step, and
+  blocks of steps: the gradient-independent gate derivatives of a block at once, five kernels per step, and
   the block's input and weight gradients as matmuls over all its steps. Autograd would otherwise record and
   replay ~10 small nodes per step.
 
@@ -37,37 +40,24 @@ Tensor = torch.Tensor
 LayerWeights = tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]
 
 BACKENDS = ("torch", "custom")
-_BLOCK = 8  # time steps per backward block: their derivatives fit in cache together
+_BLOCK = 8  # least time steps per backward block
+# Bytes of gate derivatives per backward block: they stay in cache together (hidden 256, batch 64: 8 steps),
+# and smaller steps make longer blocks, so the weight-gradient matmuls are fewer and larger.
+_BLOCK_BYTES = 2 << 20
 MAX_DEPTH = 8
 
 
-def lstm_cell(gates: Tensor, c_prev: Tensor, c: Tensor, h: Tensor) -> None:
-    """One LSTM step from pre-activation ``gates`` (b, 4H, order i, f, g, o), in place.
-
-    ``gates`` is overwritten with the activated gates (the backward pass needs them); the new cell and
-    hidden states are written into ``c`` and ``h``.
-    """
-    hidden = c.shape[-1]
-    gates[:, : 2 * hidden].sigmoid_()
-    gates[:, 2 * hidden : 3 * hidden].tanh_()
-    gates[:, 3 * hidden :].sigmoid_()
-    i, f, g, o = gates.chunk(4, 1)
-    torch.mul(f, c_prev, out=c)
-    c.addcmul_(i, g)
-    torch.mul(o, c.tanh(), out=h)
-
-
-def _gate_derivatives(gates: Tensor, c_prev: Tensor, c_new: Tensor, p: Tensor, q: Tensor) -> None:
+def _gate_derivatives(gates: Tensor, c_prev: Tensor, tanh_c: Tensor, p: Tensor, q: Tensor) -> None:
     """The parts of the step derivatives that do not depend on the incoming gradient, for a block of steps.
 
     With activated gates i, f, g, o and tanh_c = tanh(c_new): d(pre-activations) = [dc*pi, dc*pf, dc*pg, dh*po]
     with pi = g i (1-i), pf = c_prev f (1-f), pg = i (1-g^2), po = tanh_c o (1-o); and dc += dh*q with
-    q = o (1-tanh_c^2). Written into ``p`` (like ``gates``) and ``q`` (like ``c_new``), in nine kernels.
+    q = o (1-tanh_c^2), where tanh_c = tanh(c_new) as the forward pass kept it. Written into ``p`` (like
+    ``gates``) and ``q`` (like ``tanh_c``), in eight kernels.
     """
     one = gates.new_ones(())
     i, f, g, o = gates.chunk(4, -1)
     pi, pf, pg, po = p.chunk(4, -1)
-    tanh_c = c_new.tanh()
     torch.addcmul(gates, gates, gates, value=-1, out=p)  # s (1-s): right for the sigmoid gates i, f, o
     pi.mul_(g)
     pf.mul_(c_prev)
@@ -86,8 +76,8 @@ class _LayerFunction(torch.autograd.Function):
 
     The input projection of all steps is one matmul written straight into the gate buffer, which each step
     then completes in place with its recurrent matmul. Backward works through time in blocks of
-    ``_BLOCK`` steps, all in one cache-sized buffer: the gradient-independent derivatives of the block at
-    once, then six small kernels per step, then the block's share of the input, weight and bias gradients
+    at least ``_BLOCK`` steps (``_BLOCK_BYTES`` of derivatives), in one cache-sized buffer: the gradient-independent derivatives of the block at
+    once, then five small kernels per step, then the block's share of the input, weight and bias gradients
     as matmuls over all its steps. No (T, B, 4H) gradient tensor is ever allocated.
     """
 
@@ -114,18 +104,41 @@ class _LayerFunction(torch.autograd.Function):
         cs = torch.empty(steps + 1, batch, hidden, dtype=gates.dtype, device=gates.device)
         cs[steps if reverse else 0] = c0
         w_hh_t = w_hh.t().contiguous()
-        gate_steps, out_steps, c_steps = gates.unbind(0), out.unbind(0), cs.unbind(0)  # views made once, not per step
+        # tanh(x) = 2 sigmoid(2x) - 1: on CPU torch's tanh kernel runs ~7x slower than its sigmoid (hidden 64:
+        # ~18 us against ~2.5 us a step), so the step computes no tanh. The g gate's weight columns are
+        # doubled (exact in floating point) so one sigmoid covers all four gates; i * g = 2 i s_g - i.
+        g_cols = slice(2 * hidden, 3 * hidden)
+        w_hh_t[:, g_cols] *= 2
+        gates[..., g_cols] *= 2
+        # tanh(c) of every step, kept for the backward pass (which would otherwise recompute it). Zeroed
+        # when packed: rows past their end must hold finite values (their gates are zero).
+        tanh_cs = (x.new_zeros if batch_sizes else x.new_empty)(steps, batch, hidden)
+        # Per-step views made once, not per step: at small hidden sizes (64) each Python-level torch call
+        # costs about as much as its kernel.
+        gate_steps, out_steps, c_steps, tc_steps = gates.unbind(0), out.unbind(0), cs.unbind(0), tanh_cs.unbind(0)
+        parts = gates.view(steps, batch, 4, hidden)
+        i_steps, f_steps = parts[:, :, 0].unbind(0), parts[:, :, 1].unbind(0)
+        g_steps, o_steps = parts[:, :, 2].unbind(0), parts[:, :, 3].unbind(0)
         h_prev = h0
         for t in reversed(range(steps)) if reverse else range(steps):
             b = sizes[t]
-            gates_t, h_t = gate_steps[t], out_steps[t]
+            gates_t, h_t, i_t, f_t, s_g, o_t, tc_t = (
+                gate_steps[t], out_steps[t], i_steps[t], f_steps[t], g_steps[t], o_steps[t], tc_steps[t]
+            )
             c_prev, c_new = (c_steps[t + 1], c_steps[t]) if reverse else (c_steps[t], c_steps[t + 1])
             if b < batch:  # rows past their end carry their state; zero gates make their derivatives zero
                 h_t[b:], c_new[b:], gates_t[b:] = h_prev[b:], c_prev[b:], 0
-                gates_t, h_t, c_prev, c_new, h_prev = gates_t[:b], h_t[:b], c_prev[:b], c_new[:b], h_prev[:b]
-            lstm_cell(gates_t.addmm_(h_prev, w_hh_t), c_prev, c_new, h_t)
+                gates_t, h_t, i_t, f_t, s_g, o_t, tc_t, c_prev, c_new, h_prev = (
+                    v[:b] for v in (gates_t, h_t, i_t, f_t, s_g, o_t, tc_t, c_prev, c_new, h_prev)
+                )
+            gates_t.addmm_(h_prev, w_hh_t).sigmoid_()  # i, f, o activated; s_g = sigmoid(2 x_g)
+            torch.mul(f_t, c_prev, out=c_new)
+            c_new.addcmul_(i_t, s_g, value=2).sub_(i_t)  # + i * (2 s_g - 1) = + i * tanh(x_g)
+            torch.mul(c_new, 2, out=tc_t).sigmoid_().mul_(2).sub_(1)  # tanh(c_new)
+            torch.mul(o_t, tc_t, out=h_t)
             h_prev = out_steps[t]
-        ctx.save_for_backward(x, w_ih, w_hh, h0, gates, cs, out)
+        gates[..., g_cols].mul_(2).sub_(1)  # s_g -> g = tanh(x_g), the activated gate backward expects
+        ctx.save_for_backward(x, w_ih, w_hh, h0, gates, cs, tanh_cs, out)
         ctx.sizes, ctx.reverse, ctx.has_bias = sizes, reverse, bias is not None
         ctx.set_materialize_grads(False)
         return out, out[0 if reverse else -1].clone(), cs[0 if reverse else -1].clone()
@@ -135,41 +148,59 @@ class _LayerFunction(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: FunctionCtx, grad_out: Optional[Tensor], grad_hn: Optional[Tensor], grad_cn: Optional[Tensor]
     ) -> tuple[Optional[Tensor], ...]:
-        x, w_ih, w_hh, h0, gates, cs, out = ctx.saved_tensors
+        x, w_ih, w_hh, h0, gates, cs, tanh_cs, out = ctx.saved_tensors
         sizes, reverse = ctx.sizes, ctx.reverse
         steps, batch, hidden = out.shape
         needs = ctx.needs_input_grad
-        c_prev_all, c_new_all = (cs[1:], cs[:-1]) if reverse else (cs[:-1], cs[1:])
+        c_prev_all = cs[1:] if reverse else cs[:-1]
         first = steps - 1 if reverse else 0  # the step that started from h0
         grad_x = x.new_empty(x.shape) if needs[0] else None
         grad_w_ih = torch.zeros_like(w_ih) if needs[1] else None
         grad_bias = gates.new_zeros(4 * hidden) if ctx.has_bias and needs[2] else None
         grad_w_hh = torch.zeros_like(w_hh) if needs[3] else None
         # One block's worth of p (which becomes d(gate pre-activations) step by step) and q, reused.
-        p_buffer = gates.new_empty(min(_BLOCK, steps), batch, 4 * hidden)
-        q_buffer = gates.new_empty(min(_BLOCK, steps), batch, hidden)
+        block_steps = max(_BLOCK, _BLOCK_BYTES // (batch * 4 * hidden * gates.element_size()))
+        p_buffer = gates.new_empty(min(block_steps, steps), batch, 4 * hidden)
+        q_buffer = gates.new_empty(min(block_steps, steps), batch, hidden)
 
         dh = grad_hn.clone() if grad_hn is not None else torch.zeros_like(h0)
         dc = grad_cn.clone() if grad_cn is not None else torch.zeros_like(h0)
-        starts = range(0, steps, _BLOCK) if reverse else reversed(range(0, steps, _BLOCK))
+        dc_col = dc.unsqueeze(1)  # a view of dc that broadcasts over the i, f, g gates
+        grad_out_steps = grad_out.unbind(0) if grad_out is not None else None
+        dh_has_grad_out = False  # whether dh already holds the output gradient of the step run next
+        starts = range(0, steps, block_steps) if reverse else reversed(range(0, steps, block_steps))
         for start in starts:
-            block = slice(start, min(start + _BLOCK, steps))
+            block = slice(start, min(start + block_steps, steps))
             n = block.stop - block.start
             p, q = p_buffer[:n], q_buffer[:n]
-            _gate_derivatives(gates[block], c_prev_all[block], c_new_all[block], p, q)
+            _gate_derivatives(gates[block], c_prev_all[block], tanh_cs[block], p, q)
             # Per-step views made once per block: p, its i/f/g part (scaled by dc), its o part (scaled by dh), q, f.
-            views = [p.unbind(0), p.view(n, batch, 4, hidden)[:, :, :3].unbind(0), p[..., 3 * hidden :].unbind(0)]
-            views += [q.unbind(0), gates[block, :, hidden : 2 * hidden].unbind(0)]
-            if grad_out is not None:
-                views.append(grad_out[block].unbind(0))
+            p_steps = p.unbind(0)
+            p_ifg_steps = p.view(n, batch, 4, hidden)[:, :, :3].unbind(0)
+            p_o_steps = p[..., 3 * hidden :].unbind(0)
+            q_steps, f_steps = q.unbind(0), gates[block, :, hidden : 2 * hidden].unbind(0)
             for k in range(n) if reverse else reversed(range(n)):
-                b = sizes[block.start + k]
-                live = [dh, dc, *(v[k] for v in views)]
-                if b < batch:  # only live rows move; the others carry their gradient to earlier steps
-                    live = [v[:b] for v in live]
-                dh_b, dc_b, p_t, p_ifg, p_o, q_t, f_t, *grad_t = live
-                if grad_t:
-                    dh_b.add_(grad_t[0])
+                t = block.start + k
+                b = sizes[t]
+                if grad_out_steps is not None and not dh_has_grad_out:
+                    dh[:b].add_(grad_out_steps[t][:b])
+                nxt = t + 1 if reverse else t - 1  # the step the backward pass runs next
+                # Fold the next step's output gradient into this step's recurrent matmul (one kernel fewer).
+                dh_has_grad_out = grad_out_steps is not None and 0 <= nxt < steps and b == sizes[nxt] == batch
+                if b == batch:  # the common case, without per-step slicing: 5 kernels
+                    dc.addcmul_(dh, q_steps[k])
+                    p_ifg_steps[k].mul_(dc_col)
+                    p_o_steps[k].mul_(dh)
+                    dc.mul_(f_steps[k])
+                    if dh_has_grad_out:
+                        torch.addmm(grad_out_steps[nxt], p_steps[k], w_hh, out=dh)
+                    else:
+                        torch.mm(p_steps[k], w_hh, out=dh)
+                    continue
+                # only live rows move; the others carry their gradient to earlier steps
+                dh_b, dc_b, p_t, p_ifg, p_o, q_t, f_t = (
+                    v[:b] for v in (dh, dc, p_steps[k], p_ifg_steps[k], p_o_steps[k], q_steps[k], f_steps[k])
+                )
                 dc_b.addcmul_(dh_b, q_t)
                 p_ifg.mul_(dc_b.unsqueeze(1))
                 p_o.mul_(dh_b)
