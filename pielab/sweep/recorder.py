@@ -398,8 +398,13 @@ class SweepRecorder(Callback):
 
     @staticmethod
     def _node_lost(trial) -> bool:
-        from pielab.sweep.compat import node_lost
+        """Whether the trial restarts because its node was lost: the verdict compat reached where Tune
+        counted (or did not count) the failure, else what the trial's error itself says."""
+        from pielab.sweep.compat import judged_node_lost, node_lost, trial_node_ip
 
+        verdict = judged_node_lost(trial)
+        if verdict is not None:
+            return verdict
         try:
             error = trial.get_pickled_error()
         except Exception:  # an error that does not unpickle here: the text is still there
@@ -409,7 +414,7 @@ class SweepRecorder(Callback):
                 error = trial.get_error()
             except Exception:
                 error = None
-        return node_lost(error)
+        return node_lost(error, trial_node_ip(trial), wait_s=0.0)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         rec = self.records.get(trial.trial_id)
