@@ -332,3 +332,59 @@ def test_driver_kill_then_resume_on_s3(tmp_path, cifar_path, pielab_exe, s3, pg_
     assert again.returncode == 0 and "already finished" in again.stdout, again.stdout + again.stderr
     assert_no_secret(fs, prefix, [tmp_path, Path(os.environ["RAY_TMPDIR"])], first_out + status.stdout + status.stderr + resumed.stdout
                      + resumed.stderr + again.stdout + again.stderr)
+
+
+class SlowStore:
+    """A pyarrow filesystem under a local folder whose PUTs take ``delay_s`` and fail while ``down``."""
+
+    def __init__(self, root: Path, delay_s: float) -> None:
+        import pyarrow.fs
+
+        self.fs = pyarrow.fs.SubTreeFileSystem(str(root), pyarrow.fs.LocalFileSystem())
+        self.delay_s, self.down, self.puts = delay_s, False, 0
+
+    def open_output_stream(self, path):
+        import time
+
+        time.sleep(self.delay_s)
+        if self.down:
+            raise OSError("store unreachable")
+        self.puts += 1
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)  # an object store has no folders to make
+        return self.fs.open_output_stream(path)
+
+
+def test_write_behind_keeps_the_newest_version_and_flush_waits(tmp_path):
+    """The recorder's writes to object storage: put() returns at once, a file rewritten while its PUT is
+    queued is written once with its newest text, flush() returns when all is written; a failing store is
+    retried and flush() says so in one line when the queue does not drain."""
+    import time
+
+    from pielab.sweep.storage import ObjectPath, WriteBehind
+
+    store = SlowStore(tmp_path, delay_s=0.05)
+    (tmp_path / "b").mkdir()
+    folder = ObjectPath("s3://b/sweep", _fs=store)
+    writer = WriteBehind()
+    start = time.monotonic()
+    for i in range(20):
+        writer.put(folder / "status.json", f'{{"n": {i}}}')
+        writer.put(folder / "trials" / "t1" / "result.json", f"r{i}")
+    assert time.monotonic() - start < 0.5  # 40 PUTs would take 2 s
+    writer.flush()
+    assert (tmp_path / "b" / "sweep" / "status.json").read_text() == '{"n": 19}'
+    assert (tmp_path / "b" / "sweep" / "trials" / "t1" / "result.json").read_text() == "r19"
+    assert store.puts == writer.writes < 10, store.puts
+
+    writer.put(tmp_path / "local.txt", "at once")  # a local folder: written before put returns
+    assert (tmp_path / "local.txt").read_text() == "at once"
+
+    store.down = True
+    writer.RETRY_S = 0.05
+    writer.put(folder / "status.json", "while down")
+    with pytest.raises(OSError, match="not written to object storage after 0.3 s: store unreachable"):
+        writer.flush(timeout_s=0.3)
+    store.down = False
+    writer.flush()
+    assert (tmp_path / "b" / "sweep" / "status.json").read_text() == "while down"
+
