@@ -388,3 +388,67 @@ def test_write_behind_keeps_the_newest_version_and_flush_waits(tmp_path):
     writer.flush()
     assert (tmp_path / "b" / "sweep" / "status.json").read_text() == "while down"
 
+
+# --------------------------------------------------------------------------- gs:// on a storage emulator
+
+
+@pytest.fixture(scope="module")
+def gcs():
+    """gcp-storage-emulator (PyPI, pure Python) on a free loopback port, in memory, with one bucket;
+    stopped by its PID. Yields its ``http://127.0.0.1:PORT``."""
+    import shutil
+    import sys
+    import time
+
+    from s3server import _answers, _free_ports
+
+    exe = Path(sys.executable).with_name("gcp-storage-emulator")
+    exe = str(exe) if exe.exists() else shutil.which("gcp-storage-emulator")
+    if not exe:
+        raise RuntimeError("gcp-storage-emulator not found: pip install gcp-storage-emulator (pielab's `test` extra)")
+    port = _free_ports(1)[0]
+    proc = subprocess.Popen([exe, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory",
+                             f"--default-bucket={BUCKET}", "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(port):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_sweep_on_gcs_emulator_then_status(tmp_path, cifar_path, pielab_exe, gcs, pg_url):
+    """`--out gs://...` against a GCS emulator on 127.0.0.1 ($STORAGE_EMULATOR_HOST, pyarrow's
+    GcsFileSystem): the sweep completes, every trial's files and Tune's experiment are in the bucket,
+    `pielab status gs://...` reads it back."""
+    from pyarrow import fs as pafs
+
+    fs = pafs.GcsFileSystem(anonymous=True, scheme="http", endpoint_override=gcs.split("://", 1)[1])
+    prefix = f"{BUCKET}/gs-sweeps/one"
+    uri = f"gs://{prefix}"
+    spec_path = write_spec(tmp_path, remote_spec(cifar_path, "on-gcs", pg_url, num_trials=2, epochs=2))
+    env = sweep_env(tmp_path, STORAGE_EMULATOR_HOST=gcs)
+    sweep = cli(pielab_exe, "sweep", str(spec_path), "--out", uri, env=env, timeout=900, cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+    assert "Traceback" not in sweep.stdout + sweep.stderr and "ERROR" not in sweep.stderr, sweep.stderr[-3000:]
+    status = read_json(fs, f"{prefix}/status.json")
+    assert status["finished"] is True and status["counts"]["completed"] == 2, status
+    results = trial_results(fs, prefix)
+    assert len(results) == 2 and all(r["state"] == "completed" and r["epochs"] == 2 for r in results.values())
+    for tid in results:
+        assert metrics_epochs(fs, prefix, tid) == [1, 2]
+        assert epochs_trained(read(fs, f"{prefix}/tune/{tid}/epochs.log").decode().splitlines()) == [1, 2]
+    tune_objects = objects(fs, f"{prefix}/tune")
+    assert f"{prefix}/tune/tuner.pkl" in tune_objects
+    assert any("/checkpoint_" in p and p.endswith("state.pt") for p in tune_objects)
+    shown = cli(pielab_exe, "status", uri, env=env, cwd=tmp_path)
+    assert shown.returncode == 0 and f"({uri}): finished" in shown.stdout, shown.stdout + shown.stderr[-3000:]

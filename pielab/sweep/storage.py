@@ -8,7 +8,8 @@
   (``$AWS_ACCESS_KEY_ID`` + ``$AWS_SECRET_ACCESS_KEY`` [+ ``$AWS_SESSION_TOKEN``], ``~/.aws``, an
   instance role).
 * ``gs://BUCKET/PREFIX``: Google Cloud Storage (credentials: ``$GOOGLE_APPLICATION_CREDENTIALS`` or the
-  machine's service account).
+  machine's service account), or a storage emulator at ``$STORAGE_EMULATOR_HOST`` (``http://HOST:PORT``,
+  Google's own variable; anonymous).
 
 :func:`location` turns such a string into a :class:`pathlib.Path` (local) or an :class:`ObjectPath`
 (remote): a small path object with the part of pathlib's interface the sweep folder uses (``/``,
@@ -41,6 +42,7 @@ from pielab.errors import PielabError
 REMOTE_SCHEMES = ("s3", "gs")
 ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")
+GCS_EMULATOR_VAR = "STORAGE_EMULATOR_HOST"  # Google's client libraries' variable for a storage emulator
 
 
 def is_remote(text: Any) -> bool:
@@ -91,6 +93,11 @@ def filesystem(scheme: str, endpoint: str | None = None):
     from pyarrow import fs
 
     if scheme == "gs":
+        emulator = os.environ.get(GCS_EMULATOR_VAR)
+        if emulator:  # a storage emulator (tests): no credentials at all
+            url_scheme, sep, rest = emulator.partition("://")
+            url_scheme, rest = (url_scheme, rest) if sep else ("http", emulator)
+            return fs.GcsFileSystem(anonymous=True, scheme=url_scheme, endpoint_override=rest.rstrip("/"))
         return fs.GcsFileSystem()
     endpoint = endpoint or endpoint_from_env()
     kwargs: dict[str, Any] = {}
