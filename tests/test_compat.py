@@ -131,6 +131,88 @@ def test_lost_node_is_not_counted_as_a_trial_failure():
     assert trial.num_failures == 1
 
 
+class FakeNodes:
+    """``ray.nodes()`` as Ray 2.60 returns it (the two keys compat reads), for a node that the GCS
+    declares dead after ``dies_after`` calls (None: never)."""
+
+    def __init__(self, ip: str, dies_after: int | None) -> None:
+        self.ip, self.dies_after, self.calls = ip, dies_after, 0
+
+    def __call__(self):
+        self.calls += 1
+        alive = self.dies_after is None or self.calls <= self.dies_after
+        return [{"NodeManagerAddress": "10.0.0.1", "Alive": True}, {"NodeManagerAddress": self.ip, "Alive": alive}]
+
+
+def stub_trial(node_ip: str | None):
+    from ray.tune.experiment.trial import Trial
+
+    class NoFiles(Trial):
+        local_path = None  # handle_error writes error.txt only with a trial folder
+
+    trial = NoFiles("pielab_compat_trainable", stub=True)
+    trial.run_metadata.last_result = {"node_ip": node_ip} if node_ip else {}
+    return trial
+
+
+def test_socket_closed_on_a_node_the_gcs_declares_dead_is_a_preemption(monkeypatch):
+    """The error a killed node's trial reaches Tune with (tests/test_node_loss.py): ActorUnavailableError,
+    "Socket closed". It waits for the GCS's verdict on the trial's node; dead: not a failure, and the
+    recorder's verdict says preempted. The same error on a node that stays alive, and an exception raised
+    by the trainable itself (a RayTaskError), are failures."""
+    import ray
+    from ray.exceptions import ActorUnavailableError, RayTaskError
+
+    compat.count_lost_nodes_as_preemptions()
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    unavailable = ActorUnavailableError("Socket closed", None)
+
+    nodes = FakeNodes("10.0.0.2", dies_after=2)  # declared dead on the third look (~1 s)
+    monkeypatch.setattr(ray, "nodes", nodes)
+    trial = stub_trial("10.0.0.2")
+    trial.handle_error(unavailable)
+    assert trial.num_failures == 0 and trial.should_recover() and nodes.calls == 3
+    assert compat.judged_node_lost(trial) is True and compat.judged_node_lost(trial) is None  # taken once
+
+    monkeypatch.setenv("PIELAB_NODE_LOSS_WAIT_S", "0.6")
+    monkeypatch.setattr(ray, "nodes", FakeNodes("10.0.0.2", dies_after=None))
+    alive = stub_trial("10.0.0.2")
+    alive.handle_error(unavailable)
+    assert alive.num_failures == 1 and compat.judged_node_lost(alive) is False
+    no_node = stub_trial(None)  # no result yet: nothing says which node, so it stays the trial's error
+    no_node.handle_error(unavailable)
+    assert no_node.num_failures == 1
+
+    monkeypatch.setattr(ray, "nodes", FakeNodes("10.0.0.2", dies_after=0))
+    raised = stub_trial("10.0.0.2")  # the trainable raised on a node that is gone by now: still its own error
+    raised.handle_error(RayTaskError("train", "Traceback ...", ValueError("boom")))
+    assert raised.num_failures == 1 and compat.judged_node_lost(raised) is None
+    assert not compat.node_lost(ValueError("boom"), "10.0.0.2")
+
+
+def test_ray_node_table_names_live_nodes_as_compat_reads_them(tmp_path):
+    """compat.node_dead reads ``ray.nodes()``'s ``Alive`` and ``NodeManagerAddress`` (public API, ray 2.60.0):
+    a real local Ray lists its node alive at 127.0.0.1, and no node at an address it never had."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="plc-")  # short: Ray's socket paths must fit in 107 bytes
+    code = ("import ray; from pielab.sweep import compat; ray.init(_node_ip_address='127.0.0.1', num_cpus=1, "
+            "include_dashboard=False, _temp_dir=%r); "
+            "print(compat.node_dead('127.0.0.1'), compat.node_dead('10.255.255.254'), "
+            "sorted({'Alive', 'NodeManagerAddress'} - set(ray.nodes()[0])))" % ray_tmp)
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", HOME=str(tmp_path), RAY_USAGE_STATS_ENABLED="0")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "False True []", proc.stdout[-2000:]
+
+
 def test_missing_trial_error_handler_fails_loudly(monkeypatch):
     from ray.tune.experiment.trial import Trial
 

@@ -9,8 +9,11 @@ machine's file system, so the sweep folder is the shared storage every node writ
 
 The sweep runs two 1-CPU trials at once, one per node. Once the trial on the worker node has reported
 a checkpointed epoch, every process of namespace B is killed with SIGKILL (the node is gone, no
-clean-up). GCS notices within seconds (``RAY_health_check_*`` at head start), Tune retries the lost
-trial on the head from its last checkpoint, and the sweep finishes with exit 0.
+clean-up). The lost trial reaches Tune as ``ActorUnavailableError`` ("Socket closed"); GCS declares the
+node dead within seconds (``RAY_health_check_*`` at head start), so pielab counts a preemption, not a
+failure: with ``max_failures: 0`` a failure would end the trial (and the test). Tune restarts the lost
+trial on the head from its last checkpoint, the sweep finishes with exit 0, and ``pielab status`` and
+the report count the trial as preempted, apart from failed ones.
 
 Clean-up kills only the PIDs inside the two namespaces (``ip netns pids``) and deletes them: never
 ``ray stop``, never a kill by name.
@@ -18,6 +21,7 @@ Clean-up kills only the PIDs inside the two namespaces (``ip netns pids``) and d
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -130,7 +134,7 @@ def spec(cifar_path: str) -> dict:
         "scheduler": {"name": "fifo"},
         "num_trials": 2,
         "max_concurrent": 2,
-        "max_failures": 3,
+        "max_failures": 0,  # a lost node counted as the trial's failure would end the trial as failed
         "resources": {"cpu": 1, "gpu": 0},
         "tracking": {"wandb": False},
     }
@@ -174,7 +178,10 @@ def test_worker_node_killed_mid_sweep(tmp_path, cifar_path):
         assert driver.returncode == 0, output[-4000:]
         res = results(out)
         assert len(res) == 2 and all(r["state"] == "completed" for r in res.values()), res
-        assert res[lost]["retries"] >= 1, res[lost]
+        assert res[lost]["preemptions"] == 1 and res[lost]["retries"] == 0, res[lost]
+        other = next(t for t in res if t != lost)
+        assert res[other]["preemptions"] == 0 and res[other]["retries"] == 0, res[other]
+        assert "preempted: 1 trial restarted from a checkpoint" in output, output[-4000:]
         lines = journal(out, lost)
         restarts = starts(lines)[1:]
         assert restarts and restarts[0] >= checkpointed - 1 and restarts[0] >= 1, lines  # from its checkpoint
@@ -182,6 +189,17 @@ def test_worker_node_killed_mid_sweep(tmp_path, cifar_path):
         assert len(trained) - len(set(trained)) <= 1, lines  # at most the epoch in flight redone
         assert metrics_epochs_safe(out, lost) == [1, 2, 3, 4, 5, 6]
         assert node_of(out, lost) == nodes.ip_a  # finished on the head
+        status = json.loads((out / "status.json").read_text())
+        assert status["preempted"] == 1 and status["preemptions"] == 1, status
+        assert status["counts"].get("failed", 0) == 0 and status["end"] == "finished", status
+        shown = sh(PIELAB, "status", str(out), env=nodes.env, check=False, timeout=120)
+        assert shown.returncode == 0 and "preempted: 1 trial" in shown.stdout, shown.stdout + shown.stderr
+        report = sh(PIELAB, "report", str(out), "--out", str(tmp_path / "report"), env=nodes.env, check=False,
+                    timeout=300)
+        assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+        usage_md = (tmp_path / "report" / "usage.md").read_text()
+        assert "| preempted trials (node lost) | 1 |" in usage_md, usage_md
+        assert "| retries after a trial failure | 0 |" in usage_md, usage_md
     finally:
         if driver is not None and driver.poll() is None:
             driver.kill()

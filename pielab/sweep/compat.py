@@ -8,6 +8,8 @@ elsewhere in pielab uses Ray's and Optuna's public API only, and these functions
 from __future__ import annotations
 
 import copy
+import os
+import time
 from typing import Any
 
 from ray.tune.search import SearchGenerator
@@ -171,36 +173,97 @@ class MovableSearchGenerator(SearchGenerator):
 # ray 2.60.0: Tune counts every error of a trial against FailureConfig(max_failures), except a
 # RayActorError whose ``preempted`` is true, which Ray sets only for a node the autoscaler drained
 # for preemption (``NodeDeathInfo.AUTOSCALER_DRAIN_PREEMPTED``). A node that simply vanished (a
-# spot instance reclaimed without notice, a kernel panic, a pulled cable) gives an ActorDiedError
-# whose message the GCS writes as below, and Tune counts it as a failure. No public option covers
-# it (``FailureConfig`` has max_failures and fail_fast only), so the count is made in the one place
-# Tune makes it: ``Trial._handle_ray_actor_error`` (called by ``Trial.handle_error``, also for a
-# RayTaskError whose cause is a RayActorError), before ``Trial.should_recover`` reads the count.
+# spot instance reclaimed without notice, a kernel panic, a pulled cable) reaches Tune as either an
+# ActorDiedError whose message the GCS writes as below, or, when the driver's connection to the
+# actor breaks before the GCS has declared the node dead, an ActorUnavailableError ("Socket
+# closed"); Tune counts both as failures. No public option covers it (``FailureConfig`` has
+# max_failures and fail_fast only), so the count is made in the one place Tune makes it:
+# ``Trial._handle_ray_actor_error`` (called by ``Trial.handle_error``, also for a RayTaskError whose
+# cause is a RayActorError), before ``Trial.should_recover`` reads the count.
 
 # ray 2.60.0, gcs_server (gcs_actor_manager): the first line of an actor's death cause when its node died.
 NODE_DIED_MESSAGE = "The actor died because its node has died."
 
+# How long an actor error whose node still looks alive waits for the GCS to declare that node dead
+# (seconds). The GCS does so after RAY_health_check_failure_threshold missed health checks, each
+# RAY_health_check_period_ms apart (Ray's defaults: 5 x 3 s after a 5 s initial delay); a cluster
+# that should count lost nodes as preemptions sets those shorter at `ray start --head`, or this longer
+# through PIELAB_NODE_LOSS_WAIT_S. The wait blocks Tune's controller, and only after an actor error.
+NODE_LOSS_WAIT_S = 10.0
 
-def node_lost(error: Any) -> bool:
+# Tune trial id -> whether its last actor error was a lost node, decided once where Tune counts the
+# failure, read by the recorder's on_trial_recover (same driver process, right after).
+_VERDICTS: dict[str, bool] = {}
+
+
+def node_lost(error: Any, node_ip: str | None = None, *, wait_s: float | None = None) -> bool:
     """Whether a trial's error says the node it ran on was lost (preempted or gone), not the trial.
 
     ``error``: the exception Tune handed the trial (``Trial.get_pickled_error()``), or its text.
-    The fault injector's ``kill`` (the trial's own worker process dies, its node lives) is not.
+    ``node_ip``: the address of the node the trial ran on (its last result's ``node_ip``). A
+    RayActorError that does not itself say why (``ActorUnavailableError``, "Socket closed") counts as
+    a lost node when Ray's node table (``ray.nodes()``) lists no live node at ``node_ip``; an
+    ``ActorUnavailableError`` waits up to ``wait_s`` seconds (default :data:`NODE_LOSS_WAIT_S`, or
+    ``PIELAB_NODE_LOSS_WAIT_S``) for the GCS to declare the node dead. An exception raised by the
+    trainable on a live node, and the fault injector's ``kill`` (the trial's own worker process dies,
+    its node lives), are not.
     """
     if error is None:
         return False
     if getattr(error, "preempted", False) is True:
         return True
-    return NODE_DIED_MESSAGE in str(error)
+    if NODE_DIED_MESSAGE in str(error):
+        return True
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
+    if not isinstance(error, RayActorError) or not node_ip:
+        return False
+    if wait_s is None:
+        wait_s = float(os.environ.get("PIELAB_NODE_LOSS_WAIT_S", NODE_LOSS_WAIT_S))
+    return node_dead(node_ip, wait_s if isinstance(error, ActorUnavailableError) else 0.0)
+
+
+def node_dead(node_ip: str, wait_s: float = 0.0, *, poll_s: float = 0.5) -> bool:
+    """Whether Ray's node table (public ``ray.nodes()``) lists no live node at ``node_ip``, polled for
+    up to ``wait_s`` seconds. False when Ray is not initialised or the table cannot be read (then
+    nothing says the node is gone: the error stays the trial's)."""
+    import ray
+
+    deadline = time.monotonic() + max(0.0, wait_s)
+    while True:
+        try:
+            if not ray.is_initialized():
+                return False
+            table = ray.nodes()
+        except Exception:  # noqa: BLE001 - the GCS itself unreachable: not evidence about one node
+            return False
+        if not any(n.get("Alive") and n.get("NodeManagerAddress") == node_ip for n in table):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+
+
+def judged_node_lost(trial: Any) -> bool | None:
+    """The verdict :func:`count_lost_nodes_as_preemptions` reached for ``trial``'s last actor error
+    (taken once: a later error is judged again), or None when it judged none (a plain exception)."""
+    return _VERDICTS.pop(getattr(trial, "trial_id", None), None)
+
+
+def trial_node_ip(trial: Any) -> str | None:
+    """The node a trial last ran on: its last result's ``node_ip`` (Tune adds it to every result)."""
+    ip = (getattr(trial, "last_result", None) or {}).get("node_ip")
+    return ip or getattr(trial, "node_ip", None)
 
 
 def count_lost_nodes_as_preemptions() -> None:
     """Make Tune restart a trial whose node was lost without counting it against ``max_failures``.
 
     Patches ``ray.tune.experiment.trial.Trial._handle_ray_actor_error`` (ray 2.60.0) so that an error
-    :func:`node_lost` recognises leaves ``run_metadata.num_failures`` alone, as Ray already does for
-    an autoscaler preemption; the trial is then always recovered from its last checkpoint. The
-    driver's :class:`~pielab.sweep.recorder.SweepRecorder` records it as a preemption.
+    :func:`node_lost` recognises (with the trial's node) leaves ``run_metadata.num_failures`` alone,
+    as Ray already does for an autoscaler preemption; the trial is then always recovered from its
+    last checkpoint. The driver's :class:`~pielab.sweep.recorder.SweepRecorder` records it as a
+    preemption (:func:`judged_node_lost`).
 
     Raises:
         RuntimeError: Ray no longer has that method (an upgrade: see tests/test_compat.py).
@@ -209,7 +272,9 @@ def count_lost_nodes_as_preemptions() -> None:
 
     def wrap(original):
         def handle_ray_actor_error(self, exc):
-            if node_lost(exc):
+            lost = node_lost(exc, trial_node_ip(self))
+            _VERDICTS[self.trial_id] = lost
+            if lost:
                 return  # not the trial's failure: Tune's should_recover() then always restarts it
             original(self, exc)
         return handle_ray_actor_error

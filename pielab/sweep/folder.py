@@ -522,9 +522,11 @@ def results_rows(records: dict[str, TrialRecord], mode: str) -> tuple[list[str],
     return columns, rows
 
 
-def write_results_csv(sweep_dir: SweepPath, records: dict[str, TrialRecord], mode: str) -> None:
+def write_results_csv(sweep_dir: SweepPath, records: dict[str, TrialRecord], mode: str, *, write=None) -> None:
+    """Write ``results.csv``; ``write(path, text)``: how (default :func:`write_atomic`; the recorder's
+    :class:`~pielab.sweep.storage.WriteBehind` on object storage)."""
     columns, rows = results_rows(records, mode)
-    write_atomic(sweep_dir / RESULTS_FILE, csv_text(columns, rows))
+    (write or write_atomic)(sweep_dir / RESULTS_FILE, csv_text(columns, rows))
 
 
 # --------------------------------------------------------------------------- the sweep as a whole

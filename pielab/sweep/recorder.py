@@ -23,6 +23,13 @@ Accounting: the recorder measures how long each trial holds its resources (``hel
 :mod:`pielab.sweep.folder`) and writes the sweep's CPU-hours and GPU-hours to status.json (``usage``).
 A trial restarted because its node was lost counts a ``preemption``, not a retry
 (:func:`pielab.sweep.compat.count_lost_nodes_as_preemptions` keeps Tune from counting it as a failure).
+
+On object storage the folder's files are written from a background thread, the newest version of
+each file winning (:class:`~pielab.sweep.storage.WriteBehind`): a PUT in Tune's controller would hold
+up every trial's next epoch. The queue is flushed before each experiment snapshot Tune takes (its
+``get_state`` call), when a trial ends and when the sweep ends, signals included; so after a
+``kill -9`` the folder holds at least what Tune's snapshot knows, and the epochs redone after the
+resume rewrite whatever rows were still queued.
 """
 
 from __future__ import annotations
@@ -41,10 +48,11 @@ from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from pielab.errors import PielabError
+from pielab.files import json_text
 from pielab.sweep.folder import (
     END_COMPLETED, END_DIVERGED, END_EARLY, END_FAILED, ENDED_STATES, METRIC_KEYS, RUNNING, SEED_KEY, STATUS_FILE,
     TRIALS_DIR, TrialRecord, budget_reached, csv_text, end_state, load_records, location, now_iso, one_line,
-    planned_epochs, read_json, resource_usage, summarize_records, write_atomic, write_json, write_results_csv,
+    planned_epochs, read_json, resource_usage, summarize_records, write_results_csv,
 )
 from pielab.sweep.search import Deadline
 
@@ -146,7 +154,11 @@ class SweepRecorder(Callback):
             state["optuna"] = {**state["optuna"], "url": None}
         return state
 
-    def get_state(self) -> dict | None:  # Tune's callback state: the sweep folder already holds ours
+    def get_state(self) -> dict | None:
+        """Tune's callback state: the sweep folder already holds ours. Tune asks for it each time it
+        snapshots its experiment state (public ``Callback.get_state``), just before it writes that
+        snapshot: the folder's queued writes land first, so a snapshot never runs ahead of the folder."""
+        self.flush()
         return None
 
     def set_state(self, state: dict) -> None:
@@ -336,7 +348,7 @@ class SweepRecorder(Callback):
             text = yaml.safe_dump(self._resolved(params).to_dict(), sort_keys=False)
         except PielabError as exc:  # the trial itself will fail with the same message
             text = f"# this trial's config does not resolve: {exc}\n" + yaml.safe_dump({"params": params})
-        write_atomic(self._trial_dir(trial_id) / "config.yaml", text)
+        self._put(self._trial_dir(trial_id) / "config.yaml", text)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         rec = self.records.get(trial.trial_id)
@@ -355,8 +367,8 @@ class SweepRecorder(Callback):
         rec.add_result(result, self.metric, self.mode, [m for m, _ in self._objectives()])
         self._hold(rec.trial_id)
         self.budget_spent()
-        write_atomic(self._trial_dir(rec.trial_id) / "metrics.csv",
-                     csv_text(list(METRIC_KEYS), [rec.rows[e] for e in sorted(rec.rows)]))
+        self._put(self._trial_dir(rec.trial_id) / "metrics.csv",
+                  csv_text(list(METRIC_KEYS), [rec.rows[e] for e in sorted(rec.rows)]))
         self._write_trial(rec)
         tracker = self._runtime.get("tracker")
         if tracker is not None:
@@ -398,8 +410,13 @@ class SweepRecorder(Callback):
 
     @staticmethod
     def _node_lost(trial) -> bool:
-        from pielab.sweep.compat import node_lost
+        """Whether the trial restarts because its node was lost: the verdict compat reached where Tune
+        counted (or did not count) the failure, else what the trial's error itself says."""
+        from pielab.sweep.compat import judged_node_lost, node_lost, trial_node_ip
 
+        verdict = judged_node_lost(trial)
+        if verdict is not None:
+            return verdict
         try:
             error = trial.get_pickled_error()
         except Exception:  # an error that does not unpickle here: the text is still there
@@ -409,7 +426,7 @@ class SweepRecorder(Callback):
                 error = trial.get_error()
             except Exception:
                 error = None
-        return node_lost(error)
+        return node_lost(error, trial_node_ip(trial), wait_s=0.0)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         rec = self.records.get(trial.trial_id)
@@ -457,8 +474,9 @@ class SweepRecorder(Callback):
                 "model/params": rec.num_params,
             }, failed=state == END_FAILED)
             self._check_tracker()
-        write_results_csv(self.sweep_dir, self.records, self.mode)
+        write_results_csv(self.sweep_dir, self.records, self.mode, write=self._put)
         self.write_status()
+        self.flush()  # an ended trial's record is on storage before Tune starts another
         if self.display is not None:
             self.display.trial_ended(self, rec)
 
@@ -527,16 +545,33 @@ class SweepRecorder(Callback):
         if tracker is not None:
             tracker.close()
             self._check_tracker()
-        write_results_csv(self.sweep_dir, self.records, self.mode)
+        write_results_csv(self.sweep_dir, self.records, self.mode, write=self._put)
         self.write_status(final=True)
+        self.flush()
         unflag_interrupts(self._runtime.pop("signals", {}))
         if self.display is not None:
             self.display.stop()
 
     # ------------------------------------------------------------------ files
 
+    def _put(self, path, text: str) -> None:
+        """Write one of the folder's files: at once on a local folder, from the background on object
+        storage (:class:`~pielab.sweep.storage.WriteBehind`; the newest version of a file wins)."""
+        writer = self._runtime.get("writer")
+        if writer is None:
+            from pielab.sweep.storage import WriteBehind
+
+            writer = self._runtime["writer"] = WriteBehind()
+        writer.put(path, text)
+
+    def flush(self) -> None:
+        """Wait until every file queued for object storage is written (a no-op on a local folder)."""
+        writer = self._runtime.get("writer")
+        if writer is not None:
+            writer.flush()
+
     def _write_trial(self, rec: TrialRecord) -> None:
-        write_json(self._trial_dir(rec.trial_id) / "result.json", rec.to_json())
+        self._put(self._trial_dir(rec.trial_id) / "result.json", json_text(rec.to_json()))
 
     def status(self, final: bool = False) -> dict[str, Any]:
         summary = summarize_records(self.records, self.mode, self._objectives())
@@ -578,7 +613,7 @@ class SweepRecorder(Callback):
         }
 
     def write_status(self, final: bool = False) -> None:
-        write_json(self.sweep_dir / STATUS_FILE, self.status(final))
+        self._put(self.sweep_dir / STATUS_FILE, json_text(self.status(final)))
 
 
 class SweepStopper(Stopper):

@@ -8,7 +8,8 @@
   (``$AWS_ACCESS_KEY_ID`` + ``$AWS_SECRET_ACCESS_KEY`` [+ ``$AWS_SESSION_TOKEN``], ``~/.aws``, an
   instance role).
 * ``gs://BUCKET/PREFIX``: Google Cloud Storage (credentials: ``$GOOGLE_APPLICATION_CREDENTIALS`` or the
-  machine's service account).
+  machine's service account), or a storage emulator at ``$STORAGE_EMULATOR_HOST`` (``http://HOST:PORT``,
+  Google's own variable; anonymous).
 
 :func:`location` turns such a string into a :class:`pathlib.Path` (local) or an :class:`ObjectPath`
 (remote): a small path object with the part of pathlib's interface the sweep folder uses (``/``,
@@ -16,7 +17,8 @@
 ``pyarrow.fs`` filesystem, so :mod:`pielab.sweep.folder` reads and writes both the same way.
 :func:`write_atomic` / :func:`read_text` are the folder's two I/O operations: write-then-rename on a
 local folder, one PUT on object storage (an object appears whole or not at all, so readers never see
-half a file either way).
+half a file either way). The sweep's driver writes its files to object storage from a background
+thread (:class:`WriteBehind`).
 
 **No credential is ever stored**: the filesystem is built without explicit keys (the SDK reads them
 from the environment on each machine), and an :class:`ObjectPath` pickles as its URI and endpoint
@@ -40,6 +42,7 @@ from pielab.errors import PielabError
 REMOTE_SCHEMES = ("s3", "gs")
 ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")
+GCS_EMULATOR_VAR = "STORAGE_EMULATOR_HOST"  # Google's client libraries' variable for a storage emulator
 
 
 def is_remote(text: Any) -> bool:
@@ -90,6 +93,11 @@ def filesystem(scheme: str, endpoint: str | None = None):
     from pyarrow import fs
 
     if scheme == "gs":
+        emulator = os.environ.get(GCS_EMULATOR_VAR)
+        if emulator:  # a storage emulator (tests): no credentials at all
+            url_scheme, sep, rest = emulator.partition("://")
+            url_scheme, rest = (url_scheme, rest) if sep else ("http", emulator)
+            return fs.GcsFileSystem(anonymous=True, scheme=url_scheme, endpoint_override=rest.rstrip("/"))
         return fs.GcsFileSystem()
     endpoint = endpoint or endpoint_from_env()
     kwargs: dict[str, Any] = {}
@@ -317,18 +325,6 @@ def remove_tree(path: SweepPath) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def append_line(filesystem: Any, fs_path: str, line: str) -> None:
-    """Append one line to a file on a ``pyarrow.fs`` filesystem. Object stores cannot append, so the
-    object is read and written back whole: for small files with a single writer (a trial's journal)."""
-    try:
-        with filesystem.open_input_stream(fs_path) as f:
-            old = f.read()
-    except FileNotFoundError:
-        old = b""
-    with filesystem.open_output_stream(fs_path) as f:
-        f.write(old + line.encode() + b"\n")
-
-
 # --------------------------------------------------------------------------- the folder's I/O
 
 
@@ -371,3 +367,92 @@ def read_json(path: Union[str, os.PathLike, ObjectPath]) -> dict[str, Any] | Non
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+# --------------------------------------------------------------------------- writing behind, on object storage
+
+
+class WriteBehind:
+    """Writes a sweep folder's files from one background thread when the folder is on object storage,
+    so a PUT (~10 ms, more on a real store) never holds up Tune's controller (which a trial's next
+    epoch waits for). The newest version of each file wins: a file rewritten while its last PUT is
+    still queued is written once. A local folder is written at once (:func:`write_atomic`).
+
+    What is not yet written when the driver is killed is lost; :meth:`flush` bounds that. The
+    recorder flushes before every experiment snapshot Tune takes (so a snapshot never names more than
+    the folder holds), when a trial ends and when the sweep ends (also by a signal).
+
+    A failed PUT is kept and retried (the newest version of that file); :meth:`flush` raises the
+    error when the queue has not drained after ``timeout_s``.
+    """
+
+    RETRY_S = 1.0
+
+    def __init__(self) -> None:
+        import threading
+
+        self._pending: dict[str, tuple[Any, Any]] = {}  # uri -> (ObjectPath, data), in first-queued order
+        self._cond = threading.Condition()
+        self._busy = False
+        self._thread = None
+        self.error: BaseException | None = None
+        self.writes = 0  # PUTs done (what coalescing saves shows against the number of put calls)
+
+    def put(self, path: Union[str, os.PathLike, ObjectPath], data: str | bytes) -> None:
+        """Write ``data`` to ``path``: at once for a local path, queued for object storage."""
+        if not isinstance(path, ObjectPath):
+            write_atomic(path, data)
+            return
+        import threading
+
+        with self._cond:
+            self._pending.pop(path.uri, None)  # re-queue at the end: older files go first
+            self._pending[path.uri] = (path, data)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="pielab-write-behind", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        import time
+
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                uri = next(iter(self._pending))
+                path, data = self._pending.pop(uri)
+                self._busy = True
+            try:
+                write_atomic(path, data)
+                failed = None
+            except Exception as exc:  # noqa: BLE001 - kept and retried; flush() reports it
+                failed = exc
+            with self._cond:
+                self._busy = False
+                if failed is None:
+                    self.writes += 1
+                    self.error = None
+                else:
+                    self.error = failed
+                    self._pending.setdefault(uri, (path, data))  # unless a newer version came meanwhile
+                self._cond.notify_all()
+            if failed is not None:
+                time.sleep(self.RETRY_S)
+
+    def flush(self, timeout_s: float = 120.0) -> None:
+        """Wait until every queued file is written.
+
+        Raises:
+            OSError: the queue did not drain within ``timeout_s`` (the last write error, if any).
+        """
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._pending or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise OSError(f"{len(self._pending)} sweep-folder files not written to object storage "
+                                  f"after {timeout_s:g} s: {self.error or 'no answer'}")
+                self._cond.wait(min(left, 1.0))

@@ -171,23 +171,37 @@ def _sweep_study(sweep_dir: str | None) -> str | None:
 JOURNAL_FILE = "epochs.log"
 
 
-def _journal(line: str) -> None:
-    """Append one line to ``tune/<trial>/epochs.log``: every start (with the checkpoint it resumed
+class _Journal:
+    """``tune/<trial>/epochs.log`` of one run of a trial: every start (with the checkpoint it resumed
     from) and every epoch reported, so a retry or a resume that redoes work shows it. Best effort,
-    on a local (or shared) folder or on object storage."""
-    try:
-        storage = tune.get_context().get_storage()
-        folder = storage.trial_fs_path
-        if storage.custom_fs_provided:  # object storage (pielab.sweep.storage)
-            from pielab.sweep.storage import append_line
+    on a local (or shared) folder or on object storage. Object stores cannot append: the journal is
+    read once when the run starts and then written whole, one PUT a line (no GET per epoch)."""
 
-            append_line(storage.storage_filesystem, f"{folder}/{JOURNAL_FILE}", line)
-        elif os.path.isdir(storage.experiment_fs_path):
-            os.makedirs(folder, exist_ok=True)
-            with open(os.path.join(folder, JOURNAL_FILE), "a") as f:
-                f.write(line + "\n")
-    except Exception:  # noqa: BLE001 - a journal must never fail a trial
-        pass
+    def __init__(self) -> None:
+        self.text: bytes | None = None  # object storage: what the journal holds, once read
+
+    def __call__(self, line: str) -> None:
+        try:
+            storage = tune.get_context().get_storage()
+            folder = storage.trial_fs_path
+            if storage.custom_fs_provided:  # object storage (pielab.sweep.storage)
+                fs, path = storage.storage_filesystem, f"{folder}/{JOURNAL_FILE}"
+                if self.text is None:
+                    try:
+                        with fs.open_input_stream(path) as f:
+                            self.text = f.read()
+                    except FileNotFoundError:
+                        self.text = b""
+                text = self.text + line.encode() + b"\n"
+                with fs.open_output_stream(path) as f:
+                    f.write(text)
+                self.text = text
+            elif os.path.isdir(storage.experiment_fs_path):
+                os.makedirs(folder, exist_ok=True)
+                with open(os.path.join(folder, JOURNAL_FILE), "a") as f:
+                    f.write(line + "\n")
+        except Exception:  # noqa: BLE001 - a journal must never fail a trial
+            pass
 
 
 def _node_ip() -> str:
@@ -278,6 +292,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | lis
         study = _sweep_study(sweep_dir)
         remove_stale_staging(study)  # this node's leftovers of killed trials (the driver sees only its own)
         staging = staging_prefix(study, tune.get_context().get_trial_id())
+        _journal = _Journal()
         _journal(f"start after_epoch={last['epoch']} pid={os.getpid()} node={_node_ip()} gpus={_gpu_ids()}")
 
         reported = {"provenance": False}
