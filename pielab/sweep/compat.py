@@ -186,10 +186,12 @@ NODE_DIED_MESSAGE = "The actor died because its node has died."
 
 # How long an actor error whose node still looks alive waits for the GCS to declare that node dead
 # (seconds). The GCS does so after RAY_health_check_failure_threshold missed health checks, each
-# RAY_health_check_period_ms apart (Ray's defaults: 5 x 3 s after a 5 s initial delay); a cluster
-# that should count lost nodes as preemptions sets those shorter at `ray start --head`, or this longer
-# through PIELAB_NODE_LOSS_WAIT_S. The wait blocks Tune's controller, and only after an actor error.
-NODE_LOSS_WAIT_S = 10.0
+# RAY_health_check_period_ms apart (Ray's defaults: 5 x 3 s, each check up to 10 s, after a 5 s initial
+# delay: about 20 s, more when checks time out); 30 s covers the defaults, so a cluster started without
+# tuning them still counts a lost node as a preemption. The wait blocks Tune's controller, and only
+# after an ActorUnavailableError; a head started with shorter RAY_health_check_* settings ends it
+# sooner (the wait stops as soon as the node is declared dead), PIELAB_NODE_LOSS_WAIT_S changes it.
+NODE_LOSS_WAIT_S = 30.0
 
 # Tune trial id -> whether its last actor error was a lost node, decided once where Tune counts the
 # failure, read by the recorder's on_trial_recover (same driver process, right after).
