@@ -1,0 +1,175 @@
+// The step loops of our LSTM (pielab/models/lstm.py, _LayerFunction) in C++: the same ATen calls, in the same
+// order, as the Python path, without Python's argument parsing and dispatch per call. At hidden 64 a step's
+// kernels take about as long as those per-call costs, so in Python the call count, not the arithmetic, is
+// the limit. Not oneDNN's RNN kernel and not nn.LSTM: the math is ours (see lstm.py for the derivation).
+#include <torch/extension.h>
+
+#include <vector>
+
+using at::Tensor;
+
+namespace {
+
+// Views of one step of a (T, ...) tensor, made once per sequence (select per step costs a view each time).
+std::vector<Tensor> steps_of(const Tensor& t) { return t.unbind(0); }
+
+}  // namespace
+
+// Forward of one direction of one layer. x (T, B, I), w_ih (4H, I), bias (4H,) or None, w_hh (4H, H),
+// h0/c0 (B, H), sizes: live rows per step (non-increasing), packed: whether any step has fewer than B rows.
+// Returns out (T, B, H), h_n, c_n, and for the backward pass the activated gates (T, B, 4H), the cell states
+// cs (T + 1, B, H) and tanh(c) (T, B, H).
+std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& w_ih, const c10::optional<Tensor>& bias,
+                                 const Tensor& w_hh, const Tensor& h0, const Tensor& c0,
+                                 const std::vector<int64_t>& sizes, bool reverse, bool packed) {
+  // Autograd is the caller's (an autograd.Function): skip its dispatch layers on every small op.
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const int64_t steps = x.size(0), batch = x.size(1), hidden = h0.size(-1);
+  const Tensor x_flat = x.reshape({steps * batch, -1});
+  const Tensor w_ih_t = w_ih.t().contiguous();
+  const Tensor projection = bias.has_value() && bias->defined() ? at::addmm(*bias, x_flat, w_ih_t) : x_flat.mm(w_ih_t);
+  Tensor gates = projection.view({steps, batch, 4 * hidden});
+  Tensor out = at::empty({steps, batch, hidden}, gates.options());
+  Tensor cs = at::empty({steps + 1, batch, hidden}, gates.options());
+  cs.select(0, reverse ? steps : 0).copy_(c0);
+  Tensor w_hh_t = w_hh.t().contiguous();
+  // tanh(x) = 2 sigmoid(2x) - 1, with the g gate's columns doubled: one sigmoid for all four gates.
+  w_hh_t.narrow(1, 2 * hidden, hidden).mul_(2);
+  gates.narrow(2, 2 * hidden, hidden).mul_(2);
+  Tensor tanh_cs = packed ? at::zeros({steps, batch, hidden}, gates.options())
+                          : at::empty({steps, batch, hidden}, gates.options());
+  const auto gate_steps = steps_of(gates), out_steps = steps_of(out), c_steps = steps_of(cs),
+             tc_steps = steps_of(tanh_cs);
+  const Tensor parts = gates.view({steps, batch, 4, hidden});
+  const auto i_steps = steps_of(parts.select(2, 0)), f_steps = steps_of(parts.select(2, 1)),
+             g_steps = steps_of(parts.select(2, 2)), o_steps = steps_of(parts.select(2, 3));
+  Tensor h_prev = h0;
+  for (int64_t k = 0; k < steps; ++k) {
+    const int64_t t = reverse ? steps - 1 - k : k;
+    const int64_t b = sizes[t];
+    Tensor gates_t = gate_steps[t], h_t = out_steps[t], i_t = i_steps[t], f_t = f_steps[t], s_g = g_steps[t],
+           o_t = o_steps[t], tc_t = tc_steps[t];
+    Tensor c_prev = reverse ? c_steps[t + 1] : c_steps[t], c_new = reverse ? c_steps[t] : c_steps[t + 1];
+    Tensor hp = h_prev;
+    if (b < batch) {  // rows past their end carry their state; zero gates make their derivatives zero
+      h_t.narrow(0, b, batch - b).copy_(hp.narrow(0, b, batch - b));
+      c_new.narrow(0, b, batch - b).copy_(c_prev.narrow(0, b, batch - b));
+      gates_t.narrow(0, b, batch - b).zero_();
+      for (Tensor* v : {&gates_t, &h_t, &i_t, &f_t, &s_g, &o_t, &tc_t, &c_prev, &c_new, &hp}) *v = v->narrow(0, 0, b);
+    }
+    gates_t.addmm_(hp, w_hh_t).sigmoid_();
+    at::mul_out(c_new, f_t, c_prev);
+    c_new.addcmul_(i_t, s_g, 2).sub_(i_t);
+    at::add_out(tc_t, c_new, c_new).sigmoid_().mul_(2).sub_(1);  // tanh(c_new); c + c = 2c exactly
+    at::mul_out(h_t, o_t, tc_t);
+    h_prev = out_steps[t];
+  }
+  gates.narrow(2, 2 * hidden, hidden).mul_(2).sub_(1);  // s_g -> g = tanh(x_g)
+  Tensor h_n = out.select(0, reverse ? 0 : steps - 1).clone();
+  Tensor c_n = cs.select(0, reverse ? 0 : steps).clone();
+  return {out, h_n, c_n, gates, cs, tanh_cs};
+}
+
+// Backward (BPTT) of lstm_forward, in blocks of block_steps steps; see _LayerFunction.backward in lstm.py.
+// Returns grad_x, grad_w_ih, grad_bias, grad_w_hh, grad_h0, grad_c0 (undefined where needs_* is false).
+std::vector<Tensor> lstm_backward(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h0,
+                                  const Tensor& gates, const Tensor& cs, const Tensor& tanh_cs, const Tensor& out,
+                                  const c10::optional<Tensor>& grad_out_opt, const c10::optional<Tensor>& grad_hn,
+                                  const c10::optional<Tensor>& grad_cn, const std::vector<int64_t>& sizes,
+                                  bool reverse, bool needs_x, bool needs_w_ih, bool needs_bias, bool needs_w_hh,
+                                  int64_t block_steps) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const int64_t steps = out.size(0), batch = out.size(1), hidden = out.size(2);
+  const Tensor c_prev_all = reverse ? cs.narrow(0, 1, steps) : cs.narrow(0, 0, steps);
+  const int64_t first = reverse ? steps - 1 : 0;
+  Tensor grad_x = needs_x ? at::empty_like(x) : Tensor();
+  Tensor grad_w_ih = needs_w_ih ? at::zeros_like(w_ih) : Tensor();
+  Tensor grad_bias = needs_bias ? at::zeros({4 * hidden}, gates.options()) : Tensor();
+  Tensor grad_w_hh = needs_w_hh ? at::zeros_like(w_hh) : Tensor();
+  const int64_t buf_steps = std::min(block_steps, steps);
+  Tensor p_buffer = at::empty({buf_steps, batch, 4 * hidden}, gates.options());
+  Tensor q_buffer = at::empty({buf_steps, batch, hidden}, gates.options());
+  const Tensor one = at::ones({}, gates.options());
+
+  Tensor dh = grad_hn.has_value() && grad_hn->defined() ? grad_hn->clone() : at::zeros_like(h0);
+  Tensor dc = grad_cn.has_value() && grad_cn->defined() ? grad_cn->clone() : at::zeros_like(h0);
+  const Tensor dc_col = dc.unsqueeze(1);
+  const bool has_grad_out = grad_out_opt.has_value() && grad_out_opt->defined();
+  const std::vector<Tensor> grad_out_steps = has_grad_out ? steps_of(*grad_out_opt) : std::vector<Tensor>();
+  bool dh_has_grad_out = false;
+  std::vector<int64_t> starts;
+  for (int64_t s = 0; s < steps; s += block_steps) starts.push_back(s);
+  if (!reverse) std::reverse(starts.begin(), starts.end());
+  for (const int64_t start : starts) {
+    const int64_t n = std::min(start + block_steps, steps) - start;
+    Tensor p = p_buffer.narrow(0, 0, n), q = q_buffer.narrow(0, 0, n);
+    {  // the gradient-independent derivatives of the block (see _gate_derivatives in lstm.py)
+      const Tensor g_blk = gates.narrow(0, start, n), tc_blk = tanh_cs.narrow(0, start, n);
+      const auto g4 = g_blk.chunk(4, -1), p4 = p.chunk(4, -1);
+      at::addcmul_out(p, g_blk, g_blk, g_blk, -1);
+      Tensor(p4[0]).mul_(g4[2]);
+      Tensor(p4[1]).mul_(c_prev_all.narrow(0, start, n));
+      Tensor(p4[3]).mul_(tc_blk);
+      Tensor pg = p4[2];
+      at::addcmul_out(pg, one, g4[2], g4[2], -1).mul_(g4[0]);
+      at::addcmul_out(q, one, tc_blk, tc_blk, -1).mul_(g4[3]);
+    }
+    const auto p_steps = steps_of(p);
+    const auto p_ifg_steps = steps_of(p.view({n, batch, 4, hidden}).narrow(2, 0, 3));
+    const auto p_o_steps = steps_of(p.narrow(2, 3 * hidden, hidden));
+    const auto q_steps = steps_of(q);
+    const auto f_steps = steps_of(gates.narrow(0, start, n).narrow(2, hidden, hidden));
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t k = reverse ? j : n - 1 - j;
+      const int64_t t = start + k;
+      const int64_t b = sizes[t];
+      if (has_grad_out && !dh_has_grad_out) dh.narrow(0, 0, b).add_(grad_out_steps[t].narrow(0, 0, b));
+      const int64_t nxt = reverse ? t + 1 : t - 1;
+      dh_has_grad_out = has_grad_out && 0 <= nxt && nxt < steps && b == sizes[nxt] && b == batch;
+      if (b == batch) {
+        dc.addcmul_(dh, q_steps[k]);
+        Tensor(p_ifg_steps[k]).mul_(dc_col);
+        Tensor(p_o_steps[k]).mul_(dh);
+        dc.mul_(f_steps[k]);
+        if (dh_has_grad_out) {
+          at::addmm_out(dh, grad_out_steps[nxt], p_steps[k], w_hh);
+        } else {
+          at::mm_out(dh, p_steps[k], w_hh);
+        }
+        continue;
+      }
+      Tensor dh_b = dh.narrow(0, 0, b), dc_b = dc.narrow(0, 0, b);
+      dc_b.addcmul_(dh_b, q_steps[k].narrow(0, 0, b));
+      p_ifg_steps[k].narrow(0, 0, b).mul_(dc_b.unsqueeze(1));
+      p_o_steps[k].narrow(0, 0, b).mul_(dh_b);
+      dc_b.mul_(f_steps[k].narrow(0, 0, b));
+      at::mm_out(dh_b, p_steps[k].narrow(0, 0, b), w_hh);
+    }
+    // The block's share of the input and weight gradients, while its d(gates) is still in cache.
+    const Tensor d_flat = p.view({n * batch, 4 * hidden});
+    if (needs_x) {
+      Tensor gx = grad_x.narrow(0, start, n).view({n * batch, -1});
+      at::mm_out(gx, d_flat, w_ih);
+    }
+    if (needs_w_ih) grad_w_ih.addmm_(d_flat.t(), x.narrow(0, start, n).reshape({n * batch, -1}));
+    if (needs_bias) grad_bias.add_(d_flat.sum(0));
+    if (needs_w_hh) {  // h_prev is h0 for the first step run, else the neighbour step's output
+      int64_t lo = start, hi = start + n;
+      if (lo <= first && first < hi) {
+        grad_w_hh.addmm_(p.select(0, first - start).t(), h0);
+        if (reverse) hi -= 1; else lo += 1;
+      }
+      const int64_t shift = reverse ? 1 : -1;
+      if (hi > lo) {
+        grad_w_hh.addmm_(p.narrow(0, lo - start, hi - lo).flatten(0, 1).t(),
+                         out.narrow(0, lo + shift, hi - lo).flatten(0, 1));
+      }
+    }
+  }
+  return {grad_x, grad_w_ih, grad_bias, grad_w_hh, dh, dc};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &lstm_forward, "our LSTM: one direction of one layer, forward");
+  m.def("backward", &lstm_backward, "our LSTM: one direction of one layer, backward through time");
+}
