@@ -23,11 +23,11 @@ both directions.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
 import sys
-import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Callable, Optional
@@ -78,8 +78,10 @@ def build_extension(verbose: bool = False) -> ModuleType:
         try:
             from torch.utils import cpp_extension
 
+            # The source's hash in the name: checkouts with different sources never rebuild over each other.
+            digest = hashlib.sha256(_EXTENSION_SOURCE.read_bytes()).hexdigest()[:12]
             _extension_module = cpp_extension.load(
-                "pielab_lstm", [str(_EXTENSION_SOURCE)], extra_cflags=["-O3"], verbose=verbose
+                f"pielab_lstm_{digest}", [str(_EXTENSION_SOURCE)], extra_cflags=["-O3"], verbose=verbose
             )
         finally:
             logger.setLevel(level)
@@ -98,11 +100,11 @@ def _extension() -> Optional[ModuleType]:
     except Exception as error:  # noqa: BLE001 - any failure means the Python loops, never a crash
         _extension_failed = True
         reason = " ".join(str(error).split())[:300]
-        warnings.warn(
-            f"pielab: our LSTM's C++ step loops could not be built or loaded, using the slower Python loops "
-            f"({type(error).__name__}: {reason}); set {EXTENSION_ENV}=0 to skip trying",
-            RuntimeWarning,
-            stacklevel=3,
+        # One line on stderr, once per process (a trial worker's log), not a warning with a source line.
+        print(
+            f"pielab: warning: our LSTM's C++ step loops could not be built or loaded, using the slower Python "
+            f"loops ({type(error).__name__}: {reason}); set {EXTENSION_ENV}=0 to skip trying",
+            file=sys.stderr,
         )
         return None
 
