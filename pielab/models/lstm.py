@@ -16,6 +16,12 @@ Where the speed comes from (the report's own LSTM was 2x slower than an 8-layer 
   the block's input and weight gradients as matmuls over all its steps. Autograd would otherwise record and
   replay ~10 small nodes per step.
 
+The step loops of the forward and backward passes also exist in C++ (``csrc/lstm.cpp``, the same ATen calls
+in the same order, loaded by ``torch.utils.cpp_extension``): at hidden 64 each Python-level torch call costs
+about as much as its kernel, so the Python loops are call-bound there. ``scripts/setup.sh`` builds it once;
+the Python loops below run when it cannot be built or loaded (one warning line per process) and when
+``PIELAB_LSTM_EXT=0``.
+
 Variable lengths (PackedSequence) run on the padded, length-sorted batch: at step ``t`` only the first
 ``batch_sizes[t]`` rows are live and the others carry their state, which is exactly what packing means for
 both directions.
