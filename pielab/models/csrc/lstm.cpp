@@ -1,7 +1,9 @@
-// The step loops of our LSTM (pielab/models/lstm.py, _LayerFunction) in C++: the same ATen calls, in the same
-// order, as the Python path, without Python's argument parsing and dispatch per call. At hidden 64 a step's
-// kernels take about as long as those per-call costs, so in Python the call count, not the arithmetic, is
-// the limit. Not oneDNN's RNN kernel and not nn.LSTM: the math is ours (see lstm.py for the derivation).
+// The step loops of our LSTM (pielab/models/lstm.py, _LayerFunction) in C++, without Python's argument
+// parsing and dispatch per call: at hidden 64 a step's kernels take about as long as those per-call costs,
+// so in Python the call count, not the arithmetic, was the limit. The math is the Python path's (see
+// lstm.py for the derivation): ATen's matmuls and sigmoid, and the cell's elementwise arithmetic written as
+// one pass over each step's rows instead of a chain of small ATen kernels. Not oneDNN's RNN kernel and not
+// nn.LSTM: the recurrence, the gate layout and the hand-written BPTT are ours.
 #include <torch/extension.h>
 
 #include <vector>
@@ -91,41 +93,32 @@ std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& w_ih, const c10:
                           : at::empty({steps, batch, hidden}, gates.options());
   const auto gate_steps = steps_of(gates), out_steps = steps_of(out), c_steps = steps_of(cs),
              tc_steps = steps_of(tanh_cs);
-  const Tensor parts = gates.view({steps, batch, 4, hidden});
-  const auto i_steps = steps_of(parts.select(2, 0)), f_steps = steps_of(parts.select(2, 1)),
-             g_steps = steps_of(parts.select(2, 2)), o_steps = steps_of(parts.select(2, 3));
-  // Raw-pointer loops need each step's rows contiguous (they are: fresh buffers, time-major) on the CPU.
-  const bool fused = gates.device().is_cpu() && h0.is_contiguous() && c0.is_contiguous();
+  TORCH_CHECK(gates.device().is_cpu(), "our LSTM's C++ step loops run on the CPU only");
   Tensor h_prev = h0;
   for (int64_t k = 0; k < steps; ++k) {
     const int64_t t = reverse ? steps - 1 - k : k;
     const int64_t b = sizes[t];
-    Tensor gates_t = gate_steps[t], h_t = out_steps[t], i_t = i_steps[t], f_t = f_steps[t], s_g = g_steps[t],
-           o_t = o_steps[t], tc_t = tc_steps[t];
+    Tensor gates_t = gate_steps[t], h_t = out_steps[t], tc_t = tc_steps[t];
     Tensor c_prev = reverse ? c_steps[t + 1] : c_steps[t], c_new = reverse ? c_steps[t] : c_steps[t + 1];
     Tensor hp = h_prev;
     if (b < batch) {  // rows past their end carry their state; zero gates make their derivatives zero
       h_t.narrow(0, b, batch - b).copy_(hp.narrow(0, b, batch - b));
       c_new.narrow(0, b, batch - b).copy_(c_prev.narrow(0, b, batch - b));
       gates_t.narrow(0, b, batch - b).zero_();
-      for (Tensor* v : {&gates_t, &h_t, &i_t, &f_t, &s_g, &o_t, &tc_t, &c_prev, &c_new, &hp}) *v = v->narrow(0, 0, b);
+      hp = hp.narrow(0, 0, b);  // the loops below take rows [0, b) of the contiguous step buffers
     }
-    gates_t.addmm_(hp, w_hh_t).sigmoid_();
-    if (fused) {  // the same arithmetic, three calls instead of eight
+    Tensor live = b < batch ? gates_t.narrow(0, 0, b) : gates_t;
+    live.addmm_(hp, w_hh_t).sigmoid_();
+    {  // the cell's arithmetic in two passes around tanh(c)'s sigmoid: three calls where ATen needed eight
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gates.scalar_type(), "lstm_cell", [&] {
         cell_state<scalar_t>(gates_t.const_data_ptr<scalar_t>(), c_prev.const_data_ptr<scalar_t>(),
                              c_new.mutable_data_ptr<scalar_t>(), tc_t.mutable_data_ptr<scalar_t>(), b, hidden);
       });
-      tc_t.sigmoid_();
+      (b < batch ? tc_t.narrow(0, 0, b) : tc_t).sigmoid_();
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gates.scalar_type(), "lstm_cell", [&] {
         cell_output<scalar_t>(gates_t.const_data_ptr<scalar_t>(), tc_t.mutable_data_ptr<scalar_t>(),
                               h_t.mutable_data_ptr<scalar_t>(), b, hidden);
       });
-    } else {
-      at::mul_out(c_new, f_t, c_prev);
-      c_new.addcmul_(i_t, s_g, 2).sub_(i_t);
-      at::add_out(tc_t, c_new, c_new).sigmoid_().mul_(2).sub_(1);  // tanh(c_new); c + c = 2c exactly
-      at::mul_out(h_t, o_t, tc_t);
     }
     h_prev = out_steps[t];
   }
@@ -156,12 +149,12 @@ std::vector<Tensor> lstm_backward(const Tensor& x, const Tensor& w_ih, const Ten
   Tensor q_buffer = at::empty({buf_steps, batch, hidden}, gates.options());
   const Tensor one = at::ones({}, gates.options());
 
-  Tensor dh = grad_hn.has_value() && grad_hn->defined() ? grad_hn->clone() : at::zeros_like(h0);
-  Tensor dc = grad_cn.has_value() && grad_cn->defined() ? grad_cn->clone() : at::zeros_like(h0);
-  const Tensor dc_col = dc.unsqueeze(1);
+  // The per-step pass reads raw rows: dh and dc fresh and contiguous, gates, p and q this layer's buffers.
+  TORCH_CHECK(gates.device().is_cpu() && gates.is_contiguous(), "our LSTM's C++ step loops: CPU, contiguous gates");
+  const auto contiguous = at::MemoryFormat::Contiguous;
+  Tensor dh = grad_hn.has_value() && grad_hn->defined() ? grad_hn->clone(contiguous) : at::zeros_like(h0, contiguous);
+  Tensor dc = grad_cn.has_value() && grad_cn->defined() ? grad_cn->clone(contiguous) : at::zeros_like(h0, contiguous);
   const bool has_grad_out = grad_out_opt.has_value() && grad_out_opt->defined();
-  // dh and dc are fresh and contiguous; gates, p and q are contiguous buffers of this layer.
-  const bool fused = gates.device().is_cpu() && gates.is_contiguous();
   const std::vector<Tensor> grad_out_steps = has_grad_out ? steps_of(*grad_out_opt) : std::vector<Tensor>();
   bool dh_has_grad_out = false;
   std::vector<int64_t> starts;
@@ -182,10 +175,7 @@ std::vector<Tensor> lstm_backward(const Tensor& x, const Tensor& w_ih, const Ten
       at::addcmul_out(q, one, tc_blk, tc_blk, -1).mul_(g4[3]);
     }
     const auto p_steps = steps_of(p);
-    const auto p_ifg_steps = steps_of(p.view({n, batch, 4, hidden}).narrow(2, 0, 3));
-    const auto p_o_steps = steps_of(p.narrow(2, 3 * hidden, hidden));
     const auto q_steps = steps_of(q);
-    const auto f_steps = steps_of(gates.narrow(0, start, n).narrow(2, hidden, hidden));
     for (int64_t j = 0; j < n; ++j) {
       const int64_t k = reverse ? j : n - 1 - j;
       const int64_t t = start + k;
@@ -193,7 +183,7 @@ std::vector<Tensor> lstm_backward(const Tensor& x, const Tensor& w_ih, const Ten
       if (has_grad_out && !dh_has_grad_out) dh.narrow(0, 0, b).add_(grad_out_steps[t].narrow(0, 0, b));
       const int64_t nxt = reverse ? t + 1 : t - 1;
       dh_has_grad_out = has_grad_out && 0 <= nxt && nxt < steps && b == sizes[nxt] && b == batch;
-      if (fused) {  // the same arithmetic in one pass, for the live rows; the others carry their gradient
+      {  // the step's arithmetic in one pass over the live rows; the others carry their gradient
         const Tensor g_t = gates.select(0, t);
         AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gates.scalar_type(), "lstm_step_bwd", [&] {
           step_derivatives<scalar_t>(p_steps[k].mutable_data_ptr<scalar_t>(), g_t.const_data_ptr<scalar_t>(),
@@ -206,26 +196,7 @@ std::vector<Tensor> lstm_backward(const Tensor& x, const Tensor& w_ih, const Ten
         } else {
           at::mm_out(dh_b, b == batch ? p_steps[k] : p_steps[k].narrow(0, 0, b), w_hh);
         }
-        continue;
       }
-      if (b == batch) {
-        dc.addcmul_(dh, q_steps[k]);
-        Tensor(p_ifg_steps[k]).mul_(dc_col);
-        Tensor(p_o_steps[k]).mul_(dh);
-        dc.mul_(f_steps[k]);
-        if (dh_has_grad_out) {
-          at::addmm_out(dh, grad_out_steps[nxt], p_steps[k], w_hh);
-        } else {
-          at::mm_out(dh, p_steps[k], w_hh);
-        }
-        continue;
-      }
-      Tensor dh_b = dh.narrow(0, 0, b), dc_b = dc.narrow(0, 0, b);
-      dc_b.addcmul_(dh_b, q_steps[k].narrow(0, 0, b));
-      p_ifg_steps[k].narrow(0, 0, b).mul_(dc_b.unsqueeze(1));
-      p_o_steps[k].narrow(0, 0, b).mul_(dh_b);
-      dc_b.mul_(f_steps[k].narrow(0, 0, b));
-      at::mm_out(dh_b, p_steps[k].narrow(0, 0, b), w_hh);
     }
     // The block's share of the input and weight gradients, while its d(gates) is still in cache.
     const Tensor d_flat = p.view({n * batch, 4 * hidden});
