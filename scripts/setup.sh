@@ -42,4 +42,9 @@ if [[ $want_test == 1 ]]; then
     fi
 fi
 .venv/bin/python -c "import pielab, torch" || { echo "setup: pielab did not install" >&2; exit 1; }
+# Our LSTM's C++ step loops, built once here so no trial pays the ~40 s compile; on failure the LSTM runs its
+# Python loops (slower at small sizes), so this step warns and setup goes on.
+echo "setup: building our LSTM's C++ step loops (about a minute the first time)"
+.venv/bin/python -c "from pielab.models.lstm import build_extension; build_extension()" \
+    || echo "setup: warning: the C++ step loops did not build; our LSTM will use its Python loops" >&2
 echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

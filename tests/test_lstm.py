@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
+from pielab.models import lstm as lstm_module
 from pielab.models.lstm import LSTM
 
 # More steps than one backward block (_BLOCK = 8), and not a multiple of it.
@@ -22,6 +26,18 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=["cxx", "python"], ids=["cxx-loops", "python-loops"])
+def loops(request, monkeypatch):
+    """Run the test once with the C++ step loops and once with the Python ones (PIELAB_LSTM_EXT=0)."""
+    if request.param == "python":
+        monkeypatch.setenv(lstm_module.EXTENSION_ENV, "0")
+        assert lstm_module._extension() is None
+    else:
+        monkeypatch.delenv(lstm_module.EXTENSION_ENV, raising=False)
+        assert lstm_module._extension() is not None, "the C++ step loops did not build or load"
+    return request.param
 
 
 def _run(model: torch.nn.Module, x: torch.Tensor, hx: tuple[torch.Tensor, ...] | None, packed: bool, batch_first: bool):
@@ -53,7 +69,7 @@ def _ours_and_library(**kwargs: Any) -> tuple[LSTM, torch.nn.LSTM]:
     [dict(num_layers=1), dict(num_layers=3), dict(num_layers=2, bidirectional=True), dict(num_layers=2, bias=False)],
     ids=["1-layer", "3-layers", "2-bidirectional", "no-bias"],
 )
-def test_matches_torch_lstm(kwargs, batch_first, with_state, packed):
+def test_matches_torch_lstm(kwargs, batch_first, with_state, packed, loops):
     ours, library = _ours_and_library(batch_first=batch_first, **kwargs)
     x = torch.randn(BATCH, STEPS, INPUT) if batch_first else torch.randn(STEPS, BATCH, INPUT)
     directions = 2 if kwargs.get("bidirectional") else 1
@@ -65,7 +81,7 @@ def test_matches_torch_lstm(kwargs, batch_first, with_state, packed):
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
-def test_single_step_sequences_match_torch(bidirectional):
+def test_single_step_sequences_match_torch(bidirectional, loops):
     ours, library = _ours_and_library(num_layers=2, bidirectional=bidirectional)
     x = torch.randn(1, BATCH, INPUT)
     for got, want in zip(_run(ours, x, None, False, False), _run(library, x, None, False, False), strict=True):
@@ -81,7 +97,7 @@ def test_packed_output_is_packed_like_torch():
     torch.testing.assert_close(got.unsorted_indices, want.unsorted_indices)
 
 
-def test_unbatched_input_matches_torch():
+def test_unbatched_input_matches_torch(loops):
     ours, library = _ours_and_library(num_layers=2)
     x = torch.randn(STEPS, INPUT)
     for got, want in zip(_run(ours, x, None, False, False), _run(library, x, None, False, False), strict=True):
@@ -115,7 +131,7 @@ def test_dropout_only_in_training_and_between_layers():
 @pytest.mark.parametrize("first_width", ["matching", "different"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
-def test_residual_matches_per_layer_torch_lstms_with_adds(bidirectional, packed, first_width):
+def test_residual_matches_per_layer_torch_lstms_with_adds(bidirectional, packed, first_width, loops):
     """Residual adds between LSTM layers only: never the stack's input to layer 0, even when its width matches."""
     width = HIDDEN * (2 if bidirectional else 1)
     input_size = width if first_width == "matching" else INPUT
@@ -168,7 +184,7 @@ def test_wrong_input_width_and_state_shape_raise():
         ours(torch.randn(STEPS, BATCH, INPUT), (torch.zeros(1, BATCH + 1, HIDDEN), torch.zeros(1, BATCH + 1, HIDDEN)))
 
 
-def test_double_precision_gradcheck():
+def test_double_precision_gradcheck(loops):
     """The hand-written backward against finite differences, packed and bidirectional."""
     torch.manual_seed(0)
     ours = LSTM(3, 2, num_layers=2, bidirectional=True).double()
@@ -217,3 +233,42 @@ def test_residual_classifier_never_adds_the_embedding(backend):
     shapes = lambda m: [tuple(p.shape) for n, p in m.named_parameters() if "embed" not in n and "l0" not in n
                         and "layers.0." not in n]
     assert shapes(other) == shapes(model)
+
+
+def test_extension_failure_falls_back_to_python_loops_with_one_warning(tmp_path):
+    """No working compiler: the Python loops run, the results are right, and the process warns once."""
+    script = (
+        "import torch\n"
+        "from pielab.models.lstm import LSTM\n"
+        "torch.manual_seed(0)\n"
+        "library = torch.nn.LSTM(5, 4, 2)\n"
+        "ours = LSTM(5, 4, 2)\n"
+        "ours.load_state_dict(library.state_dict())\n"
+        "x = torch.randn(7, 3, 5)\n"
+        "for _ in range(2):\n"
+        "    ours(x)[0].sum().backward()\n"
+        "torch.testing.assert_close(ours(x)[0], library(x)[0], atol=1e-5, rtol=1e-5)\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, CXX="/bin/false", TORCH_EXTENSIONS_DIR=str(tmp_path))
+    env.pop(lstm_module.EXTENSION_ENV, None)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    warnings = [line for line in result.stderr.splitlines() if "C++ step loops could not be built" in line]
+    assert len(warnings) == 1, result.stderr
+
+
+def test_extension_env_zero_never_builds(tmp_path):
+    """PIELAB_LSTM_EXT=0: the Python loops, no build attempt, no warning."""
+    script = (
+        "import sys, torch\n"
+        "from pielab.models.lstm import LSTM\n"
+        "LSTM(5, 4)(torch.randn(7, 3, 5))[0].sum().backward()\n"
+        "assert 'torch.utils.cpp_extension' not in sys.modules\n"
+    )
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path), **{lstm_module.EXTENSION_ENV: "0"})
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "C++ step loops" not in result.stderr
+    assert list(tmp_path.iterdir()) == []

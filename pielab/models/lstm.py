@@ -16,6 +16,12 @@ Where the speed comes from (the report's own LSTM was 2x slower than an 8-layer 
   the block's input and weight gradients as matmuls over all its steps. Autograd would otherwise record and
   replay ~10 small nodes per step.
 
+The step loops of the forward and backward passes also exist in C++ (``csrc/lstm.cpp``, the same ATen calls
+in the same order, loaded by ``torch.utils.cpp_extension``): at hidden 64 each Python-level torch call costs
+about as much as its kernel, so the Python loops are call-bound there. ``scripts/setup.sh`` builds it once;
+the Python loops below run when it cannot be built or loaded (one warning line per process) and when
+``PIELAB_LSTM_EXT=0``.
+
 Variable lengths (PackedSequence) run on the padded, length-sorted batch: at step ``t`` only the first
 ``batch_sizes[t]`` rows are live and the others carry their state, which is exactly what packing means for
 both directions.
@@ -23,7 +29,13 @@ both directions.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Callable, Optional
 
 import torch
@@ -45,6 +57,62 @@ _BLOCK = 8  # least time steps per backward block
 # and smaller steps make longer blocks, so the weight-gradient matmuls are fewer and larger.
 _BLOCK_BYTES = 2 << 20
 MAX_DEPTH = 8
+
+# The step loops in C++ (csrc/lstm.cpp): the same ATen calls as the Python loops below, without Python's
+# per-call cost, which at hidden 64 is about a kernel's time. Built once (scripts/setup.sh, else on first
+# use) into torch's extension folder ($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), where
+# cpp_extension's lock file serialises concurrent builders; later processes only load the built library.
+# PIELAB_LSTM_EXT=0 forces the Python loops; so does any failure to build or load, with one warning.
+EXTENSION_ENV = "PIELAB_LSTM_EXT"
+_EXTENSION_SOURCE = Path(__file__).parent / "csrc" / "lstm.cpp"
+_extension_module: Optional[ModuleType] = None
+_extension_failed = False
+
+
+def build_extension(verbose: bool = False) -> ModuleType:
+    """Build (once; later calls only load) and return the C++ step loops.
+
+    Raises:
+        RuntimeError, OSError, ImportError: no compiler, a compile error, an unwritable build folder.
+    """
+    global _extension_module
+    if _extension_module is None:
+        # Importing cpp_extension logs a warning about CUDA_HOME on machines without CUDA; not ours to show.
+        logger = logging.getLogger("torch.utils.cpp_extension")
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            from torch.utils import cpp_extension
+
+            # The source's hash in the name: checkouts with different sources never rebuild over each other.
+            digest = hashlib.sha256(_EXTENSION_SOURCE.read_bytes()).hexdigest()[:12]
+            _extension_module = cpp_extension.load(
+                f"pielab_lstm_{digest}", [str(_EXTENSION_SOURCE)], extra_cflags=["-O3"], verbose=verbose
+            )
+        finally:
+            logger.setLevel(level)
+    return _extension_module
+
+
+def _extension() -> Optional[ModuleType]:
+    """The C++ step loops, or None for the Python loops (forced off, or they failed once in this process)."""
+    global _extension_failed
+    if _extension_module is not None and os.environ.get(EXTENSION_ENV, "1") != "0":
+        return _extension_module
+    if _extension_failed or os.environ.get(EXTENSION_ENV, "1") == "0":
+        return None
+    try:
+        return build_extension()
+    except Exception as error:  # noqa: BLE001 - any failure means the Python loops, never a crash
+        _extension_failed = True
+        reason = " ".join(str(error).split())[:300]
+        # One line on stderr, once per process (a trial worker's log), not a warning with a source line.
+        print(
+            f"pielab: warning: our LSTM's C++ step loops could not be built or loaded, using the slower Python "
+            f"loops ({type(error).__name__}: {reason}); set {EXTENSION_ENV}=0 to skip trying",
+            file=sys.stderr,
+        )
+        return None
 
 
 def _gate_derivatives(gates: Tensor, c_prev: Tensor, tanh_c: Tensor, p: Tensor, q: Tensor) -> None:
@@ -95,6 +163,16 @@ class _LayerFunction(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor]:
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[-1]
         sizes = batch_sizes or [batch] * steps
+        ext = _extension() if x.device.type == "cpu" else None
+        ctx.ext = ext
+        if ext is not None:
+            out, h_n, c_n, gates, cs, tanh_cs = ext.forward(
+                x, w_ih, bias, w_hh, h0, c0, sizes, reverse, bool(batch_sizes)
+            )
+            ctx.save_for_backward(x, w_ih, w_hh, h0, gates, cs, tanh_cs, out)
+            ctx.sizes, ctx.reverse, ctx.has_bias = sizes, reverse, bias is not None
+            ctx.set_materialize_grads(False)
+            return out, h_n, c_n
         x_flat = x.reshape(steps * batch, -1)
         w_ih_t = w_ih.t().contiguous()  # BLAS runs measurably faster on a row-major right operand here
         projection = x_flat.mm(w_ih_t) if bias is None else torch.addmm(bias, x_flat, w_ih_t)
@@ -152,14 +230,19 @@ class _LayerFunction(torch.autograd.Function):
         sizes, reverse = ctx.sizes, ctx.reverse
         steps, batch, hidden = out.shape
         needs = ctx.needs_input_grad
+        # One block's worth of p (which becomes d(gate pre-activations) step by step) and q, reused.
+        block_steps = max(_BLOCK, _BLOCK_BYTES // (batch * 4 * hidden * gates.element_size()))
+        if ctx.ext is not None:  # the same blocks and kernels in C++
+            return (*ctx.ext.backward(
+                x, w_ih, w_hh, h0, gates, cs, tanh_cs, out, grad_out, grad_hn, grad_cn, sizes, reverse,
+                needs[0], needs[1], ctx.has_bias and needs[2], needs[3], block_steps,
+            ), None, None)
         c_prev_all = cs[1:] if reverse else cs[:-1]
         first = steps - 1 if reverse else 0  # the step that started from h0
         grad_x = x.new_empty(x.shape) if needs[0] else None
         grad_w_ih = torch.zeros_like(w_ih) if needs[1] else None
         grad_bias = gates.new_zeros(4 * hidden) if ctx.has_bias and needs[2] else None
         grad_w_hh = torch.zeros_like(w_hh) if needs[3] else None
-        # One block's worth of p (which becomes d(gate pre-activations) step by step) and q, reused.
-        block_steps = max(_BLOCK, _BLOCK_BYTES // (batch * 4 * hidden * gates.element_size()))
         p_buffer = gates.new_empty(min(block_steps, steps), batch, 4 * hidden)
         q_buffer = gates.new_empty(min(block_steps, steps), batch, hidden)
 
