@@ -25,13 +25,16 @@ if ! .venv/bin/python -m pip install --progress-bar off -e ".${extras}" > .venv/
 fi
 if [[ $want_test == 1 ]]; then
     # System packages the tests drive: a real PostgreSQL server (Optuna storage), headless Chromium
-    # (the HTML report) and a one-node Slurm with munge (deploy/slurm/pielab.sbatch). Installed from
-    # Debian only when missing.
+    # (the HTML report), a one-node Slurm with munge (deploy/slurm/pielab.sbatch) and a C++ toolchain.
+    # Installed from Debian only when missing.
     missing=()
     compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null || missing+=(postgresql)
     [[ -x /usr/bin/chromium ]] || missing+=(chromium)
     [[ -x /usr/sbin/slurmctld && -x /usr/sbin/slurmd && -x /usr/bin/sbatch ]] || missing+=(slurm-wlm)
     [[ -x /usr/sbin/munged && -x /usr/sbin/mungekey ]] || missing+=(munge)
+    # tests/test_lstm.py checks our LSTM's C++ step loops, built below with g++ and ninja
+    command -v g++ > /dev/null || missing+=(g++)
+    command -v ninja > /dev/null || missing+=(ninja-build)
     if (( ${#missing[@]} )); then
         echo "setup: installing ${missing[*]} with apt-get"
         if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } > .venv/apt-install.log 2>&1; then
