@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -294,7 +295,8 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | lis
         remove_stale_staging(study)  # this node's leftovers of killed trials (the driver sees only its own)
         staging = staging_prefix(study, tune.get_context().get_trial_id())
         _journal = _Journal()
-        _journal(f"start after_epoch={last['epoch']} pid={os.getpid()} node={_node_ip()} gpus={_gpu_ids()}")
+        _journal(f"start after_epoch={last['epoch']} pid={os.getpid()} node={_node_ip()} gpus={_gpu_ids()} "
+                 f"at={time.time():.3f}")
 
         reported = {"provenance": False}
         # When this run's first training batch reached the model (time.time()): written once, on the
