@@ -10,8 +10,8 @@ with `pielab.train.fit`.
 Efficiency = summed training time of the trials / (sweep wall time x 2 slots); the sweep's wall time
 is the whole `pielab sweep` command (Ray start-up included). The last line prints it; target >= 0.9.
 Above it: the time to first batch, from the command's start to the first trial's first training batch
-(each trial's journal, ``tune/<trial>/epochs.log``, records that moment as ``first_batch_at``), and the
-seconds from the last trial's end to the command's exit.
+(each trial's journal, ``tune/<trial>/epochs.log``, records that moment as ``first_batch_at``); the line
+above it says when the first trial started and the last ended, against the command's wall time.
 """
 
 from __future__ import annotations
