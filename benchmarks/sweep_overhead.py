@@ -9,6 +9,9 @@ with `pielab.train.fit`.
 
 Efficiency = summed training time of the trials / (sweep wall time x 2 slots); the sweep's wall time
 is the whole `pielab sweep` command (Ray start-up included). The last line prints it; target >= 0.9.
+Above it: the time to first batch, from the command's start to the first trial's first training batch
+(each trial's journal, ``tune/<trial>/epochs.log``, records that moment as ``first_batch_at``); the line
+above it says when the first trial started and the last ended, against the command's wall time.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def workload(data: str, epochs: int) -> dict:
     }
 
 
-def run_sweep(base: dict, trials: int, tmp: Path, wandb: bool = True) -> tuple[float, float, list[dict]]:
+def run_sweep(base: dict, trials: int, tmp: Path, wandb: bool = True) -> tuple[float, float, list[dict], list[float]]:
     spec = {
         "name": "overhead",
         "base": base,
@@ -64,7 +67,7 @@ def run_sweep(base: dict, trials: int, tmp: Path, wandb: bool = True) -> tuple[f
     if proc.returncode != 0:
         sys.exit(f"the sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     results = [json.loads(p.read_text()) for p in sorted((out / "trials").glob("*/result.json"))]
-    return began, wall, results
+    return began, wall, results, first_batches(out, began)
 
 
 def run_plain(base: dict, trials: int, tmp: Path) -> list[float]:
@@ -80,6 +83,18 @@ def run_plain(base: dict, trials: int, tmp: Path) -> list[float]:
         cfg = build_config({**base, "train": {**base["train"], "seed": seed}})
         times.append(fit(cfg, prepared=prepared, log=None)["train_time_s"])
     return times
+
+
+def first_batches(sweep: Path, began: float) -> list[float]:
+    """Seconds from the command's start to each trial's first training batch, earliest first (from the
+    ``first_batch_at=`` of each trial journal's first epoch line)."""
+    times = []
+    for journal in (sweep / "tune").glob("*/epochs.log"):
+        for line in journal.read_text().splitlines():
+            if line.startswith("epoch ") and "first_batch_at=" in line:
+                times.append(float(line.split("first_batch_at=")[1].split()[0]) - began)
+                break
+    return sorted(times)
 
 
 def where_the_rest_goes(results: list[dict], began: float, wall: float, trial_time: float) -> str:
@@ -116,7 +131,7 @@ def main() -> None:
         start = time.perf_counter()
         plain = [] if args.skip_plain else run_plain(base, args.trials, tmp)
         plain_wall = time.perf_counter() - start
-        began, wall, results = run_sweep(base, args.trials, tmp, wandb=args.wandb == "offline")
+        began, wall, results, firsts = run_sweep(base, args.trials, tmp, wandb=args.wandb == "offline")
         if args.keep:
             shutil.copytree(tmp / "sweep", args.keep, dirs_exist_ok=True)
     states = {r["state"] for r in results}
@@ -130,6 +145,9 @@ def main() -> None:
         print(f"speed-up over back to back: {plain_wall / wall:.2f}x on {SLOTS} slots; the plain process's training "
               f"time / (sweep wall x {SLOTS}): {sum(plain) / (wall * SLOTS):.3f}")
     print(where_the_rest_goes(results, began, wall, trial_time))
+    if firsts:
+        print(f"time to first batch: {firsts[0]:.1f} s (the command's start to the first trial's first training "
+              f"batch; the second slot's first at {firsts[min(1, len(firsts) - 1)]:.1f} s)")
     print(f"efficiency (summed trial training time / (sweep wall x {SLOTS})): {trial_time / (wall * SLOTS):.3f}")
 
 

@@ -356,6 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    if argv is None and "ray" in sys.modules:
+        # The program itself (not an in-process call) after a sweep command: skip the interpreter's slow
+        # teardown of Ray and torch (pielab.sweep.session.exit_process); exit handlers still run.
+        from pielab.sweep.session import exit_process
+
+        exit_process(code)
+    return code
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

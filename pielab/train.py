@@ -145,8 +145,13 @@ def train_one_epoch(
     device: torch.device,
     *,
     on_step: Callable[[int, float], None] | None = None,
+    on_first_batch: Callable[[float], None] | None = None,
 ) -> EpochStats:
-    """One pass over ``batches``; losses and accuracies accumulate on the device (one sync at the end)."""
+    """One pass over ``batches``; losses and accuracies accumulate on the device (one sync at the end).
+
+    ``on_first_batch(t)``: called once, when the first batch is in hand and before its forward pass,
+    with the wall-clock time ``t`` (``time.time()``, seconds since the epoch).
+    """
     model.train()
     start = time.perf_counter()
     loss_sum = torch.zeros((), device=device)
@@ -156,6 +161,8 @@ def train_one_epoch(
     samples = 0
     steps = 0
     for inputs, targets in batches:
+        if on_first_batch is not None and steps == 0:
+            on_first_batch(time.time())
         inputs = _prepare_inputs(inputs, ctx.channels_last)
         with _autocast(device, ctx.amp_dtype):
             logits = model(*inputs)
@@ -405,12 +412,15 @@ def fit(
     prepared=None,
     progress: bool = False,
     log: Callable[[str], None] | None = print,
+    on_first_batch: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` to the end (or from ``resume``) and return the summary.
 
     ``on_epoch(metrics, state)`` runs after every epoch with the namespaced metrics and a full
     checkpoint that ``fit(resume=state)`` continues from exactly. With ``resume``, ``config`` may be
-    None: the checkpoint's own resolved config is used.
+    None: the checkpoint's own resolved config is used. ``on_first_batch(t)`` runs once, when this
+    call's first training batch is about to go through the model, with the wall-clock time ``t``
+    (``time.time()``): how a sweep measures its time to first batch (``benchmarks/sweep_overhead.py``).
     """
     from pielab.data import make_loader, prepare
     from pielab.models import get_model, grad_groups
@@ -506,7 +516,8 @@ def fit(
             epoch_start = time.perf_counter()
             train_loader.set_epoch(epoch)
             stats = train_one_epoch(train_model, train_loader, ctx, device,
-                                    on_step=bar.epoch(epoch, tcfg.epochs, len(train_loader)))
+                                    on_step=bar.epoch(epoch, tcfg.epochs, len(train_loader)),
+                                    on_first_batch=on_first_batch if epoch == start_epoch else None)
             val_loss, val_acc = evaluate(train_model, val_loader, device, amp_dtype=ctx.amp_dtype,
                                          channels_last=tcfg.channels_last)
             if val_acc > best["val_acc"]:

@@ -132,3 +132,16 @@ def test_run_folder_outputs(cifar_path, tmp_path):
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["config"]["model"]["width"] == 4
+
+
+def test_first_batch_time_is_reported_once_per_call(cifar_path):
+    """``on_first_batch`` (a sweep's time to first batch) fires once, with the wall-clock time of the first
+    epoch's first batch: after the call began and before that epoch was reported."""
+    import time
+
+    firsts, epochs_at = [], []
+    began = time.time()
+    fit(tiny_cifar(cifar_path, "train.epochs=2"), on_epoch=lambda m, s: epochs_at.append(time.time()),
+        on_first_batch=firsts.append, log=None)
+    assert len(firsts) == 1 and len(epochs_at) == 2
+    assert began <= firsts[0] <= epochs_at[0]

@@ -245,3 +245,32 @@ def check_resources(needs: dict[str, float]) -> None:
                 f"each trial asks for {want:g} {key.upper()} but this machine has {have.get(ray_key, 0):g}; "
                 f"use {fix} or join a cluster with --address"
             )
+
+
+# --------------------------------------------------------------------------- leaving the process
+
+
+def exit_process(code: int) -> None:
+    """End this driver process with ``code`` now that its command is done: exit handlers run, output is
+    flushed, and the interpreter's own teardown is skipped.
+
+    Once Ray, torch and W&B were loaded, Python's teardown after the exit handlers (module and C++
+    extension destructors: Ray's core worker and gRPC, torch) took 2 to 4 s on the 2-core benchmark
+    machine (``benchmarks/sweep_overhead.py``, BENCHMARKS.md) with no Python code left to run:
+    time a user waits for a sweep that has finished. Everything pielab and its libraries must do at
+    exit runs before: threading's join of non-daemon threads (with one alive this falls back to a
+    normal exit), then every ``atexit`` handler (W&B's finaliser, logging's flush, Ray's shutdown),
+    then stdout and stderr are flushed. Returns only when it falls back.
+    """
+    if any(t is not threading.main_thread() and t.is_alive() and not t.daemon for t in threading.enumerate()):
+        return  # a non-daemon thread still works: let the interpreter wait for it as usual
+    import atexit
+    import sys
+
+    atexit._run_exitfuncs()  # noqa: SLF001 - CPython's documented-by-tests hook; it prints handler errors
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed or broken pipe: nothing more can be said
+            pass
+    os._exit(code)

@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,8 @@ JOURNAL_FILE = "epochs.log"
 
 class _Journal:
     """``tune/<trial>/epochs.log`` of one run of a trial: every start (with the checkpoint it resumed
-    from) and every epoch reported, so a retry or a resume that redoes work shows it. Best effort,
+    from) and every epoch reported (the first epoch of a run also says when its first training batch
+    started: ``first_batch_at=<time.time()>``), so a retry or a resume that redoes work shows it. Best effort,
     on a local (or shared) folder or on object storage. Object stores cannot append: the journal is
     read once when the run starts and then written whole, one PUT a line (no GET per epoch)."""
 
@@ -293,9 +295,13 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | lis
         remove_stale_staging(study)  # this node's leftovers of killed trials (the driver sees only its own)
         staging = staging_prefix(study, tune.get_context().get_trial_id())
         _journal = _Journal()
-        _journal(f"start after_epoch={last['epoch']} pid={os.getpid()} node={_node_ip()} gpus={_gpu_ids()}")
+        _journal(f"start after_epoch={last['epoch']} pid={os.getpid()} node={_node_ip()} gpus={_gpu_ids()} "
+                 f"at={time.time():.3f}")
 
         reported = {"provenance": False}
+        # When this run's first training batch reached the model (time.time()): written once, on the
+        # first epoch's journal line (``epoch N first_batch_at=T``), so measuring it costs no extra write.
+        first_batch: list[float] = []
 
         def on_epoch(metrics: dict[str, Any], epoch_state: dict[str, Any]) -> None:
             if faults:  # tests only: PIELAB_FAULTS (pielab.sweep.faults); fires before the epoch is saved
@@ -315,11 +321,12 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | lis
                 torch.save(epoch_state, os.path.join(tmp, STATE_FILE))
                 # Tune copies the folder into the trial's storage before report returns.
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-            _journal(f"epoch {metrics.get('epoch')}")
+            at = f" first_batch_at={first_batch.pop():.3f}" if first_batch else ""
+            _journal(f"epoch {metrics.get('epoch')}{at}")
 
         from pielab.train import fit
 
-        fit(config, on_epoch=on_epoch, resume=state, prepared=prepared, log=None)
+        fit(config, on_epoch=on_epoch, resume=state, prepared=prepared, log=None, on_first_batch=first_batch.append)
     except Diverged as exc:
         # A NaN/inf loss is a property of the configuration: retrying cannot help.
         end("diverged", exc, "non-finite loss")
