@@ -22,8 +22,10 @@ RandomSampler of the same seed, so TPE's first draws are the random arm's first 
 
 About 26 minutes on the project's 2 shared cores (load average 2 to 5); ``--quick`` (1 seed,
 4 trials, 3 epochs, 500 + 500 images) is a smoke run of 2 to 3 minutes whose figure means nothing.
-Measured on 2026-11-28: 1.72x (seeds 1.50, 1.46, 2.32), short of the 3x target; BENCHMARKS.md says
-what limits it and what else was tried.
+Measured on 2026-11-28: 1.72x (seeds 1.50, 1.46, 2.32), short of the 3x target. On 2026-11-29, with
+``--seeds 5 --tpe-trials 72 --tpe-seed-offset 1000 --startup 8 --scheduler hyperband --brackets 2``: a median
+of 1.38x over 5 paired seeds (4.71, 1.38, 0.32, 0.30, 8.94); BENCHMARKS.md says what limits it and what
+else was tried.
 
 Compute accounting, from the sweep folder's own files (``trials/<id>/result.json``, ``metrics.csv``):
 
