@@ -68,7 +68,10 @@ def test_cpu_hours_budget_stops_the_sweep_and_status_shows_usage(tmp_path, cifar
     res = results(sweep.dir)
     assert 1 <= len(res) < 200, res  # it stopped before the searcher's trials ran out
     last = max(res.values(), key=lambda r: r["number"])
-    assert last["state"] == "early_stopped" and "CPU-hours budget" in last["reason"], last
+    # the running trial stops at its next epoch boundary; when that boundary is its last epoch it has
+    # simply completed (seen in CI), and no trial started after it either way
+    assert last["state"] == "early_stopped" and "CPU-hours budget" in last["reason"] \
+        or last["state"] == "completed" and last["epochs"] == 4, last
     assert all(r["state"] == "completed" for r in res.values() if r is not last), res
     used_s = sum(r["held_s"] for r in res.values())
     epoch_s = max(float(line.split(",")[METRIC_KEYS.index("time/epoch_s")]) for tid in res
