@@ -83,7 +83,14 @@ class DatabaseLease(DriverLease):
                 engine = sa.create_engine(self.url, pool_pre_ping=True)
                 metadata = sa.MetaData()
                 rows = _table(metadata)
-                metadata.create_all(engine, checkfirst=True)
+                try:
+                    metadata.create_all(engine, checkfirst=True)
+                except sa.exc.DBAPIError:
+                    # Drivers starting together on a fresh database race to create the table, and
+                    # PostgreSQL refuses the losers' CREATE (a unique violation in its catalogue, seen in
+                    # CI); once the winner's table exists, checkfirst finds it.
+                    time.sleep(0.5)
+                    metadata.create_all(engine, checkfirst=True)
             except Exception as exc:  # noqa: BLE001 - any driver error: one line, password masked
                 from pielab.sweep.folder import mask_password, one_line
 
