@@ -94,11 +94,6 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-# What `pielab train` writes into its run folder: with --overwrite these go before the new run starts,
-# so a run folder never mixes two runs' files.
-RUN_FILES = ("config.yaml", "checkpoint.pt", "best.pt", "metrics.csv", "summary.json", "loss.png", "accuracy.png")
-
-
 def _check_out(out: Path, target: str | None, overwrite: bool) -> None:
     """Refuse an --out folder that holds anything (unless --overwrite), and always one where the run would
     write over the config file being read."""
@@ -126,6 +121,8 @@ def _check_out(out: Path, target: str | None, overwrite: bool) -> None:
 
 def _clean_failed_start(out: Path, created: bool) -> None:
     """A run that failed before its first checkpoint leaves nothing behind: its files, and the folder if it made it."""
+    from pielab.train import RUN_FILES
+
     if (out / "checkpoint.pt").exists():
         return  # a resumable run: keep it
     for name in RUN_FILES:
@@ -184,6 +181,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_writable(out)
     _check_out(out, args.target, args.overwrite)
     if args.overwrite:
+        from pielab.train import RUN_FILES
+
         for name in RUN_FILES:  # the previous run's files: the new run writes its own
             try:
                 (out / name).unlink(missing_ok=True)

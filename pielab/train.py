@@ -41,6 +41,11 @@ EpochCallback = Callable[[dict[str, Any], dict[str, Any]], None]
 # --------------------------------------------------------------------------- set-up helpers
 
 
+# Every file fit writes into its run folder (out_dir), named once here: `pielab train --overwrite` removes
+# them before a new run and a failed start removes them, so a run folder never mixes two runs' files.
+RUN_FILES = ("config.yaml", "checkpoint.pt", "best.pt", "metrics.csv", "summary.json", "loss.png", "accuracy.png")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
