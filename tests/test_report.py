@@ -25,7 +25,8 @@ from pielab.sweep.folder import METRIC_KEYS, TrialRecord, write_json
 from pielab.sweep.spec import SweepSpec
 
 CHROMIUM = Path("/usr/bin/chromium")
-FIGURES = ("fig_curves.png", "fig_depth_accuracy.png", "fig_grad_ratio.png", "fig_importance.png", "fig_parallel.png")
+FIGURES = ("fig_curves.png", "fig_depth_accuracy.png", "fig_error_curves.png", "fig_grad_ratio.png", "fig_importance.png",
+           "fig_parallel.png")
 EPOCHS = 6
 
 SPEC = {
@@ -262,6 +263,38 @@ def test_figures_are_real_pngs(report_dir: Path) -> None:
 
 
 # --------------------------------------------------------------------------- report: edge cases
+
+
+def test_error_curves_are_he_et_al_figure_6(sweep_dir: Path) -> None:
+    """One panel per residual setting, plain first; one line per depth: the mean over seeds of the best config."""
+    from pielab.report.figures import error_curves
+    from pielab.report.tables import group_table
+
+    sweep = load_sweep(sweep_dir)
+    panels = error_curves(sweep, group_table(sweep))
+    assert list(panels) == [("myresnet34", False), ("myresnet34", True)]
+    for (_, residual), lines in panels.items():
+        assert sorted(lines) == [10.0, 18.0, 34.0]
+        for depth, frame in lines.items():
+            # the best config at every depth is lr 1e-3 (depth 18 residual also ran lr 3e-3, which scores lower)
+            seeds = [pd.DataFrame(synthetic_metrics(int(depth), residual, 1e-3, s, EPOCHS)) for s in (0, 1)]
+            for split in ("train", "val"):
+                mean = (seeds[0][f"{split}/acc"] + seeds[1][f"{split}/acc"]).to_numpy() / 2
+                np.testing.assert_allclose(frame[f"{split}_error"].to_numpy(), 100 * (1 - mean), rtol=1e-12)
+            assert list(frame.index) == list(range(1, EPOCHS + 1))
+
+
+def test_error_figure_needs_two_depths(tmp_path: Path) -> None:
+    from pielab.report.figures import error_figure
+    from pielab.report.tables import group_table
+
+    one = make_sweep(tmp_path / "one", trials=[dict(depth=18, residual=r, lr=1e-3, seed=0, state="completed")
+                                               for r in (True, False)])
+    sweep = load_sweep(one)
+    figure = error_figure(sweep, group_table(sweep))
+    assert figure.png is None and "only one depth" in figure.skipped
+
+
 
 
 def test_single_trial_sweep(tmp_path: Path) -> None:

@@ -162,6 +162,82 @@ def depth_figure(sweep: Sweep, groups: pd.DataFrame) -> Figure:
     return fig_info
 
 
+# --------------------------------------------------------------------------- (2b) error vs epoch by depth
+
+
+def _mean_curve(sweep: Sweep, trial_ids: list[str], column: str) -> pd.Series:
+    """Mean of ``column`` over the given trials, per epoch (an epoch some seed never reached averages the rest)."""
+    parts = [sweep.metrics[t].set_index("epoch")[column] for t in trial_ids
+             if t in sweep.metrics and column in sweep.metrics[t]]
+    return pd.concat(parts, axis=1).mean(axis=1).sort_index() if parts else pd.Series(dtype=float)
+
+
+def error_curves(sweep: Sweep, groups: pd.DataFrame) -> dict[tuple[Any, Any], dict[float, pd.DataFrame]]:
+    """The data of :func:`error_figure`: ``{(model, residual): {depth: frame}}``, panels plain first.
+
+    Each frame is indexed by epoch with columns ``train_error`` and ``val_error`` in % (100 - accuracy), the
+    mean over the seeds of the best configuration at that depth (``groups``' ``best`` rows).
+    """
+    best = groups[groups["best"]].dropna(subset=["depth"]) if not groups.empty else groups
+    panels: dict[tuple[Any, Any], dict[float, pd.DataFrame]] = {}
+    if best.empty:
+        return panels
+    keys = sorted({(m, r) for m, r in zip(best["model"], best["residual"])},
+                  key=lambda k: (str(k[0]), {False: 0, True: 1}.get(k[1], 2)))  # plain left, as in He et al.
+    for model, residual in keys:
+        rows = best[(best["model"] == model) & (best["residual"].astype(str) == str(residual))].sort_values("depth")
+        lines = {}
+        for _, row in rows.iterrows():
+            ids = str(row["trials"]).split()
+            frame = pd.DataFrame({f"{split}_error": 100 * (1 - _mean_curve(sweep, ids, f"{split}/acc"))
+                                  for split in ("train", "val")}).dropna(how="all")
+            if not frame.empty:
+                lines[float(row["depth"])] = frame
+        if lines:
+            panels[(model, residual)] = lines
+    return panels
+
+
+def error_figure(sweep: Sweep, groups: pd.DataFrame) -> Figure:
+    """Error (%) against epoch, one line per depth, plain and residual side by side: He et al. (2016), figure 6.
+
+    He, Zhang, Ren and Sun, "Deep Residual Learning for Image Recognition", CVPR 2016: on CIFAR-10 the plain
+    20/32/44/56-layer networks' errors rise with depth while the ResNets' fall. Each line is
+    :func:`error_curves`' mean over seeds; the held-out curve is the validation error, never test (test does
+    not select).
+    """
+    fig_info = Figure("fig_error_curves.png", "Error vs epoch by depth",
+                      "Training error (dashed) and validation error (solid), 100 - accuracy in %, per epoch: one line "
+                      "per depth (the best configuration at that depth, mean over its seeds), plain networks (residual "
+                      "off) and residual ones side by side on a shared y axis, as He et al. (2016) draw it in their "
+                      "figure 6 (there: per iteration, test error).")
+    panels = error_curves(sweep, groups)
+    depths = sorted({d for lines in panels.values() for d in lines})
+    if not panels:
+        fig_info.skipped = "no finished trial with a model.depth and per-epoch accuracy"
+        return fig_info
+    if len(depths) < 2:
+        fig_info.skipped = "only one depth: nothing to compare across depths"
+        return fig_info
+    models = len({model for model, _ in panels})
+    colors = colormaps["viridis"](np.linspace(0.0, 0.85, len(depths)))
+    fig = MplFigure(figsize=(5.5 * len(panels), 4.4), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, ((model, residual), lines) in zip(axes, panels.items()):
+        for depth, frame in lines.items():
+            color = colors[depths.index(depth)]
+            ax.plot(frame.index, frame["train_error"], "--", color=color, linewidth=1.0)
+            ax.plot(frame.index, frame["val_error"], "-", color=color, linewidth=2.0, label=f"depth {fmt_value(depth)}")
+        ax.set_title(_line_key(model, residual, models), fontsize=10)
+        ax.set_xlabel("Epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right", title="solid: val, dashed: train", title_fontsize=7)
+    axes[0].set_ylabel("Error (%)")
+    fig.suptitle(f"{sweep.name}: error against epoch for each depth, plain and residual", fontsize=12)
+    fig_info.png = _png(fig)
+    return fig_info
+
+
 # --------------------------------------------------------------------------- (3) gradient ratio vs depth
 
 
@@ -437,9 +513,9 @@ def pareto_figure(sweep: Sweep) -> Figure:
 
 
 def make_figures(sweep: Sweep, groups: pd.DataFrame) -> list[Figure]:
-    """All figures, in the order the HTML page shows them: five, and the Pareto front for a multi-objective sweep."""
-    figures = [curves_figure(sweep), depth_figure(sweep, groups), grad_figure(sweep), importance_figure(sweep),
-               parallel_figure(sweep)]
+    """All figures, in the order the HTML page shows them: six, and the Pareto front for a multi-objective sweep."""
+    figures = [curves_figure(sweep), depth_figure(sweep, groups), error_figure(sweep, groups), grad_figure(sweep),
+               importance_figure(sweep), parallel_figure(sweep)]
     if sweep.objectives:
         figures.insert(0, pareto_figure(sweep))
     return figures
