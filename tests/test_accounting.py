@@ -95,3 +95,27 @@ def test_cpu_hours_budget_stops_the_sweep_and_status_shows_usage(tmp_path, cifar
     page = (sweep.dir / "report" / "report.html").read_text()
     assert "Resources used" in page and "<td>CPU-hours</td>" in page and "<td>GPU-hours</td>" in page
 
+
+
+@pytest.mark.parametrize("previous, before", [
+    ({"elapsed_s": 100.0, "slots": 1, "slot_s": 100.0}, 100.0),
+    ({"elapsed_s": 100.0, "slots": 1}, 100.0),  # a status.json from before slot_s: its wall time x its slots
+])
+def test_efficiency_counts_each_run_at_its_own_slots(tmp_path, previous, before):
+    """`pielab resume --set max_concurrent=2` after 100 s on 1 slot: the earlier 100 s count once, not twice
+    (seen in a study: 49 min of training in 51 min of 1-slot wall read "efficiency 48%" after the resume)."""
+    import time
+
+    from pielab.sweep.recorder import SweepRecorder
+
+    (tmp_path / "status.json").write_text(json.dumps({"started": "2026-11-29T20:00:00+00:00", **previous}))
+    (tmp_path / "trials").mkdir()
+    recorder = SweepRecorder(tmp_path, name="s", base={}, metric="val/acc", mode="max", max_t=None, num_trials=4,
+                             slots=2, time_budget_s=None, scheduler="fifo", tracking=None, address=None,
+                             started_at=time.time() - 10.0)
+    recorder.setup()
+    recorder.records["a"] = TrialRecord("a", {}, train_time_s=115.0, state="completed")
+    status = recorder.status()
+    assert status["elapsed_s"] == pytest.approx(110.0, abs=1.0)
+    assert status["slot_s"] == pytest.approx(before + 2 * 10.0, abs=2.0)  # 100 s x 1 slot + 10 s x 2 slots
+    assert status["efficiency"] == pytest.approx(115.0 / status["slot_s"], rel=1e-3)

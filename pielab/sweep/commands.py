@@ -491,15 +491,18 @@ def status_command(sweep_dir: str) -> int:
     console = make_console()
     console.print(f"sweep {folder.name} ({folder.path}): {state}")
     elapsed = status.get("elapsed_s")
+    slots = status.get("slots") or spec_raw.get("max_concurrent") or 1
+    # slot-seconds as the driver counts them (each run at its own slots); older folders: wall x slots
+    slot_s = status.get("slot_s") or (float(elapsed) * slots if elapsed else None)
     if alive and not finished and status.get("updated"):
         try:
             from datetime import datetime
 
-            elapsed = float(elapsed or 0) + max(0.0, time.time() - datetime.fromisoformat(status["updated"]).timestamp())
+            since = max(0.0, time.time() - datetime.fromisoformat(status["updated"]).timestamp())
+            elapsed, slot_s = float(elapsed or 0) + since, float(slot_s or 0) + since * slots
         except (TypeError, ValueError):
             pass
-    slots = status.get("slots") or spec_raw.get("max_concurrent") or 1
-    eff = summary["trial_time_s"] / (elapsed * slots) if elapsed else None
+    eff = summary["trial_time_s"] / slot_s if slot_s else None
     running_label = "running" if alive else "interrupted"
     console.print(f"{num_trials} trials: {counts_text(summary['counts'], pending, None if finished else running_label)}")
     console.print(f"time used: {fmt_duration(elapsed)} wall, {fmt_duration(summary['trial_time_s'])} of training "

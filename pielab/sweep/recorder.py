@@ -193,6 +193,11 @@ class SweepRecorder(Callback):
             records=load_records(self.sweep_dir),
             started=previous.get("started") or now_iso(self.started_at),
             elapsed_before=float(previous.get("elapsed_s") or 0.0),
+            # Slot-seconds of the earlier runs, at their own slot counts: `pielab resume --set max_concurrent=K`
+            # changes the slots, and efficiency must not charge the new count for the old wall time. A folder
+            # from before this field: its whole wall time at its recorded slots.
+            slot_s_before=float(previous.get("slot_s") or 0.0) or (float(previous.get("elapsed_s") or 0.0)
+                                                                    * float(previous.get("slots") or self.slots)),
             t0=self.started_at or time.time(),
             resumes=list(previous.get("resumes") or []) + ([now_iso()] if previous else []),
             tracker=self._make_tracker(),
@@ -258,6 +263,10 @@ class SweepRecorder(Callback):
 
     def elapsed(self) -> float:
         return self._runtime.get("elapsed_before", 0.0) + time.time() - self._runtime.get("t0", time.time())
+
+    def slot_seconds(self) -> float:
+        """Wall seconds x slots, summed over this sweep's runs (each run at its own ``max_concurrent``)."""
+        return self._runtime.get("slot_s_before", 0.0) + (time.time() - self._runtime.get("t0", time.time())) * self.slots
 
     def _objectives(self) -> list[tuple[str, str]]:
         return [tuple(o) for o in getattr(self, "objectives", None) or []]  # absent in older tuner.pkl
@@ -575,7 +584,7 @@ class SweepRecorder(Callback):
 
     def status(self, final: bool = False) -> dict[str, Any]:
         summary = summarize_records(self.records, self.mode, self._objectives())
-        elapsed = self.elapsed()
+        elapsed, slot_s = self.elapsed(), self.slot_seconds()
         started_trials = len(self.records)
         running = {tid: {"epoch": rec.epochs, "planned_epochs": rec.planned_epochs, "best_value": rec.best_value}
                    for tid, rec in self.records.items() if rec.state == RUNNING}
@@ -600,7 +609,8 @@ class SweepRecorder(Callback):
             "usage": self.usage(),  # CPU-hours and GPU-hours (pielab.sweep.folder: resource accounting)
             "budget": {k: v for k, v in (getattr(self, "budget", None) or {}).items() if v is not None} or None,
             "budget_reason": self.deadline.spent,
-            "efficiency": round(summary["trial_time_s"] / (elapsed * self.slots), 4) if elapsed > 0 else None,
+            "slot_s": round(slot_s, 3),
+            "efficiency": round(summary["trial_time_s"] / slot_s, 4) if slot_s > 0 else None,
             "finished": bool(self._runtime.get("finished")) if final else False,
             "end": self._runtime.get("end") if final else None,
             "signal": self.interrupt_signal() if final else None,
