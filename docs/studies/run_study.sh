@@ -20,7 +20,6 @@ if [[ $only == all || $only == imdb ]]; then
 $pielab sweep sweeps/imdb_depth_residual.yaml --out "sweep_results/study-imdb-$stamp" \
     --set model.embed_dim=64 --set model.hidden=64 --set data.train_size=10000 --set data.max_len=150 \
     --set data.val_size=1000 --set data.test_size=2000 --set train.epochs=8 --set train.lr=3e-3 "${cpu[@]}"
-$pielab report "sweep_results/study-imdb-$stamp" --out docs/studies/imdb
 fi
 
 if [[ $only == all || $only == cifar10_he ]]; then
@@ -29,7 +28,6 @@ if [[ $only == all || $only == cifar10_he ]]; then
 $pielab sweep sweeps/cifar10_he_family.yaml --out "sweep_results/study-cifar10-he-$stamp" \
     --set model.width=16 --set data.train_size=2500 --set data.val_size=1000 --set data.test_size=1000 \
     --set train.epochs=8 "${cpu[@]}"
-$pielab report "sweep_results/study-cifar10-he-$stamp" --out docs/studies/cifar10_he
 fi
 
 if [[ $only == all || $only == cifar10 ]]; then
@@ -38,5 +36,11 @@ if [[ $only == all || $only == cifar10 ]]; then
 $pielab sweep sweeps/cifar10_depth_residual.yaml --out "sweep_results/study-cifar10-$stamp" \
     --set model.width=8 --set data.train_size=2000 --set data.val_size=1000 --set data.test_size=2000 \
     --set train.epochs=8 "${cpu[@]}"
-$pielab report "sweep_results/study-cifar10-$stamp" --out docs/studies/cifar10
 fi
+
+# Reports last: they rewrite tracked files under docs/studies/, and a trial that starts after that would
+# record its code version as "-dirty".
+for study in imdb:imdb cifar10-he:cifar10_he cifar10:cifar10; do
+    folder="sweep_results/study-${study%%:*}-$stamp"
+    if [[ -d $folder ]]; then $pielab report "$folder" --out "docs/studies/${study##*:}"; fi
+done
