@@ -36,7 +36,8 @@ from pielab.sweep.display import (  # noqa: F401  (best_table and LiveStatus: im
 from pielab.sweep.dblease import lease_for, read_lease_for
 from pielab.sweep.folder import (
     END_DIVERGED, END_FAILED, OPTUNA_DB, PARAMS_KEY, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR,
-    SweepFolder, is_remote, load_records, location, pareto_records, read_json, summarize_records, write_atomic,
+    SweepFolder, is_remote, load_records, location, pareto_records, read_json, recorded_slot_seconds, summarize_records,
+    write_atomic,
 )
 from pielab.sweep.lease import LEASE_FILE, DriverLease, LeaseHeld
 from pielab.sweep.storage import local_dir, remove_tree
@@ -492,14 +493,13 @@ def status_command(sweep_dir: str) -> int:
     console.print(f"sweep {folder.name} ({folder.path}): {state}")
     elapsed = status.get("elapsed_s")
     slots = status.get("slots") or spec_raw.get("max_concurrent") or 1
-    # slot-seconds as the driver counts them (each run at its own slots); older folders: wall x slots
-    slot_s = status.get("slot_s") or (float(elapsed) * slots if elapsed else None)
+    slot_s = recorded_slot_seconds(status, slots)
     if alive and not finished and status.get("updated"):
         try:
             from datetime import datetime
 
             since = max(0.0, time.time() - datetime.fromisoformat(status["updated"]).timestamp())
-            elapsed, slot_s = float(elapsed or 0) + since, float(slot_s or 0) + since * slots
+            elapsed, slot_s = float(elapsed or 0) + since, slot_s + since * slots
         except (TypeError, ValueError):
             pass
     eff = summary["trial_time_s"] / slot_s if slot_s else None

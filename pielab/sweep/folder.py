@@ -467,6 +467,14 @@ def trial_resources(spec: dict[str, Any]) -> dict[str, float]:
             for key, default in (("cpu", 1.0), ("gpu", 0.0))}
 
 
+def recorded_slot_seconds(status: dict[str, Any], default_slots: float) -> float:
+    """The slot-seconds a ``status.json`` accounts for: its ``slot_s`` (each run at its own slot count), or, in
+    a folder from before that field, its wall time x its ``slots`` (``default_slots`` when absent)."""
+    if status.get("slot_s"):
+        return float(status["slot_s"])
+    return float(status.get("elapsed_s") or 0.0) * float(status.get("slots") or default_slots)
+
+
 def held_seconds(rec: TrialRecord) -> float:
     """The seconds ``rec`` held its resources: ``held_s``, else (a record from before it) ``train_time_s``."""
     return rec.held_s if rec.held_s else rec.train_time_s

@@ -52,7 +52,7 @@ from pielab.files import json_text
 from pielab.sweep.folder import (
     END_COMPLETED, END_DIVERGED, END_EARLY, END_FAILED, ENDED_STATES, METRIC_KEYS, RUNNING, SEED_KEY, STATUS_FILE,
     TRIALS_DIR, TrialRecord, budget_reached, csv_text, end_state, load_records, location, now_iso, one_line,
-    planned_epochs, read_json, resource_usage, summarize_records, write_results_csv,
+    planned_epochs, read_json, recorded_slot_seconds, resource_usage, summarize_records, write_results_csv,
 )
 from pielab.sweep.search import Deadline
 
@@ -194,10 +194,8 @@ class SweepRecorder(Callback):
             started=previous.get("started") or now_iso(self.started_at),
             elapsed_before=float(previous.get("elapsed_s") or 0.0),
             # Slot-seconds of the earlier runs, at their own slot counts: `pielab resume --set max_concurrent=K`
-            # changes the slots, and efficiency must not charge the new count for the old wall time. A folder
-            # from before this field: its whole wall time at its recorded slots.
-            slot_s_before=float(previous.get("slot_s") or 0.0) or (float(previous.get("elapsed_s") or 0.0)
-                                                                    * float(previous.get("slots") or self.slots)),
+            # changes the slots, and efficiency must not charge the new count for the old wall time.
+            slot_s_before=recorded_slot_seconds(previous, self.slots),
             t0=self.started_at or time.time(),
             resumes=list(previous.get("resumes") or []) + ([now_iso()] if previous else []),
             tracker=self._make_tracker(),
