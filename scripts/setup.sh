@@ -1,26 +1,48 @@
 #!/usr/bin/env bash
-# Creates .venv in the repo root and installs pielab into it (editable).
-#   scripts/setup.sh          the package and its runtime dependencies
-#   scripts/setup.sh --test   plus the test extra and the system packages the tests use
-# Re-running is cheap: pip skips what is already installed.
+# Creates .venv in the repo root and installs pielab into it (editable), every dependency at the version
+# requirements.lock pins (scripts/lock.sh regenerates the lock).
+#   scripts/setup.sh            the package and its runtime dependencies
+#   scripts/setup.sh --test     plus the test extra and the system packages the tests use
+#   scripts/setup.sh --latest   without the lock: the newest releases pyproject.toml allows (with
+#                               PIELAB_VENV=.venv-latest, as scripts/check_latest.sh runs it)
+# PIELAB_VENV names another venv folder (default .venv). Re-running is cheap: pip skips what is already
+# installed at the wanted version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_test=0
-[[ "${1:-}" == "--test" ]] && want_test=1
+latest=0
+for arg in "$@"; do
+    case "$arg" in
+        --test) want_test=1 ;;
+        --latest) latest=1 ;;
+        *) echo "setup: unknown option $arg (--test, --latest)" >&2; exit 2 ;;
+    esac
+done
+venv=${PIELAB_VENV:-.venv}
+py="$venv/bin/python"
 
 python=${PYTHON:-python3}
-if [[ ! -x .venv/bin/python ]]; then
-    echo "setup: creating .venv with $($python --version)"
-    "$python" -m venv .venv
+if [[ ! -x "$py" ]]; then
+    echo "setup: creating $venv with $($python --version)"
+    "$python" -m venv "$venv"
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
+if [[ $latest == 1 ]]; then
+    pins=(--upgrade --upgrade-strategy eager)  # every dependency at its newest allowed release
+else
+    # The lock as constraints, not requirements: only what pielab (and --test's extra) needs is installed,
+    # each at its locked version, so a runtime install stays free of the test tools.
+    pins=(--constraint requirements.lock)
+fi
+"$py" -m pip install --quiet "${pins[@]}" pip setuptools
 extras=""
 [[ $want_test == 1 ]] && extras="[test]"
-echo "setup: installing pielab${extras} into .venv (the first run takes a few minutes: torch is large)"
-if ! .venv/bin/python -m pip install --progress-bar off -e ".${extras}" > .venv/pip-install.log 2>&1; then
-    grep -v "is ignored: it is neither a file nor a directory" .venv/pip-install.log | tail -30 >&2
-    echo "setup: pip install failed (full log: .venv/pip-install.log)" >&2
+echo "setup: installing pielab${extras} into $venv$([[ $latest == 1 ]] && echo ' (newest releases, no lock)' || echo ' from requirements.lock') (the first run takes a few minutes: torch is large)"
+# No build isolation: the editable build uses the venv's setuptools instead of fetching one of its own.
+if ! "$py" -m pip install --progress-bar off --no-build-isolation "${pins[@]}" -e ".${extras}" \
+        > "$venv/pip-install.log" 2>&1; then
+    grep -v "is ignored: it is neither a file nor a directory" "$venv/pip-install.log" | tail -30 >&2
+    echo "setup: pip install failed (full log: $venv/pip-install.log)" >&2
     exit 1
 fi
 if [[ $want_test == 1 ]]; then
@@ -37,17 +59,17 @@ if [[ $want_test == 1 ]]; then
     command -v ninja > /dev/null || missing+=(ninja-build)
     if (( ${#missing[@]} )); then
         echo "setup: installing ${missing[*]} with apt-get"
-        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } > .venv/apt-install.log 2>&1; then
-            tail -20 .venv/apt-install.log >&2
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } > "$venv/apt-install.log" 2>&1; then
+            tail -20 "$venv/apt-install.log" >&2
             echo "setup: apt-get install ${missing[*]} failed (run as root, or install them yourself)" >&2
             exit 1
         fi
     fi
 fi
-.venv/bin/python -c "import pielab, torch" || { echo "setup: pielab did not install" >&2; exit 1; }
+"$py" -c "import pielab, torch" || { echo "setup: pielab did not install" >&2; exit 1; }
 # Our LSTM's C++ step loops, built once here so no trial pays the ~40 s compile; on failure the LSTM runs its
 # Python loops (slower at small sizes), so this step warns and setup goes on.
 echo "setup: building our LSTM's C++ step loops (about a minute the first time)"
-.venv/bin/python -c "from pielab.models.lstm import build_extension; build_extension()" \
+"$py" -c "from pielab.models.lstm import build_extension; build_extension()" \
     || echo "setup: warning: the C++ step loops did not build; our LSTM will use its Python loops" >&2
-echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
+echo "setup: done ($("$py" -c 'import torch, optuna, ray; print("torch", torch.__version__, "· optuna", optuna.__version__, "· ray", ray.__version__)'))"

@@ -248,3 +248,154 @@ def test_tune_no_longer_copies_aws_credentials_into_trainables(monkeypatch):
     compat.keep_credentials_out_of_runtime_env()
     assert not set(compat.AWS_SECRETS) & class_cache.ENV_VARS_TO_PROPAGATE
     assert "PL_DISABLE_FORK" in class_cache.DEFAULT_ENV_VARS  # the rest of the mechanism is untouched
+
+
+# --------------------------------------------------------------------------- what goes into Tune's pickles
+#
+# Tune pickles the searcher twice: into tuner.pkl (with the Tuner, by ray.cloudpickle) and into its
+# searcher-state file (PielabOptunaSearch.save, by pickle). Everything the searcher holds must survive
+# both under the installed releases: optuna 5.1.0 made NSGAIISampler hold a threading.Lock, and every
+# multi-objective sweep died in tuner.pkl. pielab's samplers pickle as their recipe (search.SamplerRecipe).
+
+GRID_SPACE = SearchSpace.from_dict({"parameters": {
+    "train.lr": {"type": "categorical", "choices": [1e-3, 1e-2, 1e-1]},
+    "model.depth": {"type": "categorical", "choices": [10, 18]},
+}})
+OBJECTIVES = (("val/acc", "max"), ("model/params", "min"))
+
+
+def _versions() -> str:
+    import ray
+
+    return f"optuna {optuna.__version__}, ray {ray.__version__}"
+
+
+def _searcher(algorithm: str, n_objectives: int, url: str):
+    from pielab.sweep.search import make_storage
+
+    metrics = [m for m, _ in OBJECTIVES[:n_objectives]]
+    modes = [m for _, m in OBJECTIVES[:n_objectives]]
+    return PielabOptunaSearch(
+        GRID_SPACE, metric=metrics if n_objectives > 1 else metrics[0], mode=modes if n_objectives > 1 else modes[0],
+        sampler=make_sampler(algorithm, 0, {}, GRID_SPACE), storage=make_storage(url, sweep_local=True),
+        study_name="compat", base_epochs=2)
+
+
+def _finish(searcher, trial_id: str, acc: float) -> None:
+    searcher.suggest(trial_id)
+    for epoch in (1, 2):
+        result = {"epoch": epoch, "val/acc": acc * epoch / 2, "model/params": 1000.0 + acc}
+        searcher.on_trial_result(trial_id, result)
+    searcher.on_trial_complete(trial_id, result=result)
+
+
+def _cases():
+    from pielab.sweep.spec import ALGORITHMS, MULTI_OBJECTIVE_ALGORITHMS
+
+    return [(a, 1) for a in ALGORITHMS] + [(a, 2) for a in MULTI_OBJECTIVE_ALGORITHMS]
+
+
+@pytest.mark.parametrize("algorithm,n_objectives", _cases())
+def test_searcher_state_pickles_and_restores_for_every_sampler(tmp_path, algorithm, n_objectives):
+    """Each search.algorithm pielab accepts, with one objective and (where the sampler takes several)
+    two: the searcher pickles as Tune pickles it (tuner.pkl and the searcher state), and a searcher
+    restored from that state continues the same study with a sampler of the same kind."""
+    from ray import cloudpickle
+    from ray.tune.search import ConcurrencyLimiter
+
+    from pielab.sweep.session import ActiveSweep, running
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    what = f"{_versions()}: pielab needs the {algorithm} sampler's searcher ({n_objectives} objective(s))"
+    with running(ActiveSweep(sweep_dir=tmp_path, optuna_url=url)):
+        searcher = _searcher(algorithm, n_objectives, url)
+        for i, acc in enumerate((0.3, 0.5)):
+            _finish(searcher, f"t{i}", acc)
+        searcher.suggest("t2")  # still running when Tune saves
+        generator = compat.MovableSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=2))
+        try:
+            cloudpickle.loads(cloudpickle.dumps(generator))
+        except Exception as exc:  # noqa: BLE001 - the message says which library broke what
+            pytest.fail(f"{what} to pickle into Tune's tuner.pkl: {type(exc).__name__}: {exc}")
+        searcher.save(str(tmp_path / "searcher.pkl"))
+
+        restored = _searcher(algorithm, n_objectives, url)
+        restored.restore(str(tmp_path / "searcher.pkl"))
+    study = compat.searcher_study(restored)
+    sampler = study.sampler
+    assert type(sampler).__name__ == type(searcher._sampler).__name__, what
+    assert sampler.pielab_recipe.algorithm == algorithm and sampler.pielab_recipe.stream == 3, what
+    assert restored._sampler is sampler
+    assert study.study_name == "compat" and len(study.trials) == 3, what
+    _finish(restored, "t2", 0.6)  # the trial that was running continues in the same study
+    _finish(restored, "t3", 0.4)
+    states = [t.state.name for t in optuna.load_study(study_name="compat", storage=url).trials]
+    assert states == ["COMPLETE"] * 4, (what, states)
+
+
+def test_resumed_sampler_draws_new_numbers_and_the_same_ones_on_every_resume():
+    """A sampler rebuilt on a resume is seeded from (seed, trials so far): it does not replay the first
+    run's random draws (TPE's and NSGA-II's start-up trials would repeat), and is deterministic."""
+    from pielab.sweep.search import build_sampler
+
+    first = make_sampler("random", 7, {}, SPACE).pielab_recipe
+    draws = {}
+    for recipe in (first, first.continued(4), first.continued(4), first.continued(5)):
+        study = optuna.create_study(sampler=build_sampler(recipe))
+        draws.setdefault(recipe.stream, []).append(study.ask().suggest_float("x", 0, 1))
+    assert draws[4][0] == draws[4][1]
+    assert len({draws[0][0], draws[4][0], draws[5][0]}) == 3
+
+
+def test_searcher_pickled_before_recipes_gets_the_running_sweeps_sampler(tmp_path):
+    """A searcher state written before samplers pickled as recipes holds Optuna's own sampler object
+    (under optuna 5.1 an NSGAIISampler unpickled from 5.0 lacks its lock); on a resume the sampler is
+    rebuilt from the running sweep's recipe."""
+    from pielab.sweep.session import ActiveSweep, running
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with running(ActiveSweep(sweep_dir=tmp_path, optuna_url=url)):
+        searcher = _searcher("random", 1, url)
+        _finish(searcher, "t0", 0.5)
+        plain = optuna.samplers.RandomSampler(seed=0)  # what an older pielab pickled
+        searcher._sampler = compat.searcher_study(searcher).sampler = plain
+        searcher.save(str(tmp_path / "searcher.pkl"))
+    recipe = make_sampler("nsga2", 0, {}, SPACE).pielab_recipe
+    with running(ActiveSweep(sweep_dir=tmp_path, optuna_url=url, sampler=recipe)):
+        restored = _searcher("random", 1, url)
+        restored.restore(str(tmp_path / "searcher.pkl"))
+    sampler = compat.searcher_study(restored).sampler
+    assert isinstance(sampler, optuna.samplers.NSGAIISampler) and sampler.pielab_recipe.stream == 1
+
+
+def test_optuna_apis_pielab_relies_on():
+    """Public Optuna behaviour pielab builds on, each named with the version that broke it."""
+    v = f"optuna {optuna.__version__}"
+    study = optuna.create_study()
+    study.sampler = replacement = optuna.samplers.RandomSampler(seed=0)
+    assert study.sampler is replacement, f"{v}: pielab needs Study.sampler settable (a resumed sweep's sampler)"
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    assert hasattr(trial, "set_constraint"), f"{v}: pielab needs Trial.set_constraint (outcome constraints)"
+    trial.set_constraint("params<=1", 0.5)
+    study.tell(trial, 1.0)
+    frozen = study.trials[0]
+    assert frozen.constraints == {"params<=1": 0.5}, \
+        f"{v}: pielab needs FrozenTrial.constraints to read what set_constraint wrote (warm starts copy them)"
+    assert frozen.system_attrs.get("constraints:params<=1") == 0.5, \
+        f"{v}: pielab needs constraints stored as the 'constraints:<key>' system attributes (warm_start writes them)"
+    storage = optuna.storages.RDBStorage("sqlite://")
+    state = storage.__getstate__()
+    assert "url" in state and "engine" not in state, \
+        f"{v}: pielab needs RDBStorage.__getstate__ to keep 'url' and drop the engine (SweepStorage rewrites the url)"
+
+
+def test_ray_optuna_search_save_restore_is_its_dict():
+    """ray's OptunaSearch.save pickles the searcher's __dict__ and restore updates __dict__ from it:
+    PielabOptunaSearch.save and restore extend exactly that."""
+    import ray
+    from ray.tune.search.optuna import OptunaSearch
+
+    source = inspect.getsource(OptunaSearch.save) + inspect.getsource(OptunaSearch.restore)
+    assert "self.__dict__.copy()" in source and "self.__dict__.update(" in source, \
+        f"ray {ray.__version__}: pielab needs OptunaSearch.save/restore to pickle the searcher's __dict__"

@@ -189,6 +189,40 @@ def test_exhausted_retries_fail_and_divergence_is_not_retried(tmp_path, cifar_pa
     assert status["finished"] is True
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["asha", "fifo"])
+def test_trial_diverging_in_its_first_epoch_ends_alone(tmp_path, cifar_path, pielab_exe, scheduler):
+    """SGD at learning rate 1e12 turns the loss non-finite inside epoch 1, before any result: the trial's
+    closing result must still carry the metric (Tune's scheduler and searcher check it in every result;
+    once it did not, and the whole sweep died). The trial is diverged with its reason in the folder,
+    `pielab status` and Optuna (FAIL); the other trial completes; the sweep exits 0."""
+    sched = {"name": "asha", "grace_period": 1, "reduction_factor": 2} if scheduler == "asha" else {"name": "fifo"}
+    spec = tiny_spec(cifar_path, name=f"diverge-first-{scheduler}", num_trials=2, epochs=2,
+                     space={"parameters": {"train.lr": {"type": "categorical", "choices": [0.01, 1.0e12]}}},
+                     search={"algorithm": "grid", "seed": 0}, scheduler=sched)
+    spec["base"]["train"]["optimizer"] = "sgd"
+    sweep = run_sweep(pielab_exe, spec, tmp_path)
+    assert sweep.rc == 0, ok(sweep)
+    assert "Traceback" not in sweep.stdout + sweep.stderr, ok(sweep)
+    by_lr = {}
+    for tid, res in results(sweep.dir).items():
+        lr = yaml.safe_load((sweep.dir / "trials" / tid / "config.yaml").read_text())["train"]["lr"]
+        by_lr[lr] = (tid, res)
+    (bad_id, bad), (good_id, good) = by_lr[1.0e12], by_lr[0.01]
+    assert bad["state"] == "diverged" and "epoch 1" in bad["reason"], bad
+    assert good["state"] == "completed", good
+    assert metrics_epochs(sweep.dir, good_id) == [1, 2]
+    by_id = {t.user_attrs["trial_id"]: t for t in study_of(sweep.dir).trials}
+    assert by_id[bad_id].state.name == "FAIL" and by_id[bad_id].user_attrs["end"] == "diverged"
+    assert "epoch 1" in by_id[bad_id].user_attrs["reason"]
+    assert by_id[good_id].state.name == "COMPLETE"
+    status = subprocess.run([*pielab_exe, "status", str(sweep.dir)], capture_output=True, text=True,
+                            env=sweep_env(tmp_path), timeout=120)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert bad_id in status.stdout and "diverged" in status.stdout, status.stdout
+    assert json.loads((sweep.dir / "status.json").read_text())["finished"] is True
+
+
 # --------------------------------------------------------------------------- 3. driver crash, Ctrl-C, resume
 
 

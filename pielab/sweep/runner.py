@@ -24,7 +24,9 @@ from pielab.sweep.session import (
     ActiveSweep, check_resources, localize_env, localize_paths, running, set_quiet_env, start_ray,
 )
 from pielab.sweep.storage import tune_storage
-from pielab.sweep.tuner import make_trainable, make_tuner, optuna_url, tracking_settings, trial_base
+from pielab.sweep.tuner import (
+    make_trainable, make_tuner, optuna_url, sampler_recipe, tracking_settings, trial_base,
+)
 
 __all__ = [
     "SweepOutcome", "SweepRecorder", "SweepStopper", "localize_env", "localize_paths", "run_sweep", "set_quiet_env",
@@ -86,7 +88,7 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
         # Tune's pickles (tuner.pkl, the searcher's state) name neither the folder's place nor the
         # database password: while this is active they bind to the folder where it is now.
         with running(ActiveSweep(sweep_dir=sweep_dir, optuna_url=url, recorder=settings, display=display,
-                                 extend=extend if restore else None)):
+                                 extend=extend if restore else None, sampler=sampler_recipe(spec))):
             if restore:
                 tune_path, tune_fs = tune_storage(sweep_dir / TUNE_DIR)
                 tuner = tune.Tuner.restore(tune_path, trainable=make_trainable(spec, sweep_dir),

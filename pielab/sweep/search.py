@@ -59,6 +59,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import optuna
@@ -352,6 +353,7 @@ class PielabOptunaSearch(OptunaSearch):
         super().restore(checkpoint_path)
         self._deadline = deadline
         study, asked = searcher_study(self), searcher_trials(self)
+        self._continue_sampler(study)
         finished = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
         for trial_id, ot_trial in asked.items():
             if ot_trial.number in finished:
@@ -366,6 +368,25 @@ class PielabOptunaSearch(OptunaSearch):
                 study.tell(frozen.number, state=TrialState.FAIL)
             except Exception:  # another process may own it (a shared RDB): leave it alone
                 pass
+
+
+    def _continue_sampler(self, study: optuna.Study) -> None:
+        """Give the restored study a sampler rebuilt from its recipe, on a seed stream of its own.
+
+        The recipe is the pickled sampler's (:class:`SamplerRecipe`), or, for a searcher pickled before
+        samplers pickled as recipes (whose unpickled sampler may lack what its class now needs, such
+        as Optuna 5.1 NSGA-II's lock), the running sweep's (:attr:`ActiveSweep.sampler`).
+        """
+        from pielab.sweep.session import active_sweep
+
+        recipe = getattr(self._sampler, "pielab_recipe", None)
+        if recipe is None:
+            active = active_sweep()
+            recipe = getattr(active, "sampler", None)
+        if recipe is None or study is None:
+            return
+        sampler = build_sampler(recipe.continued(len(study.get_trials(deepcopy=False))))
+        self._sampler = study.sampler = sampler
 
 
 def tell_unreported(storage_url: str, study_name: str, ended: dict[str, str], mode: str,
@@ -429,35 +450,115 @@ def optuna_grid(space: Any) -> dict[str, list[Any]]:
     return out
 
 
+@dataclass(frozen=True)
+class SamplerRecipe:
+    """What builds a sweep's Optuna sampler: the spec's ``search`` section, resolved.
+
+    A sampler built from a recipe pickles as its recipe (see :class:`_Rebuilt`), never as the object:
+    Tune pickles the searcher (``tuner.pkl``, the searcher state) and with it the sampler, and a sampler
+    may hold what no pickle takes (Optuna 5.1's ``NSGAIISampler`` holds a ``threading.Lock``). What the
+    samplers learn lives in the study, which is in the storage, so a rebuilt sampler continues it.
+
+    ``algorithm``: one of ``ALGORITHMS``; ``seed``: the spec's ``search.seed`` (None: unseeded);
+    ``options``: the sampler's extra keyword arguments; ``grid``: ``search.algorithm: grid``'s values
+    as Optuna stores them (:func:`optuna_grid`); ``stream``: 0 for a sweep's first run, else the number
+    of trials the study held when a resume rebuilt the sampler (see :meth:`continued`).
+    """
+
+    algorithm: str
+    seed: int | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+    grid: tuple[tuple[str, tuple[Any, ...]], ...] | None = None
+    stream: int = 0
+
+    def continued(self, n_trials: int) -> "SamplerRecipe":
+        """The recipe for a sampler that continues a study of ``n_trials`` trials (a resume).
+
+        A rebuilt sampler with the first run's seed would draw the first run's random numbers again
+        (TPE's and NSGA-II's start-up trials would repeat the first configurations); a seed derived
+        from (seed, n_trials) draws new ones, and the same folder resumed twice draws the same.
+        """
+        return replace(self, stream=int(n_trials))
+
+    def effective_seed(self) -> int | None:
+        if self.seed is None or self.stream == 0:
+            return self.seed
+        import numpy as np
+
+        return int(np.random.SeedSequence([int(self.seed), self.stream]).generate_state(1)[0])
+
+
+class _Rebuilt:
+    """Mixed into each sampler class that :func:`build_sampler` makes: pickles as its recipe."""
+
+    pielab_recipe: SamplerRecipe
+
+    def __reduce__(self):
+        return (build_sampler, (self.pielab_recipe,))
+
+
+_REBUILT_CLASSES: dict[type, type] = {}
+
+
+def _rebuilt_class(cls: type) -> type:
+    if cls not in _REBUILT_CLASSES:
+        _REBUILT_CLASSES[cls] = type(cls.__name__, (_Rebuilt, cls), {"__module__": cls.__module__,
+                                                                     "__qualname__": cls.__qualname__})
+    return _REBUILT_CLASSES[cls]
+
+
 def make_sampler(algorithm: str, seed: int | None, options: dict[str, Any], space: Any) -> optuna.samplers.BaseSampler:
-    """A seeded Optuna sampler for ``search.algorithm``; extra ``search`` keys go to its constructor."""
-    options = dict(options or {})
+    """A seeded Optuna sampler for ``search.algorithm``; extra ``search`` keys go to its constructor.
+
+    The sampler pickles as its :class:`SamplerRecipe`. Raises ConfigError for an unknown algorithm, an
+    option its constructor refuses, or a missing package (cmaes, scipy).
+    """
+    return build_sampler(sampler_recipe(algorithm, seed, options, space))
+
+
+def sampler_recipe(algorithm: str, seed: int | None, options: dict[str, Any], space: Any) -> SamplerRecipe:
+    """The :class:`SamplerRecipe` of a spec's ``search`` section over ``space`` (a SearchSpace)."""
+    grid = None
+    if algorithm == "grid":
+        grid = tuple((k, tuple(v)) for k, v in optuna_grid(space).items())
+    return SamplerRecipe(algorithm, seed, tuple(sorted((options or {}).items())), grid)
+
+
+def build_sampler(recipe: SamplerRecipe) -> optuna.samplers.BaseSampler:
+    """The sampler a :class:`SamplerRecipe` describes (what unpickling a pickled sampler calls)."""
+    algorithm, seed, options = recipe.algorithm, recipe.effective_seed(), dict(recipe.options)
+    samplers = optuna.samplers
+    if algorithm == "tpe":
+        options.setdefault("constant_liar", True)  # parallel trials: running ones count as "bad" guesses
+        cls = samplers.TPESampler
+    elif algorithm == "gp":
+        try:
+            import scipy  # noqa: F401  (GPSampler fits its kernel with scipy and torch)
+            import torch  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(f"search.algorithm gp needs {exc.name}: pip install {exc.name}") from None
+        cls = samplers.GPSampler
+    elif algorithm == "random":
+        cls = samplers.RandomSampler
+    elif algorithm == "grid":
+        options["search_space"] = {k: list(v) for k, v in recipe.grid or ()}
+        cls = samplers.GridSampler
+    elif algorithm == "nsga2":
+        cls = samplers.NSGAIISampler
+    elif algorithm == "cmaes":
+        try:
+            import cmaes  # noqa: F401  (Optuna's CmaEsSampler needs it at sampling time)
+        except ImportError:
+            raise ConfigError("search.algorithm cmaes needs the cmaes package: pip install cmaes") from None
+        cls = samplers.CmaEsSampler
+    else:
+        raise ConfigError(f"search.algorithm: {algorithm!r} is not one of {', '.join(ALGORITHMS)}")
     try:
-        if algorithm == "tpe":
-            options.setdefault("constant_liar", True)  # parallel trials: running ones count as "bad" guesses
-            return optuna.samplers.TPESampler(seed=seed, **options)
-        if algorithm == "gp":
-            try:
-                import scipy  # noqa: F401  (GPSampler fits its kernel with scipy and torch)
-                import torch  # noqa: F401
-            except ImportError as exc:
-                raise ConfigError(f"search.algorithm gp needs {exc.name}: pip install {exc.name}") from None
-            return optuna.samplers.GPSampler(seed=seed, **options)
-        if algorithm == "random":
-            return optuna.samplers.RandomSampler(seed=seed, **options)
-        if algorithm == "grid":
-            return optuna.samplers.GridSampler(optuna_grid(space), seed=seed, **options)
-        if algorithm == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed, **options)
-        if algorithm == "cmaes":
-            try:
-                import cmaes  # noqa: F401  (Optuna's CmaEsSampler needs it at sampling time)
-            except ImportError:
-                raise ConfigError("search.algorithm cmaes needs the cmaes package: pip install cmaes") from None
-            return optuna.samplers.CmaEsSampler(seed=seed, **options)
+        sampler = _rebuilt_class(cls)(seed=seed, **options)
     except TypeError as exc:
         raise ConfigError(f"search: option not accepted by the {algorithm} sampler: {exc}") from None
-    raise ConfigError(f"search.algorithm: {algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+    sampler.pielab_recipe = recipe
+    return sampler
 
 
 def set_trial_user_attr(storage: optuna.storages.BaseStorage, study_name: str, number: int, key: str,

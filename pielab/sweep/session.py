@@ -39,7 +39,9 @@ class ActiveSweep:
     this run (:class:`~pielab.sweep.recorder.SweepRecorder` keyword arguments). ``display``: the
     live terminal status, or None. ``extend``: ``{"num_trials", "max_concurrent"}`` when ``pielab
     resume --set`` continues the sweep past what it started with (the restored search generator
-    takes them: :meth:`pielab.sweep.compat.MovableSearchGenerator.extend`), else None.
+    takes them: :meth:`pielab.sweep.compat.MovableSearchGenerator.extend`), else None. ``sampler``: the
+    spec's :class:`~pielab.sweep.search.SamplerRecipe`, for a searcher pickled before samplers pickled
+    as recipes.
     """
 
     sweep_dir: Path
@@ -47,6 +49,7 @@ class ActiveSweep:
     recorder: dict[str, Any] = field(default_factory=dict)
     display: Any = None
     extend: dict[str, int] | None = None
+    sampler: Any = None  # the spec's SamplerRecipe (pielab.sweep.search): rebuilds the sampler on a resume
 
 
 # One sweep at a time per driver process (Tune's fit runs on the main thread); a stack only so that

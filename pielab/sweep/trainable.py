@@ -261,13 +261,15 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | lis
     carry each, as NaN when unmeasured: Tune requires the searcher's metrics in every result);
     ``sweep_dir``: a local folder as text, or one on object storage as its ObjectPath."""
     last: dict[str, Any] = {"epoch": 0}
-    reported = [metric] if isinstance(metric, str) else list(metric)
+    # Every result must carry these (Tune's scheduler and searcher check them), the closing ones too.
+    # One name, one meaning: a diverging first epoch once met this list rebound to a dict here.
+    objectives = (metric,) if isinstance(metric, str) else tuple(metric)
 
     def end(flag: str, exc: Exception, default_reason: str) -> None:
         # One flagged result, then return: Tune records the trial as ended, not errored, so it is
         # not retried. The epoch stays the last reported one, so the scheduler records no new rung.
         final = dict(last)
-        for key in reported:
+        for key in objectives:
             final.setdefault(key, math.nan)
         final.update({flag: True, "reason": str(exc) or default_reason})
         tune.report(final)
@@ -277,8 +279,8 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | lis
         # One closing result that repeats the recorded end (the scheduler requires the metric in every
         # result); the driver's recorder ignores results of trials it already holds as ended.
         value = ended.get("best_value")
-        closing = {key: math.nan for key in reported}
-        closing[reported[0]] = math.nan if value is None else value
+        closing = {key: math.nan for key in objectives}
+        closing[objectives[0]] = math.nan if value is None else value
         tune.report({"epoch": int(ended.get("epochs") or 0), **closing})
         return
     try:
@@ -298,12 +300,13 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | lis
         _journal(f"start after_epoch={last['epoch']} pid={os.getpid()} node={_node_ip()} gpus={_gpu_ids()} "
                  f"at={time.time():.3f}")
 
-        reported = {"provenance": False}
+        provenance_sent = False  # the device line goes with the first epoch a run reports
         # When this run's first training batch reached the model (time.time()): written once, on the
         # first epoch's journal line (``epoch N first_batch_at=T``), so measuring it costs no extra write.
         first_batch: list[float] = []
 
         def on_epoch(metrics: dict[str, Any], epoch_state: dict[str, Any]) -> None:
+            nonlocal provenance_sent
             if faults:  # tests only: PIELAB_FAULTS (pielab.sweep.faults); fires before the epoch is saved
                 from pielab.sweep.faults import maybe_fault
 
@@ -313,10 +316,10 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | lis
                 metrics[PARAMS_KEY] = int(epoch_state["params"])
             last.clear()
             last.update(metrics)
-            if not reported["provenance"] and epoch_state.get("provenance"):
+            if not provenance_sent and epoch_state.get("provenance"):
                 # The device this trial trains on (a restarted trial may land on another node: it says so again).
                 metrics[PROVENANCE_KEY] = json.dumps(epoch_state["provenance"], sort_keys=True)
-                reported["provenance"] = True
+                provenance_sent = True
             with tempfile.TemporaryDirectory(prefix=staging) as tmp:
                 torch.save(epoch_state, os.path.join(tmp, STATE_FILE))
                 # Tune copies the folder into the trial's storage before report returns.

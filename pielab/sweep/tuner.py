@@ -84,12 +84,11 @@ def make_searcher(spec, sweep_dir: Path, deadline=None):
 
     from pielab.sweep.compat import MovableSearchGenerator
 
-    from pielab.sweep.search import PielabOptunaSearch, make_sampler, make_storage
+    from pielab.sweep.search import PielabOptunaSearch, build_sampler, make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" lines
-    sampler = make_sampler(spec.search.algorithm, spec.search.seed, spec.search.sampler_options(), spec.space)
     searcher = PielabOptunaSearch(
-        spec.space, sampler=sampler,
+        spec.space, sampler=build_sampler(sampler_recipe(spec)),
         # a multi-objective study takes lists (Ray's OptunaSearch then creates it with directions=[...])
         metric=spec.objective_metrics if spec.multi_objective else spec.metric,
         mode=spec.objective_modes if spec.multi_objective else spec.mode,
@@ -98,6 +97,14 @@ def make_searcher(spec, sweep_dir: Path, deadline=None):
         seeds=spec.seeds, deadline=deadline, baselines=baselines(spec), constraints=spec.constraints,
     )
     return MovableSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent))
+
+
+def sampler_recipe(spec):
+    """The spec's ``search`` section as a :class:`~pielab.sweep.search.SamplerRecipe` (what the sweep's
+    sampler is built from, and rebuilt from on a resume)."""
+    from pielab.sweep.search import sampler_recipe as recipe
+
+    return recipe(spec.search.algorithm, spec.search.seed, spec.search.sampler_options(), spec.space)
 
 
 def baselines(spec) -> list[dict[str, Any]]:
