@@ -209,12 +209,13 @@ def test_trial_diverging_in_its_first_epoch_ends_alone(tmp_path, cifar_path, pie
         lr = yaml.safe_load((sweep.dir / "trials" / tid / "config.yaml").read_text())["train"]["lr"]
         by_lr[lr] = (tid, res)
     (bad_id, bad), (good_id, good) = by_lr[1.0e12], by_lr[0.01]
-    assert bad["state"] == "diverged" and "epoch 1" in bad["reason"], bad
+    assert bad["state"] == "diverged" and "non-finite" in bad["reason"], bad
+    assert bad["epochs"] == 0 and metrics_epochs_safe(sweep.dir, bad_id) == [], bad
     assert good["state"] == "completed", good
     assert metrics_epochs(sweep.dir, good_id) == [1, 2]
     by_id = {t.user_attrs["trial_id"]: t for t in study_of(sweep.dir).trials}
     assert by_id[bad_id].state.name == "FAIL" and by_id[bad_id].user_attrs["end"] == "diverged"
-    assert "epoch 1" in by_id[bad_id].user_attrs["reason"]
+    assert "non-finite" in by_id[bad_id].user_attrs["reason"]
     assert by_id[good_id].state.name == "COMPLETE"
     status = subprocess.run([*pielab_exe, "status", str(sweep.dir)], capture_output=True, text=True,
                             env=sweep_env(tmp_path), timeout=120)

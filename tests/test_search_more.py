@@ -181,11 +181,12 @@ def test_baselines_then_resume_set_num_trials_then_warm_start_with_gp_hyperband_
     again = run(pielab_exe, "resume", str(first), env=env, timeout=120)
     assert again.returncode == 0 and "already finished" in again.stdout, text(again)
 
-    # --from: a narrower space (the baselines' lr 1e-3 falls outside it), GP, Hyperband, constraints
+    # --from: a narrower space (the baselines' lr 1e-3 falls outside it; TPE's draws after them, near 1e-3
+    # but continuous, inside), GP, Hyperband, constraints
     warm = tiny_spec(cifar_path, name="second", num_trials=2, epochs=2,
                      search={"algorithm": "gp", "seed": 0, "n_startup_trials": 1},
                      scheduler={"name": "hyperband", "grace_period": 1, "reduction_factor": 2},
-                     space={"parameters": {"train.lr": {"type": "float", "low": 1.1e-3, "high": 1.0e-2, "log": True},
+                     space={"parameters": {"train.lr": {"type": "float", "low": 1.0001e-3, "high": 1.0e-2, "log": True},
                                            "model.residual": {"type": "bool"}}},
                      constraints=["params <= 1e9", "val/acc >= 0.9"])
     (tmp_path / "second.yaml").write_text(yaml.safe_dump(warm, sort_keys=False))
