@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, create_model, with_config
 
 from pielab.errors import ConfigError
-from pielab.yamlfile import Problems, load_yaml, parse_value, type_phrase
+from pielab.yamlfile import Problems, dump_yaml, load_yaml, parse_value, type_phrase
 
 __all__ = [
     "Config", "DataConfig", "TrainConfig", "TrackingConfig", "SECTIONS", "TASK_DEFAULTS", "apply_params",
@@ -482,4 +481,4 @@ def save_config(config: Config, path: str | Path) -> None:
     raw = config.to_dict()
     if config.provenance is not None:
         raw["provenance"] = config.provenance
-    Path(path).write_text(yaml.safe_dump(raw, sort_keys=False))
+    Path(path).write_text(dump_yaml(raw, sort_keys=False))

@@ -46,6 +46,21 @@ _FLOAT_12 = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"
 _LineLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+.0123456789"))
 
 
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+    """A safe dumper that quotes the text the loader would read as a number: PyYAML's own dumper writes
+    the text ``17469e9`` (a git commit's short hash) bare, and the YAML 1.2 loader above reads it back as
+    the float 1.7469e13."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+.0123456789"))
+
+
+def dump_yaml(data: Any, **kwargs: Any) -> str:
+    """``yaml.safe_dump`` whose output :func:`load_yaml` reads back as the same values (see ``_Dumper``).
+    Keyword arguments as for ``yaml.dump`` (``sort_keys``, ``default_flow_style``, ...)."""
+    return yaml.dump(data, Dumper=_Dumper, **kwargs)
+
+
 class _LinedDict(dict):
     lines: dict[Any, int]
     repeated: list[tuple[Any, int, int]]  # (key, first line, repeated line)

@@ -103,3 +103,13 @@ def test_int_widens_to_float_but_bool_is_not_an_int():
     assert isinstance(cfg.train.lr, float)
     with pytest.raises(ConfigError):
         load_config("myresnet34", ["train.epochs=true"])
+
+
+def test_text_that_reads_as_a_number_is_quoted_when_written():
+    """pielab reads YAML numbers as YAML 1.2 does (1e-3 is a float), PyYAML writes by YAML 1.1's rules, where
+    the text 17469e9 (a commit's short hash, as provenance records it) needs no quotes: written bare, it
+    came back as the float 1.7469e13 and every replay of that commit warned of other versions."""
+    from pielab.yamlfile import dump_yaml, load_text
+
+    values = {"code": "17469e9", "text_lr": "1e-3", "hash": "0731eed", "lr": 1e-3, "n": 3, "word": "yes"}
+    assert load_text(dump_yaml(values, sort_keys=False)) == values

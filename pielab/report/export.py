@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import yaml
 
 from pielab.config import config_from_dict
 from pielab.errors import PielabError
@@ -21,6 +20,7 @@ from pielab.report.tables import load_sweep, number
 from pielab.sweep.folder import test_acc_note
 from pielab.sweep.storage import local_dir
 from pielab.text import fmt_value
+from pielab.yamlfile import dump_yaml
 
 
 def export_paths(out: Path, count: int) -> list[Path]:
@@ -108,7 +108,7 @@ def export_configs(sweep_dir: str | Path, top: int = 1, out: str | Path | None =
         body = config.to_dict()
         if recorded:
             body[PROVENANCE] = recorded  # pielab.config accepts it; `pielab train` compares it with this machine
-        files[path] = "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False)
+        files[path] = "\n".join(header) + "\n" + dump_yaml(body, sort_keys=False)
     for path, text in files.items():  # rendered all first: a config that fails to validate writes nothing
         write_atomic(path, text)
     return paths

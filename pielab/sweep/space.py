@@ -36,12 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import ConfigDict, ValidationError, create_model
 
 from pielab.config import SECTIONS, Bool, Config, Float, Int, apply_params, load_yaml
 from pielab.errors import ConfigError
-from pielab.yamlfile import Problems, describe
+from pielab.yamlfile import Problems, describe, dump_yaml
 
 if TYPE_CHECKING:  # optuna is only needed by whoever passes the trial in
     import optuna
@@ -79,7 +78,7 @@ def _fmt(value: Any) -> str:
         return text if any(c in text for c in ".ein") else text + ".0"  # 1.0 stays a float to the eye
     if isinstance(value, str):
         return value
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
+    return dump_yaml(value, default_flow_style=True).strip().removesuffix("\n...").strip()
 
 
 def _encode(value: Any) -> Any:

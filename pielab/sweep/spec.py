@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, with_config
 
 from pielab.config import (
@@ -53,7 +52,7 @@ from pielab.config import (
 )
 from pielab.errors import ConfigError
 from pielab.text import fmt_value
-from pielab.yamlfile import Problems
+from pielab.yamlfile import Problems, dump_yaml
 from pielab.sweep.space import SearchSpace, load_space
 from pielab.sweep.folder import METRIC_KEYS, PARAMS_KEY, mask_password, strip_password
 
@@ -346,7 +345,7 @@ class SweepSpec:
 
     def save(self, path: str | Path) -> None:
         """Write ``to_dict()`` as YAML (the runner's ``sweep.yaml``)."""
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        Path(path).write_text(dump_yaml(self.to_dict(), sort_keys=False))
 
     def describe(self) -> str:
         """A few lines for the terminal before a sweep starts."""
