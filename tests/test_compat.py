@@ -399,3 +399,23 @@ def test_ray_optuna_search_save_restore_is_its_dict():
     source = inspect.getsource(OptunaSearch.save) + inspect.getsource(OptunaSearch.restore)
     assert "self.__dict__.copy()" in source and "self.__dict__.update(" in source, \
         f"ray {ray.__version__}: pielab needs OptunaSearch.save/restore to pickle the searcher's __dict__"
+
+
+def test_tune_ends_a_failed_loop_inside_its_except_block():
+    """ray's tune.run catches an error of its loop with ``except Exception: runner.cleanup(); raise``, and
+    cleanup calls the callbacks' on_experiment_end there: compat.loop_error reads the error from
+    sys.exc_info, so a crash is not mistaken for the end of the sweep (trials closed as stopped early)."""
+    import ray
+    from ray.tune import tune as tune_module
+    from ray.tune.execution.tune_controller import TuneController
+
+    source = inspect.getsource(tune_module.run)
+    assert "except Exception:\n        runner.cleanup()\n        raise" in source, \
+        f"ray {ray.__version__}: pielab needs tune.run to call runner.cleanup() inside its except block"
+    assert "self.end_experiment_callbacks()" in inspect.getsource(TuneController.cleanup), \
+        f"ray {ray.__version__}: pielab needs TuneController.cleanup to call on_experiment_end"
+    try:
+        raise RuntimeError("the loop failed")
+    except RuntimeError:
+        assert str(compat.loop_error()) == "the loop failed"
+    assert compat.loop_error() is None

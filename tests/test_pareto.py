@@ -171,3 +171,111 @@ def test_export_pareto_refuses_a_single_objective_sweep(pielab_exe: list[str], p
     assert proc.returncode == 2
     assert "has one objective (val/acc), so no Pareto front" in proc.stderr
     assert "Pareto" not in run(pielab_exe, "status", str(copy), home=tmp_path).stdout
+
+
+def _spec_file(root: Path, cifar_path: str, name: str, **changes) -> Path:
+    spec = yaml.safe_load(SPEC.format(data=cifar_path).replace("pareto_tiny", name))
+    for key, value in changes.items():
+        if value is None:
+            spec.pop(key, None)
+        else:
+            spec[key] = value
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objectives", [2, 1])
+def test_warm_start_from_a_two_objective_sweep(pielab_exe: list[str], pareto_sweep: Path, cifar_path: str,
+                                               tmp_path: Path, objectives: int) -> None:
+    """--from a two-objective sweep into one with the same two objectives, or with its first alone: the old
+    COMPLETE trials arrive with the new study's values, taken by metric (once this read FrozenTrial.value,
+    which a multi-objective trial refuses, and the command crashed)."""
+    changes = {"num_trials": 1, "max_concurrent": 1}
+    if objectives == 1:
+        changes.update(objectives=None, metric="val/acc", mode="max", search={"algorithm": "tpe", "seed": 0})
+    spec = _spec_file(tmp_path, cifar_path, f"warm{objectives}", **changes)
+    out = tmp_path / "sweep"
+    proc = run(pielab_exe, "sweep", str(spec), "--out", str(out), "--from", str(pareto_sweep), home=tmp_path)
+    assert "warm start: 4 trials of study sweep go into the new study first (skipped: 0 outside this space)" \
+        in proc.stdout, proc.stdout
+    old = {t.number: t for t in optuna.load_study(study_name="sweep", storage=f"sqlite:///{pareto_sweep / 'optuna.db'}").trials}
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert len(study.directions) == objectives
+    copied = [t for t in study.trials if t.user_attrs.get("warm_start_from")]
+    assert len(copied) == 4
+    for t in copied:
+        source = old[int(t.user_attrs["warm_start_from"].split("#")[1])]
+        assert t.params == source.params and t.values == source.values[:objectives]
+    assert [t.state.name for t in study.trials if not t.user_attrs.get("warm_start_from")] == ["COMPLETE"]
+
+
+@pytest.mark.parametrize("old_changes,new_changes,message", [
+    ({"objectives": None, "metric": "val/acc", "mode": "max"}, {},
+     "that sweep's trials have values for val/acc (max) only, this one also optimises model/params (min)"),
+    ({}, {"objectives": [{"metric": "val/acc", "mode": "max"}, {"metric": "val/loss", "mode": "min"}]},
+     "this one also optimises val/loss (min)"),
+    ({"base": {"model": {"name": "lstm4"}}}, {},
+     "that sweep trained lstm4 on imdb, this one myresnet34 on cifar10"),
+], ids=["one objective into two", "another second objective", "another task"])
+def test_warm_start_that_cannot_work_is_one_line(pielab_exe: list[str], cifar_path: str, tmp_path: Path,
+                                                  old_changes: dict, new_changes: dict, message: str) -> None:
+    """--from a sweep whose trials cannot be values of the new study is refused before anything is made."""
+    from pielab.sweep.spec import load_spec
+
+    old = tmp_path / "old"
+    old.mkdir()
+    spec = load_spec(_spec_file(tmp_path, cifar_path, "old"), []).to_dict()  # sweep.yaml as pielab writes it
+    for key, value in old_changes.items():
+        if value is None:
+            spec.pop(key)
+        elif key == "base":
+            spec["base"].update(task="imdb", model=value["model"])
+        else:
+            spec[key] = value
+    (old / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    new = _spec_file(tmp_path, cifar_path, "new", **new_changes)
+    proc = run(pielab_exe, "sweep", str(new), "--out", str(tmp_path / "new"), "--from", str(old), home=tmp_path,
+               ok=False, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+def test_killed_nsga2_sweep_resumes_and_continues_its_study(pielab_exe: list[str], cifar_path: str,
+                                                            tmp_path: Path) -> None:
+    """kill -9 of a two-objective NSGA-II sweep after its first trials, then `pielab resume`: the same study
+    goes on (the same trials under the same numbers, then the rest), with NSGA-II rebuilt from the spec
+    (Optuna 5.1's NSGA-II holds a lock no pickle takes, so the searcher pickles the sampler's recipe)."""
+    import signal
+
+    from test_reliability import results, wait_for
+
+    spec = _spec_file(tmp_path, cifar_path, "nsga_kill", num_trials=6)
+    out = tmp_path / "sweep"
+    env = {**os.environ, "HOME": str(tmp_path)}
+    proc = subprocess.Popen([*pielab_exe, "sweep", str(spec), "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    wait_for(lambda: sum(r["state"] == "completed" for r in results(out).values()) >= 2, proc,
+             what="two completed trials")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    url = f"sqlite:///{out / 'optuna.db'}"
+    before = {t.number: (t.user_attrs.get("trial_id"), t.params) for t in optuna.load_study(
+        study_name="sweep", storage=url).trials if t.state.name == "COMPLETE"}
+    assert len(before) >= 2
+    run(pielab_exe, "resume", str(out), home=tmp_path)
+    study = optuna.load_study(study_name="sweep", storage=url)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    after = {t.number: (t.user_attrs.get("trial_id"), t.params) for t in study.trials}
+    for number, trial in before.items():
+        assert after[number] == trial, number  # the same trials under the same numbers
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) >= 6 and not [t for t in study.trials if t.state.name == "RUNNING"]
+    assert len({t.user_attrs["trial_id"] for t in complete}) == len(complete)
+    status = json.loads((out / "status.json").read_text())
+    assert status["finished"] is True and len(status["resumes"]) == 1
+    assert len(status["pareto"]) >= 1

@@ -224,6 +224,36 @@ def test_trial_diverging_in_its_first_epoch_ends_alone(tmp_path, cifar_path, pie
     assert json.loads((sweep.dir / "status.json").read_text())["finished"] is True
 
 
+@pytest.mark.slow
+def test_an_error_in_the_driver_leaves_the_sweep_interrupted_and_resume_continues_it(tmp_path, cifar_path,
+                                                                                     pielab_exe):
+    """Tune's loop raises in the driver (a bug in a callback, here injected when epoch 1 is recorded): the
+    traceback, then one line saying the state is saved and how to continue, exit 1; status.json says
+    crashed, not finished (Tune closes the callbacks on its way out, and the sweep once read as finished);
+    `pielab status` shows it interrupted with the error; `pielab resume` runs it to the end."""
+    spec = tiny_spec(cifar_path, name="driver-error", num_trials=3, epochs=2)
+    sweep = run_sweep(pielab_exe, spec, tmp_path, env=sweep_env(tmp_path, PIELAB_FAULTS="driver@epoch=1"))
+    assert sweep.rc == 1, ok(sweep)
+    assert "RuntimeError: injected driver fault at epoch 1" in sweep.stderr, ok(sweep)
+    last = sweep.stderr.strip().splitlines()[-1]
+    assert last == f"pielab: the sweep stopped on an error in its driver; its state is saved; continue it with: " \
+                   f"pielab resume {sweep.dir}", ok(sweep)
+    status = json.loads((sweep.dir / "status.json").read_text())
+    assert status["finished"] is False and status["end"] == "crashed", status
+    assert "injected driver fault" in status["crash"]
+    env = sweep_env(tmp_path)
+    shown = run_cli(pielab_exe, "status", str(sweep.dir), env=env)
+    assert shown.returncode == 0
+    assert ("interrupted by an error in the driver (RuntimeError: injected driver fault at epoch 1): "
+            f"continue with `pielab resume {sweep.dir}`") in shown.stdout, shown.stdout
+    resumed = run_cli(pielab_exe, "resume", str(sweep.dir), env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    status = json.loads((sweep.dir / "status.json").read_text())
+    assert status["finished"] is True and status["end"] == "finished", status
+    done = [r for r in results(sweep.dir).values() if r["state"] == "completed"]
+    assert len(done) >= spec["num_trials"], results(sweep.dir)
+
+
 # --------------------------------------------------------------------------- 3. driver crash, Ctrl-C, resume
 
 

@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
 
 from pielab.cli import EXIT_FAILED, EXIT_FINISHED, exit_code_for_signal
 
@@ -47,6 +46,7 @@ from pielab.sweep.started_spec import (
 )
 from pielab.files import write_json
 from pielab.text import fmt_duration, one_line
+from pielab.yamlfile import dump_yaml
 
 # What `pielab resume SWEEP_DIR --set KEY=VALUE` may change: the sweep continues with the same study.
 CONTINUE_KEYS = ("num_trials", "time_budget_s", "max_concurrent")
@@ -279,16 +279,30 @@ def sweep_command(spec_path: str, overrides: list[str], out: str | None, address
 
 
 def _warm_source(warm_from: str, spec):
-    """``(study, folder)``: the Optuna study of the sweep folder ``warm_from`` (``pielab sweep --from``),
-    after checking it optimised the same metric in the same direction; bad input raises (one line)."""
+    """``(study, folder)``: the Optuna study of the sweep folder ``warm_from`` (``pielab sweep --from``) and
+    that folder, after checking it trained the same task and model (unless the new space searches
+    ``model.name``), its first objective is the new one's and it measured every objective the new sweep
+    optimises (two objectives -> one works, one -> two cannot); bad input raises (one line)."""
     import optuna
 
     from pielab.sweep.search import make_storage
 
     old = SweepFolder.open(warm_from)
+    base = old.spec.get("base") if isinstance(old.spec.get("base"), dict) else {}
+    old_task, old_model = base.get("task"), (base.get("model") or {}).get("name")
+    if old_task != spec.base.task or (old_model != spec.base.model_name and "model.name" not in spec.space.keys()):
+        raise ConfigError(f"--from {warm_from}: that sweep trained {old_model} on {old_task}, this one "
+                          f"{spec.base.model_name} on {spec.base.task}; its trials' values would mean something else here")
     if (old.metric, old.mode) != (spec.metric, spec.mode):
         raise ConfigError(f"--from {warm_from}: that sweep optimised {old.metric} ({old.mode}), this one "
                           f"{spec.metric} ({spec.mode}); its trials' values would mean something else here")
+    old_objectives = old.objectives or [(old.metric, old.mode)]
+    new_objectives = list(spec.objectives) or [(spec.metric, spec.mode)]
+    unknown = [f"{m} ({d})" for m, d in new_objectives if (m, d) not in old_objectives]
+    if unknown:
+        had = ", ".join(f"{m} ({d})" for m, d in old_objectives)
+        raise ConfigError(f"--from {warm_from}: that sweep's trials have values for {had} only, this one also "
+                          f"optimises {', '.join(unknown)}")
     storage = old.spec.get("storage")
     url = storage.get("optuna") if isinstance(storage, dict) else None
     if not url:
@@ -296,7 +310,7 @@ def _warm_source(warm_from: str, spec):
             raise ConfigError(f"--from {warm_from}: no {OPTUNA_DB} in it (that sweep never asked Optuna for a trial)")
         url = f"sqlite:///{old.path / OPTUNA_DB}"
     try:
-        return optuna.load_study(study_name=old.study, storage=make_storage(url)), old.path
+        return optuna.load_study(study_name=old.study, storage=make_storage(url)), old
     except KeyError:
         raise ConfigError(f"--from {warm_from}: no Optuna study named {old.study!r} in its storage") from None
 
@@ -304,10 +318,10 @@ def _warm_source(warm_from: str, spec):
 def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | None, lease: DriverLease,
                  t0: float, source=None) -> int:
     """Run ``spec`` from its start in ``folder`` (empty but for the held lease); ``source``:
-    ``(Optuna study, its sweep folder)`` whose trials the new study receives first (``--from``)."""
+    ``(Optuna study, its SweepFolder)`` whose trials the new study receives first (``--from``)."""
     owns_ray = False
     try:
-        write_atomic(folder / SWEEP_FILE, yaml.safe_dump(spec_dict, sort_keys=False))
+        write_atomic(folder / SWEEP_FILE, dump_yaml(spec_dict, sort_keys=False))
         record_started_spec(folder, spec_dict)
         console = make_console()
         console.print(spec.describe())
@@ -331,11 +345,14 @@ def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | N
                 (folder / name).unlink(missing_ok=True)
             lease.release()
             remove_tree(folder)
+            raise
+        if _driver_error(sys.exc_info()[1]):
+            return _driver_failed(folder)
         raise
     return _finish_report(console, outcome, spec, lease)
 
 
-def _warm_start(spec, folder: Path, source, source_dir: Path) -> str:
+def _warm_start(spec, folder: Path, source, old: SweepFolder) -> str:
     """Give the new sweep's study ``source``'s trials first; record and describe what was copied."""
     from pielab.sweep.search import make_storage, warm_start
     from pielab.sweep.tuner import optuna_url
@@ -343,9 +360,11 @@ def _warm_start(spec, folder: Path, source, source_dir: Path) -> str:
     storage = make_storage(optuna_url(spec, folder), sweep_local=not spec.storage.optuna)
     outcomes = {}
     if spec.constraints:  # what the old trials reported last, for constraints their study never had
-        for tid, rec in load_records(source_dir).items():
+        for tid, rec in load_records(old.path).items():
             outcomes[tid] = {**(rec.rows[max(rec.rows)] if rec.rows else {}), PARAMS_KEY: rec.num_params}
-    counts = warm_start(storage, folder.name, spec.mode, spec.space, source, spec.constraints, outcomes)
+    counts = warm_start(storage, folder.name, spec.objective_modes, spec.space, source, spec.constraints, outcomes,
+                        metrics=spec.objective_metrics,
+                        source_metrics=[m for m, _ in old.objectives] or [old.metric])
     write_json(folder / WARM_START_FILE, {"from_study": source.study_name, **counts})
     skipped = [f"{counts['outside']} outside this space"]
     if counts["unconstrained"]:
@@ -421,7 +440,7 @@ def _resume(folder: Path, lease: DriverLease, t0: float, given, overrides: list[
     console = make_console()
     if changes and (folder / TUNE_DIR / "tuner.pkl").is_file():
         # from now on this is the spec the sweep continues with (a later plain resume compares with it)
-        write_atomic(folder / SWEEP_FILE, yaml.safe_dump(spec_dict, sort_keys=False))
+        write_atomic(folder / SWEEP_FILE, dump_yaml(spec_dict, sort_keys=False))
         record_started_spec(folder, spec_dict)
         console.print(f"continuing sweep {spec.name} with {describe_changes(changes)} (the same Optuna study)")
     elif status.get("finished"):
@@ -456,8 +475,27 @@ def _resume(folder: Path, lease: DriverLease, t0: float, given, overrides: list[
             import ray
 
             ray.shutdown()
+        if _driver_error(sys.exc_info()[1]):
+            return _driver_failed(folder)
         raise
     return _finish_report(console, outcome, spec, lease)
+
+
+def _driver_error(exc: BaseException | None) -> bool:
+    """An error of the driver's own loop (Tune, a callback, the searcher), not bad input or a stop."""
+    return isinstance(exc, Exception) and not isinstance(exc, PielabError)
+
+
+def _driver_failed(folder) -> int:
+    """The driver's loop raised after the sweep started: the traceback (what a bug report needs), then one
+    line saying that the state is saved and how to continue; exit 1. The runner has marked the sweep
+    crashed in status.json, so `pielab status` shows it interrupted and `pielab resume` continues it."""
+    import traceback
+
+    traceback.print_exc()
+    print(f"pielab: the sweep stopped on an error in its driver; its state is saved; continue it with: "
+          f"pielab resume {shlex.quote(str(folder))}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def status_command(sweep_dir: str) -> int:
@@ -486,6 +524,8 @@ def status_command(sweep_dir: str) -> int:
         state = f"running on host {holder.host} (pid {holder.pid}, lease renewed {max(0.0, holder.age()):.0f} s ago)"
     elif records or status:
         how = {"terminated": " by SIGTERM", "stopped by SIGUSR1": " by SIGUSR1"}.get(status.get("end") or "", "")
+        if status.get("end") == "crashed":  # pielab.sweep.recorder.END_CRASHED
+            how = f" by an error in the driver ({status.get('crash') or 'no message'})"
         state = f"interrupted{how}: continue with `pielab resume {shlex.quote(str(folder.path))}`"
     else:
         state = "not started"

@@ -117,6 +117,24 @@ def _patch(owner: Any, name: str, where: str, marker: str, wrap) -> None:
     setattr(owner, name, wrapper)
 
 
+# --------------------------------------------------------------------------- Tune's loop ending on an error
+
+
+def loop_error() -> BaseException | None:
+    """In a Tune callback's ``on_experiment_end``: the exception Tune's loop is ending with, else None.
+
+    ray 2.60.0, ``ray/tune/tune.py`` ``run``: an exception out of ``runner.step()`` is caught by ``except
+    Exception: runner.cleanup(); raise``, and ``cleanup`` terminates the running trials and calls
+    ``on_experiment_end``, so the callback cannot tell a crash from the end of the sweep by its
+    arguments; it runs inside that ``except`` block, where ``sys.exc_info`` holds the error. The test
+    in tests/test_compat.py checks that Tune still calls ``cleanup`` there.
+    """
+    import sys
+
+    error = sys.exc_info()[1]
+    return error if isinstance(error, Exception) else None
+
+
 # --------------------------------------------------------------------------- Ray's search generator state
 
 

@@ -5,7 +5,9 @@
 - ``raise``: a RuntimeError, as a bug in the training code would;
 - ``oom``: ``torch.OutOfMemoryError``, as an accelerator out of memory would;
 - ``kill``: SIGKILL of the trial's own worker process (the process dies, no clean-up);
-- ``nan``: the loss turned non-finite (``Diverged``, as ``fit`` raises it).
+- ``nan``: the loss turned non-finite (``Diverged``, as ``fit`` raises it);
+- ``driver``: a RuntimeError in the *driver*, in the Tune callback that records epoch N of a trial (as a
+  bug in the driver would): Tune's loop ends with it. It fires once per driver process; trials ignore it.
 
 The fault fires in epoch N's ``on_epoch`` *before* that epoch is reported and checkpointed, so a retry
 resumes from epoch N-1's checkpoint and redoes epoch N only. ``times`` (default 1) counts how often a
@@ -25,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENV = "PIELAB_FAULTS"
-KINDS = ("raise", "oom", "kill", "nan")
+KINDS = ("raise", "oom", "kill", "nan", "driver")
+_DRIVER_FIRED: list[int] = []  # the driver fault fires once per process
 
 
 @dataclass
@@ -81,7 +84,7 @@ def _claimed(path: Path, trial_id: str) -> bool:
 def maybe_fault(faults: list[Fault], trial_id: str, epoch: int) -> None:
     """Fire the fault planned for this trial at this epoch, if any (and if it has fired < times)."""
     for i, fault in enumerate(faults):
-        if fault.epoch != epoch:
+        if fault.epoch != epoch or fault.kind == "driver":
             continue
         state = _state_dir()
         if fault.trial != "all" and not _claimed(state / f"{i}-{fault.kind}.claim", trial_id):
@@ -104,3 +107,14 @@ def maybe_fault(faults: list[Fault], trial_id: str, epoch: int) -> None:
             raise Diverged(f"loss is nan at epoch {epoch} ({message})")
         if fault.kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def maybe_driver_fault(epoch: int) -> None:
+    """In the driver: raise the ``driver`` fault of ``PIELAB_FAULTS`` when a trial's epoch ``epoch`` is
+    recorded (once per process). Nothing unless the variable is set."""
+    if not os.environ.get(ENV) or _DRIVER_FIRED:
+        return
+    for fault in parse(os.environ[ENV]):
+        if fault.kind == "driver" and fault.epoch == epoch:
+            _DRIVER_FIRED.append(epoch)
+            raise RuntimeError(f"injected driver fault at epoch {epoch}")

@@ -43,7 +43,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
@@ -55,6 +54,7 @@ from pielab.sweep.folder import (
     planned_epochs, read_json, recorded_slot_seconds, resource_usage, summarize_records, write_results_csv,
 )
 from pielab.sweep.search import Deadline
+from pielab.yamlfile import dump_yaml
 
 INTERRUPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGUSR1") if hasattr(signal, name))
 
@@ -64,6 +64,29 @@ END_RESOURCE_BUDGET = "budget reached"  # budget.cpu_hours / budget.gpu_hours us
 END_INTERRUPTED, END_TERMINATED, END_USR1, END_STOPPED = "interrupted", "terminated", "stopped by SIGUSR1", "stopped"
 END_BY_SIGNAL = {"SIGINT": END_INTERRUPTED, "SIGTERM": END_TERMINATED, "SIGUSR1": END_USR1}
 FINISHED_ENDS = (END_FINISHED, END_BUDGET, END_RESOURCE_BUDGET, END_SWEEP_FAILED)
+# The driver's loop raised (Tune's controller, a callback, the searcher): whatever the callbacks wrote on
+# the way out, the sweep did not finish. status.json's ``crash`` holds the error's one line.
+END_CRASHED = "crashed"
+CRASH_KEY = "crash"
+
+
+def record_crash(sweep_dir, exc: BaseException) -> str:
+    """Mark the sweep in ``sweep_dir`` (a local Path or an ObjectPath) as crashed: ``finished`` false,
+    ``end`` :data:`END_CRASHED`, ``crash`` the error's one line (returned). Tune ends its callbacks on
+    the way out of a failed loop, so status.json may just have said ``finished``; a later ``pielab
+    resume`` continues the sweep. Never raises: the original error is what the user needs to see."""
+    from pielab.sweep.storage import WriteBehind
+
+    line = one_line(f"{type(exc).__name__}: {exc}", 300)
+    try:
+        status = read_json(sweep_dir / STATUS_FILE) or {}
+        status.update({"finished": False, "end": END_CRASHED, CRASH_KEY: line})
+        writer = WriteBehind()
+        writer.put(sweep_dir / STATUS_FILE, json_text(status))
+        writer.flush()
+    except Exception:  # noqa: BLE001 - a full disk, a lost bucket: the crash itself is reported anyway
+        pass
+    return line
 
 
 def flag_interrupts(event: threading.Event) -> dict[int, Any]:
@@ -352,9 +375,9 @@ class SweepRecorder(Callback):
 
     def _write_config(self, trial_id: str, params: dict[str, Any]) -> None:
         try:
-            text = yaml.safe_dump(self._resolved(params).to_dict(), sort_keys=False)
+            text = dump_yaml(self._resolved(params).to_dict(), sort_keys=False)
         except PielabError as exc:  # the trial itself will fail with the same message
-            text = f"# this trial's config does not resolve: {exc}\n" + yaml.safe_dump({"params": params})
+            text = f"# this trial's config does not resolve: {exc}\n" + dump_yaml({"params": params})
         self._put(self._trial_dir(trial_id) / "config.yaml", text)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
@@ -368,6 +391,10 @@ class SweepRecorder(Callback):
         if epoch is None:
             return
         epoch = int(epoch)
+        if os.environ.get("PIELAB_FAULTS"):  # tests only (pielab.sweep.faults): a bug in the driver
+            from pielab.sweep.faults import maybe_driver_fault
+
+            maybe_driver_fault(epoch)
         self._take_provenance(rec, result)
         row = {k: result.get(k) for k in METRIC_KEYS}
         rec.rows[epoch] = row
@@ -502,8 +529,8 @@ class SweepRecorder(Callback):
     def _close_silently_stopped(self, trials) -> None:
         """Trials that Tune ended without a callback: its time budget (or a ``stop_all``) stops the
         running trials by terminating them, telling neither the callbacks nor the searcher."""
-        if self.interrupted():
-            return  # Ctrl-C: Tune terminated the running trials on its way out; resume continues them
+        if self.interrupted() or self._runtime.get(CRASH_KEY):
+            return  # Ctrl-C or a crash: Tune terminated the running trials on its way out; resume continues them
         ended: dict[str, str] = {}
         self._runtime["closing"] = ("the sweep stopped: " + self._runtime["stop_reason"]
                                     if self._runtime.get("stop_reason") else "the sweep stopped")
@@ -523,6 +550,11 @@ class SweepRecorder(Callback):
                             records=self.records, objectives=[m for m, _ in self._objectives()])
 
     def on_experiment_end(self, trials, **info) -> None:
+        from pielab.sweep.compat import loop_error
+
+        error = loop_error()
+        if error is not None:  # the running trials were interrupted, not stopped: nothing has finished
+            self._runtime[CRASH_KEY] = one_line(f"{type(error).__name__}: {error}", 300)
         self._close_silently_stopped(trials)
         for tid in list(self._runtime.get("since", {})):  # interrupted: they held their resources until now
             self._hold(tid, until_end=True)
@@ -533,7 +565,9 @@ class SweepRecorder(Callback):
         # num_trials says (a grid that ran out, a resume of a sweep whose last trial had just ended).
         unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
         signame = self.interrupt_signal()
-        if signame:
+        if self._runtime.get(CRASH_KEY):
+            end = END_CRASHED
+        elif signame:
             end = END_BY_SIGNAL.get(signame, END_INTERRUPTED)
         elif unfinished:
             end = END_STOPPED
@@ -612,6 +646,7 @@ class SweepRecorder(Callback):
             "finished": bool(self._runtime.get("finished")) if final else False,
             "end": self._runtime.get("end") if final else None,
             "signal": self.interrupt_signal() if final else None,
+            CRASH_KEY: self._runtime.get(CRASH_KEY) if final else None,  # the driver's error, when it crashed
             "stop_reason": self._runtime.get("stop_reason"),
             "resumes": self._runtime.get("resumes", []),
             "address": self.address,

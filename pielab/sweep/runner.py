@@ -97,6 +97,13 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
                 tuner = make_tuner(spec, sweep_dir, SweepRecorder(**settings))
             try:
                 tuner.fit()
+            except Exception as exc:
+                # Tune closes its callbacks on the way out, and the recorder may have called the sweep
+                # finished: it did not finish, and `pielab resume` must continue it.
+                from pielab.sweep.recorder import record_crash
+
+                record_crash(sweep_dir, exc)
+                raise
             finally:
                 if display is not None:
                     display.stop()

@@ -640,9 +640,10 @@ def make_storage(url: str, *, sweep_local: bool = False) -> optuna.storages.RDBS
 WARM_FROM_ATTR = "warm_start_from"  # user attribute of a copied trial: "<old study>#<old trial number>"
 
 
-def warm_start(storage: optuna.storages.BaseStorage, study_name: str, mode: str, space: Any,
+def warm_start(storage: optuna.storages.BaseStorage, study_name: str, mode: str | Sequence[str], space: Any,
                source: optuna.study.Study, constraints: Sequence[Constraint] = (),
-               outcomes: dict[str, dict[str, Any]] | None = None) -> dict[str, int]:
+               outcomes: dict[str, dict[str, Any]] | None = None, *, metrics: Sequence[str] = (),
+               source_metrics: Sequence[str] = ()) -> dict[str, int]:
     """Create the study ``study_name`` and give it ``source``'s finished trials first (``add_trials``),
     so TPE and GP start from what the old sweep learned.
 
@@ -655,10 +656,24 @@ def warm_start(storage: optuna.storages.BaseStorage, study_name: str, mode: str,
     sweep's Tune trial id -> its last epoch's metrics and ``model/params``); a trial with neither is
     skipped (``unconstrained``: GP needs every trial to have every constraint).
     Failed and unfinished trials are not copied (``not_finished``). Returns those counts and ``added``.
+
+    ``mode``: the new study's direction (``"max"``/``"min"``), or one per objective. ``metrics``: the new
+    sweep's objective metrics, in order (needed with several objectives on either side);
+    ``source_metrics``: ``source``'s, in its order. A multi-objective source gives each copied trial the
+    values of the new study's objectives, taken by metric name (every one of them must be among the
+    source's: :class:`ConfigError` otherwise), so two-objective -> one-objective keeps the first value.
     """
-    direction = "maximize" if mode == "max" else "minimize"
+    modes = [mode] if isinstance(mode, str) else list(mode)
+    new_metrics = list(metrics) or list(source_metrics[:1])
+    if len(source_metrics) > 1 or len(modes) > 1:
+        missing = [m for m in new_metrics if m not in source_metrics] if len(source_metrics) > 1 else new_metrics[1:]
+        if missing or len(new_metrics) != len(modes):
+            raise ConfigError(f"warm start: study {source.study_name} has no values for {', '.join(missing)}")
+    picks = [list(source_metrics).index(m) for m in new_metrics] if len(source_metrics) > 1 else None
+    directions = ["maximize" if m == "max" else "minimize" for m in modes]
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
-    study = optuna.create_study(study_name=study_name, storage=storage, direction=direction, load_if_exists=True)
+    study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
+                                **({"directions": directions} if len(directions) > 1 else {"direction": directions[0]}))
     keys = [str(c) for c in constraints]
     counts = {"added": 0, "outside": 0, "unconstrained": 0, "not_finished": 0}
     copies = []
@@ -671,20 +686,25 @@ def warm_start(storage: optuna.storages.BaseStorage, study_name: str, mode: str,
             counts["outside"] += 1
             continue
         last = (outcomes or {}).get(old.user_attrs.get("trial_id"), {})
-        values = {}
+        violations = {}
         for c, key in zip(constraints, keys):
             if key in old.constraints:
-                values[key] = old.constraints[key]
+                violations[key] = old.constraints[key]
             elif is_finite_number(last.get(c.metric)):
-                values[key] = c.violation(last[c.metric])
-        if len(values) < len(keys):
+                violations[key] = c.violation(last[c.metric])
+        if len(violations) < len(keys):
             counts["unconstrained"] += 1
             continue
         user_attrs = {k: v for k, v in old.user_attrs.items() if k not in ("trial_id", "group", "baseline")}
         user_attrs[WARM_FROM_ATTR] = f"{source.study_name}#{old.number}"
+        values_now = None  # FrozenTrial.value raises for a multi-objective trial: read values
+        if picks is None:
+            values_now = None if old.values is None else [old.values[0]]
+        elif old.values is not None:
+            values_now = [old.values[i] for i in picks]
         copies.append(optuna.trial.create_trial(
-            state=old.state, value=old.value, params=params, distributions=dists, user_attrs=user_attrs,
-            system_attrs={f"constraints:{k}": v for k, v in values.items()},
+            state=old.state, values=values_now, params=params, distributions=dists, user_attrs=user_attrs,
+            system_attrs={f"constraints:{k}": v for k, v in violations.items()},
             intermediate_values=dict(old.intermediate_values),
         ))
     study.add_trials(copies)
