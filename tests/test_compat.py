@@ -419,3 +419,16 @@ def test_tune_ends_a_failed_loop_inside_its_except_block():
     except RuntimeError:
         assert str(compat.loop_error()) == "the loop failed"
     assert compat.loop_error() is None
+
+
+def test_tune_reads_the_trial_error_switch_pielab_sets():
+    """pielab sets TUNE_PRINT_ALL_TRIAL_ERRORS=0 (session.set_quiet_env): a failed trial is one line, its
+    traceback in tune/<trial>/error.txt. Tune must still read that variable."""
+    import ray
+    from ray.tune import constants
+    from ray.tune.execution.tune_controller import TuneController
+
+    assert "TUNE_PRINT_ALL_TRIAL_ERRORS" in constants.TUNE_ENV_VARS, \
+        f"ray {ray.__version__}: pielab needs Tune's TUNE_PRINT_ALL_TRIAL_ERRORS (quiet trial tracebacks)"
+    assert "TUNE_PRINT_ALL_TRIAL_ERRORS" in inspect.getsource(TuneController.__init__), \
+        f"ray {ray.__version__}: pielab needs TuneController to read TUNE_PRINT_ALL_TRIAL_ERRORS"

@@ -132,6 +132,9 @@ def set_quiet_env() -> None:
     # A checkpoint per epoch with num_to_keep=2 makes Tune snapshot its experiment state often (so a
     # restore never points at a deleted one); that is intended, not worth a warning.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A failed trial is one pielab line with its error; Tune's own traceback of it stays in
+    # tune/<trial>/error.txt instead of the terminal, where it tore the live view (set it to 1 to see them).
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
 
