@@ -35,5 +35,7 @@ if not moved and not new:
 PY
 args=("$@")
 (( ${#args[@]} )) || args=(-q)
+# The one test that holds the venv to the lock is the lock's own check: here the venv is newer on purpose.
+args+=(--deselect tests/test_lock.py::test_the_lock_pins_everything_pielab_and_its_tests_need_at_the_installed_version)
 echo "check_latest: $venv/bin/python -m pytest ${args[*]}"
 exec "$venv/bin/python" -m pytest "${args[@]}"
