@@ -80,3 +80,9 @@ def test_pyproject_keeps_ranges_and_the_lock_says_how_it_is_made():
     assert "bash scripts/lock.sh" in head, "requirements.lock must name the command that regenerates it"
     for dep in deps:  # every direct dependency is in the lock
         assert norm(Requirement(dep).name) in locked(), f"{dep} is not in requirements.lock (bash scripts/lock.sh)"
+
+
+def test_the_first_command_installs_what_pielab_dashboard_needs():
+    """`bash scripts/setup.sh` alone (no extra) installs optuna-dashboard: the README shows `pielab dashboard`
+    beside `status` and `resume`, and it once said "optuna-dashboard is not installed" after that command."""
+    assert "optuna-dashboard" in needed("pielab", ()), "optuna-dashboard must be a main dependency of pielab"
