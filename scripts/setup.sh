@@ -39,6 +39,9 @@ extras=""
 [[ $want_test == 1 ]] && extras="[test]"
 echo "setup: installing pielab${extras} into $venv$([[ $latest == 1 ]] && echo ' (newest releases, no lock)' || echo ' from requirements.lock') (the first run takes a few minutes: torch is large)"
 # No build isolation: the editable build uses the venv's setuptools instead of fetching one of its own.
+# A pielab.egg-info left in the repo root by an older build shadows the installed metadata for anything run
+# from here (importlib.metadata finds it first on sys.path): it is build output, so it goes.
+rm -rf pielab.egg-info
 if ! "$py" -m pip install --progress-bar off --no-build-isolation "${pins[@]}" -e ".${extras}" \
         > "$venv/pip-install.log" 2>&1; then
     grep -v "is ignored: it is neither a file nor a directory" "$venv/pip-install.log" | tail -30 >&2
