@@ -432,3 +432,23 @@ def test_tune_reads_the_trial_error_switch_pielab_sets():
         f"ray {ray.__version__}: pielab needs Tune's TUNE_PRINT_ALL_TRIAL_ERRORS (quiet trial tracebacks)"
     assert "TUNE_PRINT_ALL_TRIAL_ERRORS" in inspect.getsource(TuneController.__init__), \
         f"ray {ray.__version__}: pielab needs TuneController to read TUNE_PRINT_ALL_TRIAL_ERRORS"
+
+
+def test_search_generator_gives_back_places_of_trials_the_restore_lost():
+    """ray 2.60.0: SearchGenerator stops creating trials when ``_counter`` reaches ``_total_samples``. A search
+    state uploaded after the experiment state (object storage, kill -9 between the two) counts a trial the
+    restored experiment lacks; replace_lost_trials lowers the count so a new trial takes its place."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    from pielab.sweep.session import ActiveSweep, running
+
+    searcher = PielabOptunaSearch(SPACE, metric="val/acc", mode="max", sampler=make_sampler("random", 0, {}, SPACE),
+                                  storage=None, study_name="compat", base_epochs=2)
+    gen = compat.MovableSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=2))
+    with running(ActiveSweep(sweep_dir=Path("/nonexistent"), optuna_url="sqlite://")) as active:
+        gen.set_state({**gen.get_state(), "counter": 3, "total_samples": 3, "finished": False})
+        assert active.generator is gen
+    assert gen.is_finished()
+    assert gen.replace_lost_trials(known=2) == 1
+    assert not gen.is_finished() and gen._counter == 2 and gen.total_samples == 3
+    assert gen.replace_lost_trials(known=2) == 0  # nothing lost: nothing changes

@@ -157,6 +157,8 @@ class MovableSearchGenerator(SearchGenerator):
         from pielab.sweep.session import active_sweep
 
         active, experiment = active_sweep(), self._experiment
+        if active is not None:
+            active.generator = self  # the recorder gives back the places of trials the restore lost
         if active is not None and active.extend:
             self.extend(**active.extend)
         storage = experiment.spec.get("storage") if experiment is not None else None
@@ -171,6 +173,20 @@ class MovableSearchGenerator(SearchGenerator):
             if filesystem is not None:
                 moved.storage_filesystem = filesystem
             experiment.spec["storage"] = moved
+
+    def replace_lost_trials(self, known: int) -> int:
+        """Give back the places of trials this generator created that the restored experiment lacks.
+
+        ray 2.60.0: the generator counts the trials it created (``_counter``) and stops at
+        ``_total_samples``. On object storage Tune uploads its experiment state and this generator's state
+        file by file in the background, so a ``kill -9`` between the two can restore a counter that
+        includes a trial the restored experiment never heard of; that trial is recorded failed
+        ("interrupted before Tune saved it") and, without this, nothing takes its place. ``known``: the
+        trials Tune restored. Returns how many places were given back.
+        """
+        lost = max(0, int(self._counter) - int(known))
+        self._counter -= lost
+        return lost
 
     def extend(self, num_trials: int, max_concurrent: int | None = None) -> None:
         """Let a restored sweep run to ``num_trials`` Tune trials in all (``pielab resume --set``).

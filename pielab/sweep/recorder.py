@@ -341,6 +341,11 @@ class SweepRecorder(Callback):
                 rec.reason = "interrupted before Tune saved it, so not resumed (a new trial took its place)"
                 rec.state, rec.ended = END_FAILED, now_iso()
                 self._write_trial(rec)
+        from pielab.sweep.session import active_sweep
+
+        generator = getattr(active_sweep(), "generator", None)
+        if generator is not None:  # a restore: the search state may count trials the experiment lost
+            generator.replace_lost_trials(len(trials))
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         tid = trial.trial_id

@@ -50,6 +50,7 @@ class ActiveSweep:
     display: Any = None
     extend: dict[str, int] | None = None
     sampler: Any = None  # the spec's SamplerRecipe (pielab.sweep.search): rebuilds the sampler on a resume
+    generator: Any = None  # the restored MovableSearchGenerator (pielab.sweep.compat), set when Tune restores it
 
 
 # One sweep at a time per driver process (Tune's fit runs on the main thread); a stack only so that
