@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-
 from pielab.config import config_from_dict
 from pielab.errors import PielabError
 from pielab.files import write_atomic

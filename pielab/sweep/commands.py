@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-
 from pielab.cli import EXIT_FAILED, EXIT_FINISHED, exit_code_for_signal
 
 from pielab.errors import ConfigError, PielabError
