@@ -224,28 +224,26 @@ def test_trial_diverging_in_its_first_epoch_ends_alone(tmp_path, cifar_path, pie
     assert json.loads((sweep.dir / "status.json").read_text())["finished"] is True
 
 
-END_CASES = [(scheduler, epoch) for scheduler in ("asha", "hyperband", "fifo") for epoch in (1, 2)] + [("fifo", 0)]
+END_CASES = ["asha", "fifo", "fifo-two-objectives"]  # hyperband is ASHA with brackets (tuner.make_scheduler)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scheduler,epoch", END_CASES,
-                         ids=[f"{s}-epoch{e}" if e else f"{s}-two-objectives-epoch1" for s, e in END_CASES])
-def test_every_end_at_the_first_and_last_epoch_leaves_the_sweep_running(tmp_path, cifar_path, pielab_exe,
-                                                                       scheduler, epoch):
-    """A trial that diverges, one that raises and one out of memory, all at epoch 1 (before any result)
-    or at the last epoch, under each scheduler (and with two objectives, whose closing results must carry
-    both): each ends as it should, with its reason, FAIL in Optuna, and the sweep exits 0. (ASHA and
-    Hyperband may stop a trial before the last epoch, so a last-epoch fault is checked where it fired.)"""
-    at = epoch or 1
-    schedulers = {"asha": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
-                  "hyperband": {"name": "hyperband", "grace_period": 1, "reduction_factor": 2},
-                  "fifo": {"name": "fifo"}}
-    over = {"scheduler": schedulers[scheduler]}
-    if not epoch:
+@pytest.mark.parametrize("case", END_CASES)
+def test_every_end_at_the_first_and_last_epoch_leaves_the_sweep_running(tmp_path, cifar_path, pielab_exe, case):
+    """In one sweep, a trial that diverges, one that raises and one out of memory at epoch 1 (before any
+    result), and three more at the last epoch, under ASHA and FIFO (and with two objectives, whose closing
+    results must carry both): each ends as it should, with its reason, FAIL in Optuna, and the sweep exits 0.
+    (ASHA may stop a trial before its last epoch, so a last-epoch fault is checked where it fired.)"""
+    scheduler = case.split("-")[0]
+    over = {"scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2} if scheduler == "asha"
+            else {"name": "fifo"}}
+    if case.endswith("two-objectives"):
         over.update(objectives=[{"metric": "val/acc", "mode": "max"}, {"metric": "params", "mode": "min"}],
                     search={"algorithm": "nsga2", "seed": 0})
-    spec = tiny_spec(cifar_path, name=f"ends-{scheduler}-{epoch}", num_trials=4, epochs=2, max_failures=0, **over)
-    faults = f"nan@epoch={at};raise@epoch={at},times=99;oom@epoch={at},times=99"
+    spec = tiny_spec(cifar_path, name=f"ends-{case}", num_trials=7, epochs=2, max_failures=0, **over)
+    # each fault goes to its own trial (trial=first); the epoch-1 ones are claimed by the first three trials
+    faults = ";".join(f"{kind}@epoch={epoch}" + (",times=99" if kind != "nan" else "")
+                      for epoch in (1, 2) for kind in ("nan", "raise", "oom"))
     sweep = run_sweep(pielab_exe, spec, tmp_path, env=sweep_env(tmp_path, PIELAB_FAULTS=faults))
     assert sweep.rc == 0, ok(sweep)
     assert "Traceback" not in sweep.stdout + sweep.stderr, ok(sweep)
@@ -253,17 +251,20 @@ def test_every_end_at_the_first_and_last_epoch_leaves_the_sweep_running(tmp_path
     by_id = {t.user_attrs["trial_id"]: t for t in study_of(sweep.dir).trials}
     expected = {"nan": ("diverged", "loss is nan"), "raise": ("failed", "injected raise fault"),
                 "oom": ("failed", "out of memory")}
-    fired = {}
+    fired = {}  # trial id -> (kind, epoch), from the claim files "<index>-<kind>.claim"
     for claim in (sweep.dir / "tune" / "faults").glob("*.claim"):
-        fired[claim.read_text().strip()] = claim.stem.split("-", 1)[1]
-    assert fired, "no fault fired"  # the first trial to reach a rung is never stopped there
-    if at == 1 or scheduler == "fifo":
-        assert sorted(fired.values()) == ["nan", "oom", "raise"], fired
-    for tid, kind in fired.items():
+        index, kind = claim.stem.split("-", 1)
+        fired[claim.read_text().strip()] = (kind, 1 if int(index) < 3 else 2)
+    epochs_fired = sorted(e for _, e in fired.values())
+    assert epochs_fired[:3] == [1, 1, 1], fired  # every epoch-1 fault fired
+    if scheduler == "fifo":
+        assert epochs_fired == [1, 1, 1, 2, 2, 2], fired
+    assert 2 in epochs_fired, fired  # the first trial to reach a rung is never stopped there
+    for tid, (kind, epoch) in fired.items():
         state, reason = expected[kind]
         assert res[tid]["state"] == state and reason in res[tid]["reason"], res[tid]
-        assert res[tid]["epochs"] == at - 1, res[tid]  # the faulted epoch was never reported
-        assert by_id[tid].state.name == "FAIL", (kind, by_id[tid].state)
+        assert res[tid]["epochs"] == epoch - 1, res[tid]  # the faulted epoch was never reported
+        assert by_id[tid].state.name == "FAIL", (kind, epoch, by_id[tid].state)
     for tid, r in res.items():
         if tid not in fired:
             assert r["state"] in ("completed", "early_stopped"), r
