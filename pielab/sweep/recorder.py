@@ -70,6 +70,11 @@ END_CRASHED = "crashed"
 CRASH_KEY = "crash"
 
 
+def crash_line(exc: BaseException) -> str:
+    """status.json's ``crash``: the driver's error as one line."""
+    return one_line(f"{type(exc).__name__}: {exc}", 300)
+
+
 def record_crash(sweep_dir, exc: BaseException) -> str:
     """Mark the sweep in ``sweep_dir`` (a local Path or an ObjectPath) as crashed: ``finished`` false,
     ``end`` :data:`END_CRASHED`, ``crash`` the error's one line (returned). Tune ends its callbacks on
@@ -77,7 +82,7 @@ def record_crash(sweep_dir, exc: BaseException) -> str:
     resume`` continues the sweep. Never raises: the original error is what the user needs to see."""
     from pielab.sweep.storage import WriteBehind
 
-    line = one_line(f"{type(exc).__name__}: {exc}", 300)
+    line = crash_line(exc)
     try:
         status = read_json(sweep_dir / STATUS_FILE) or {}
         status.update({"finished": False, "end": END_CRASHED, CRASH_KEY: line})
@@ -559,7 +564,7 @@ class SweepRecorder(Callback):
 
         error = loop_error()
         if error is not None:  # the running trials were interrupted, not stopped: nothing has finished
-            self._runtime[CRASH_KEY] = one_line(f"{type(error).__name__}: {error}", 300)
+            self._runtime[CRASH_KEY] = crash_line(error)
         self._close_silently_stopped(trials)
         for tid in list(self._runtime.get("since", {})):  # interrupted: they held their resources until now
             self._hold(tid, until_end=True)
