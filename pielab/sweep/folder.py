@@ -476,8 +476,11 @@ def recorded_slot_seconds(status: dict[str, Any], default_slots: float) -> float
 
 
 def held_seconds(rec: TrialRecord) -> float:
-    """The seconds ``rec`` held its resources: ``held_s``, else (a record from before it) ``train_time_s``."""
-    return rec.held_s if rec.held_s else rec.train_time_s
+    """The seconds ``rec`` held its resources: ``held_s``, else (a record from before it) ``train_time_s``.
+
+    Rounded to the millisecond as trial.json stores it, so that the driver's in-memory sum (status.json)
+    and a reader's sum of the stored records (``pielab report``, results.csv) give the same hours."""
+    return round(rec.held_s if rec.held_s else rec.train_time_s, 3)
 
 
 def resource_usage(records: dict[str, TrialRecord], resources: dict[str, float],
