@@ -24,14 +24,10 @@ import torch.nn as nn
 from pielab.config import Config, config_from_dict, save_config
 from pielab.errors import Diverged, PielabError
 from pielab.files import write_atomic, write_json
+from pielab.folder.layout import CONFIG_FILE, METRIC_KEYS, METRICS_FILE
 from pielab import provenance
 
 CHECKPOINT_VERSION = 1
-METRIC_KEYS = (
-    "epoch", "train/loss", "train/acc", "val/loss", "val/acc", "best/val_acc", "best/epoch", "test/acc", "lr",
-    "time/epoch_s", "time/total_s", "perf/samples_per_s", "grad/first_norm", "grad/last_norm",
-    "grad/first_last_ratio",
-)
 # How often (in steps) the loss is checked for NaN/inf: a host sync per step would stall a GPU.
 _FINITE_CHECK_EVERY = 20
 
@@ -43,7 +39,10 @@ EpochCallback = Callable[[dict[str, Any], dict[str, Any]], None]
 
 # Every file fit writes into its run folder (out_dir), named once here: `pielab train --overwrite` removes
 # them before a new run and a failed start removes them, so a run folder never mixes two runs' files.
-RUN_FILES = ("config.yaml", "checkpoint.pt", "best.pt", "metrics.csv", "summary.json", "loss.png", "accuracy.png")
+# A run folder of `fit(out_dir=...)` (`pielab train --out`); its config.yaml and metrics.csv are the same
+# files as a sweep's trials/<id>/ holds (pielab.folder.layout).
+CHECKPOINT_FILE, BEST_FILE, SUMMARY_FILE = "checkpoint.pt", "best.pt", "summary.json"
+RUN_FILES = (CONFIG_FILE, CHECKPOINT_FILE, BEST_FILE, METRICS_FILE, SUMMARY_FILE, "loss.png", "accuracy.png")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -320,10 +319,13 @@ def epoch_line(metrics: dict[str, Any], epochs: int) -> str:
 
 
 def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
-    """One row per epoch, the union of the rows' keys as the header; rewritten atomically each epoch."""
+    """One row per epoch, the columns in the sweep folder's order (:data:`pielab.folder.layout.METRIC_KEYS`,
+    the same columns as a sweep trial's metrics.csv), then any other key of the rows; rewritten atomically
+    each epoch."""
     if not history:
         return
-    keys = list(dict.fromkeys(k for row in history for k in row))
+    keys = list(dict.fromkeys([*(k for k in METRIC_KEYS if any(k in row for row in history)),
+                               *(k for row in history for k in row)]))
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=keys)
     writer.writeheader()
@@ -514,7 +516,7 @@ def fit(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(dataclasses.replace(config, provenance=run_provenance), out / "config.yaml")
+        save_config(dataclasses.replace(config, provenance=run_provenance), out / CONFIG_FILE)
 
     with _Progress(progress) as bar:
         for epoch in range(start_epoch, tcfg.epochs + 1):
@@ -567,11 +569,11 @@ def fit(
                 "data": data,  # a resume on other data is refused (check_same_data)
             }
             if out is not None:
-                save_checkpoint(state, out / "checkpoint.pt")
+                save_checkpoint(state, out / CHECKPOINT_FILE)
                 if best["epoch"] == epoch:
                     save_checkpoint({"version": CHECKPOINT_VERSION, "epoch": epoch, "model": state["model"],
-                                     "config": state["config"]}, out / "best.pt")
-                write_metrics_csv(history, out / "metrics.csv")
+                                     "config": state["config"]}, out / BEST_FILE)
+                write_metrics_csv(history, out / METRICS_FILE)
             if on_epoch is not None:
                 on_epoch(metrics, state)
 
@@ -580,7 +582,7 @@ def fit(
     summary = summarize(history, params)
     if out is not None:
         summary["provenance"] = run_provenance
-        write_json(out / "summary.json", summary)  # strict JSON: a NaN (no test split) is written as null
+        write_json(out / SUMMARY_FILE, summary)  # strict JSON: a NaN (no test split) is written as null
         plot_curves(history, out, title=config.model_name)
     log(f"Training completed in {elapsed:.2f} seconds.")
     return summary

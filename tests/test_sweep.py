@@ -32,7 +32,7 @@ from pielab.config import load_config
 from pielab.errors import PielabError
 from pielab.sweep import tracking
 from pielab.sweep.compat import searcher_study, searcher_trials
-from pielab.sweep.commands import dashboard_command, resume_command, status_command
+from pielab.cli.sweep import dashboard_command, resume_command, status_command
 from pielab.sweep.folder import METRIC_KEYS, STATES, load_records
 from pielab.sweep.runner import start_ray
 from pielab.sweep.search import PielabOptunaSearch, make_sampler, optuna_grid
@@ -566,7 +566,7 @@ GPU_DRIVER = """
 import sys
 from pielab.sweep import runner  # first: it keeps Ray on loopback, which only works before `import ray`
 import ray
-from pielab.sweep.commands import sweep_command
+from pielab.cli.sweep import sweep_command
 
 runner.set_quiet_env()
 # One logical GPU on this CPU machine: Ray schedules by the number, CUDA is never touched.

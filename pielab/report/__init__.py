@@ -1,6 +1,6 @@
 """Tables, figures, one HTML page and exported configs from a sweep folder (``pielab report`` / ``pielab export``).
 
-It reads only the sweep folder's stable format through :mod:`pielab.sweep.folder` (never Ray's
+It reads only the sweep folder's stable format through :mod:`pielab.folder` (never Ray's
 internals), so a report can be made from a sweep that is still running, was interrupted, or was copied
 off the cluster; the best trial it names is the one ``pielab status`` names.
 
@@ -14,15 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from pielab.files import write_atomic
-from pielab.sweep.storage import local_dir
-from pielab.report.export import export_command, export_configs, export_paths
+from pielab.folder.storage import local_dir
+from pielab.report.export import export_configs, export_paths
 from pielab.report.tables import (
     Sweep, _escape_md, display_groups, display_plain, failed_table, group_table, load_sweep, pareto_table,
     provenance_line, reference_note, to_latex, to_markdown, trial_table, usage_table,
 )
 
-__all__ = ["Sweep", "build_report", "export_command", "export_configs", "export_paths", "load_sweep",
-           "report_command"]
+__all__ = ["Sweep", "build_report", "export_configs", "export_paths", "load_sweep"]
 
 
 def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict[str, Path]:
@@ -57,7 +56,7 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict[s
         "usage.md": to_markdown(usage_table(sweep)),  # CPU-/GPU-hours, preempted trials
     }
     front = pareto_table(sweep)
-    if sweep.objectives:  # a multi-objective sweep: its Pareto-optimal trials (pielab.sweep.folder's front)
+    if sweep.objectives:  # a multi-objective sweep: its Pareto-optimal trials (pielab.folder's front)
         goals = ", ".join(f"{m} ({d})" for m, d in sweep.objectives)
         files.update({
             "pareto.csv": front.to_csv(index=False),
@@ -73,11 +72,3 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict[s
     for name, data in files.items():
         write_atomic(paths[name], data)
     return paths
-
-
-def report_command(sweep_dir: str, out: str | None = None) -> int:
-    """``pielab report``: write the report and print where it is."""
-    paths = build_report(sweep_dir, out)
-    html_page = paths["report.html"]
-    print(f"Report: {html_page} ({len(paths)} files in {html_page.parent})")
-    return 0

@@ -1,6 +1,6 @@
 """``pielab export``: the best trials' resolved configs as YAML that ``pielab train`` accepts.
 
-Ranks through :mod:`.tables` (that is, :mod:`pielab.sweep.folder`'s rule), so the first exported
+Ranks through :mod:`.tables` (that is, :mod:`pielab.folder`'s rule), so the first exported
 config is the best trial that ``pielab status`` and ``pielab report`` name. ``--pareto`` exports the
 Pareto front of a multi-objective sweep instead (the folder's front, the one the report lists), one
 config per trial, in the same file names as ``--top K``.
@@ -16,8 +16,8 @@ from pielab.errors import PielabError
 from pielab.files import write_atomic
 from pielab.provenance import KEY as PROVENANCE, describe_device, describe_versions
 from pielab.report.tables import load_sweep, number
-from pielab.sweep.folder import test_acc_note
-from pielab.sweep.storage import local_dir
+from pielab.folder import test_acc_note
+from pielab.folder.storage import local_dir
 from pielab.text import fmt_value
 from pielab.yamlfile import dump_yaml
 
@@ -111,15 +111,3 @@ def export_configs(sweep_dir: str | Path, top: int = 1, out: str | Path | None =
     for path, text in files.items():  # rendered all first: a config that fails to validate writes nothing
         write_atomic(path, text)
     return paths
-
-
-def export_command(sweep_dir: str, top: int = 1, out: str | None = None, pareto: bool = False) -> int:
-    """``pielab export``: see :func:`export_configs`; prints one line per file written."""
-    paths = export_configs(sweep_dir, top, out, pareto=pareto)
-    if pareto:
-        print(f"{len(paths)} Pareto-optimal trial(s)")
-    elif len(paths) < top:
-        print(f"only {len(paths)} completed trial(s): exported {len(paths)} of {top}")
-    for path in paths:
-        print(f"Exported: {path}")
-    return 0

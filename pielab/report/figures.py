@@ -20,8 +20,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from pielab.errors import PielabError
+from pielab.folder import OPTUNA_DB, STATUS_FILE, STUDY_KEY
 from pielab.report.tables import Sweep
-from pielab.sweep.folder import OPTUNA_DB, STATUS_FILE, STUDY_KEY
 from pielab.text import fmt_value
 
 DPI = 120
@@ -296,15 +297,11 @@ def _load_study(sweep: Sweep):
     except ImportError:
         return None, "optuna is not installed"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    db = sweep.path / OPTUNA_DB
-    storage_cfg = sweep.spec.get("storage") if isinstance(sweep.spec.get("storage"), dict) else {}
-    if db.is_file():
-        url = f"sqlite:///{db.resolve()}"
-    elif storage_cfg.get("optuna"):
-        url = str(storage_cfg["optuna"])
-    else:
+    try:
+        url = sweep.folder.study_url(must_exist=True)
+    except PielabError:
         return None, f"the sweep folder has no {OPTUNA_DB}"
-    name = sweep.folder.study  # recorded by the runner (pielab.sweep.folder.study_name)
+    name = sweep.folder.study  # recorded by the runner (pielab.folder.study_name)
     try:
         names = optuna.study.get_all_study_names(storage=url)  # names only: summaries read every trial
         if name not in names:

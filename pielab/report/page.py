@@ -16,7 +16,7 @@ import pandas as pd
 
 from pielab.report.figures import Figure
 from pielab.report.tables import Sweep, display_groups, display_plain, provenance_line, reference_note, usage_table
-from pielab.sweep.folder import FINISHED_STATES, STATES, SWEEP_FILE, TRIALS_DIR, test_acc_note
+from pielab.folder import FINISHED_STATES, STATES, SWEEP_FILE, TRIALS_DIR, test_acc_note
 from pielab.text import fmt_value
 
 CSS = """

@@ -1,8 +1,8 @@
-"""The report's data and tables: a sweep folder read through :mod:`pielab.sweep.folder`, and the
+"""The report's data and tables: a sweep folder read through :mod:`pielab.folder`, and the
 summary, per-trial and failed-trial tables in CSV, Markdown, LaTeX and HTML cells.
 
 The first module of the report package: :mod:`.figures` and :mod:`.page` import it, it imports
-neither. It reads the sweep folder only through :class:`pielab.sweep.folder.SweepFolder`, so the report,
+neither. It reads the sweep folder only through :class:`pielab.folder.SweepFolder`, so the report,
 ``pielab export`` and ``pielab status`` share one record per trial and one ranking rule (the folder's
 docstring states it: finished trials, ``completed`` or ``early_stopped``, best first by the sweep's
 metric and mode). Running trials appear in the per-trial table with their partial metrics; failed and
@@ -10,7 +10,7 @@ diverged ones in their own table with the reason. ``results.csv`` is a convenien
 interrupted sweep may lack, so it is not read.
 
 A multi-objective sweep (a spec's ``objectives``) also has its Pareto front, as the folder defines it
-(:func:`pielab.sweep.folder.pareto_records`): ``Sweep.pareto_ids``, a ``pareto`` column in the per-trial
+(:func:`pielab.folder.pareto_records`): ``Sweep.pareto_ids``, a ``pareto`` column in the per-trial
 table, and :func:`pareto_table` (each objective's value per Pareto trial).
 
 Trials that differ only in ``train.seed`` form a *group* (the repeats of one configuration, ``seeds:
@@ -29,7 +29,7 @@ import pandas as pd
 
 from pielab.config import config_from_dict, flatten, load_yaml
 from pielab.errors import PielabError
-from pielab.sweep.folder import (
+from pielab.folder import (
     CONFIG_FILE, FAILED_STATES, STATES, TRIALS_DIR, SweepFolder, TrialRecord, pareto_records, rank_records,
     trial_resources,
 )
@@ -89,7 +89,7 @@ class Sweep:
         return str(base.get("task", "")) if isinstance(base, dict) else ""
 
     def finished(self) -> pd.DataFrame:
-        """The ranked trials (``pielab.sweep.folder``'s rule), best first: row 0 is the best trial."""
+        """The ranked trials (``pielab.folder``'s rule), best first: row 0 is the best trial."""
         return self.trials[self.trials["rank"].notna()].sort_values("rank", kind="stable")
 
 

@@ -153,7 +153,7 @@ class MovableSearchGenerator(SearchGenerator):
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)
-        from pielab.sweep.folder import TUNE_DIR
+        from pielab.folder import TUNE_DIR
         from pielab.sweep.session import active_sweep
 
         active, experiment = active_sweep(), self._experiment
@@ -164,7 +164,7 @@ class MovableSearchGenerator(SearchGenerator):
         storage = experiment.spec.get("storage") if experiment is not None else None
         if active is None or storage is None:
             return
-        from pielab.sweep.storage import tune_storage
+        from pielab.folder.storage import tune_storage
 
         here, filesystem = tune_storage(active.sweep_dir)  # a local path, or bucket/prefix on object storage
         if (storage.storage_fs_path, storage.experiment_dir_name) != (here, TUNE_DIR):

@@ -22,7 +22,7 @@ bookkeeping, read through :mod:`pielab.sweep.compat`, save/restore) and changes 
 ``directions=[...]``). Optuna takes neither intermediate values nor a value for a pruned trial in a
 multi-objective study, so the accounting is:
 
-* every epoch folds into a :class:`~pielab.sweep.folder.TrialRecord` (the sweep folder's own rule): the
+* every epoch folds into a :class:`~pielab.folder.TrialRecord` (the sweep folder's own rule): the
   trial's values are each objective's value at its best epoch by the first objective;
 * a full-length trial is ``COMPLETE`` with those values (``FAIL`` if one is missing);
 * an early-stopped trial (ASHA acts on the first objective; or the time budget) is ``PRUNED`` with no
@@ -31,7 +31,7 @@ multi-objective study, so the accounting is:
   (``{metric: value}``), so nothing measured is lost and nothing low-fidelity poses as final;
 * failed and diverged trials are ``FAIL``, as for one objective.
 
-So ``study.best_trials`` is the sweep folder's Pareto front (:func:`pielab.sweep.folder.pareto_records`).
+So ``study.best_trials`` is the sweep folder's Pareto front (:func:`pielab.folder.pareto_records`).
 
 Seed repeats (``seeds: [0, 1, 2]`` in a sweep spec) are one Optuna trial per (configuration, seed):
 the first seed samples a configuration, the others are enqueued with the same parameters
@@ -69,7 +69,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from pielab.errors import ConfigError, PielabError
 from pielab.sweep.compat import searcher_study, searcher_told, searcher_trials
-from pielab.sweep.folder import (
+from pielab.folder import (
     END_COMPLETED, END_EARLY, OPTUNA_DB, SEED_KEY, TrialRecord, end_state, is_finite_number, planned_epochs,
 )
 from pielab.sweep.spec import ALGORITHMS, Constraint
@@ -395,7 +395,7 @@ def tell_unreported(storage_url: str, study_name: str, ended: dict[str, str], mo
 
     Tune's ``time_budget_s`` (and any ``stop_all`` stopper) ends the running trials without calling
     ``on_trial_complete``, so their Optuna trials would stay RUNNING forever. ``ended`` maps Tune
-    trial ids to how each ended (as :func:`~pielab.sweep.folder.end_state` says, or ``not_started``);
+    trial ids to how each ended (as :func:`~pielab.folder.end_state` says, or ``not_started``);
     the rules are the searcher's: early-stopped -> PRUNED, full length -> COMPLETE with the best
     value, anything else -> FAIL. A multi-objective study (``objectives``, two or more metrics) takes
     a completed trial's values from ``records`` (the sweep folder's records, by Tune trial id).
@@ -592,7 +592,7 @@ class SweepStorage(optuna.storages.RDBStorage):
     def __getstate__(self) -> dict[Any, Any]:
         if "engine" not in self.__dict__:  # unconnected: pickles as it came
             return self.__dict__.copy()
-        from pielab.sweep.folder import strip_password
+        from pielab.folder import strip_password
 
         state = super().__getstate__()
         state["url"] = SWEEP_DB_URL if self.sweep_local else strip_password(state["url"])
@@ -629,7 +629,7 @@ def make_storage(url: str, *, sweep_local: bool = False) -> optuna.storages.RDBS
     try:
         return SweepStorage(url, sweep_local=sweep_local, **kwargs)
     except Exception as exc:
-        from pielab.sweep.folder import mask_password
+        from pielab.folder import mask_password
 
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"storage.optuna: cannot open {mask_password(url)!r}: {mask_password(first)}") from None

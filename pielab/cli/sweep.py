@@ -1,13 +1,13 @@
 """``pielab sweep | resume | status | dashboard``: what the command line calls.
 
 What they print is formatted in :mod:`pielab.sweep.display`; what they read of a sweep folder is read
-through :mod:`pielab.sweep.folder`. Each command returns an exit code (the table is in
+through :mod:`pielab.folder`. Each command returns an exit code (the table is in
 :mod:`pielab.cli`); bad input raises a :class:`~pielab.errors.PielabError` subclass with one line,
 which the CLI prints before exiting 2. Ray and Optuna are imported only by the commands that run
 them: ``pielab status`` reads the sweep folder's own files and nothing else.
 
 One driver per folder: ``pielab sweep`` and ``pielab resume`` hold the folder's lease
-(:mod:`pielab.sweep.lease`) from before they write or load anything there until they exit (normally,
+(:mod:`pielab.folder.lease`) from before they write or load anything there until they exit (normally,
 on an error, Ctrl-C or SIGTERM). A driver that loses it (frozen past the TTL while another took over)
 stops as on Ctrl-C and exits 2.
 """
@@ -24,24 +24,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from pielab.cli import EXIT_FAILED, EXIT_FINISHED, exit_code_for_signal
-
+from pielab.cli.codes import EXIT_FAILED, EXIT_FINISHED, exit_code_for_signal
 from pielab.errors import ConfigError, PielabError
 from pielab.sweep.display import (  # noqa: F401  (best_table and LiveStatus: importable from here as before)
     LiveStatus, best_table, best_text, counts_text, failed_line, make_console, pareto_table, pareto_text,
     running_line,
 )
-from pielab.sweep.dblease import lease_for, read_lease_for
-from pielab.sweep.folder import (
-    END_DIVERGED, END_FAILED, OPTUNA_DB, PARAMS_KEY, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR,
+from pielab.folder.dblease import lease_for, read_lease_for
+from pielab.folder import (
+    END_BUDGET, END_CRASHED, END_DIVERGED, END_FAILED, END_FINISHED, END_INTERRUPTED, END_RESOURCE_BUDGET,
+    END_TERMINATED, END_USR1, OPTUNA_DB, STARTED_SPEC_FILE, WARM_START_FILE, PARAMS_KEY, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR,
     SweepFolder, is_remote, load_records, location, pareto_records, read_json, recorded_slot_seconds, summarize_records,
     write_atomic,
 )
-from pielab.sweep.lease import LEASE_FILE, DriverLease, LeaseHeld
-from pielab.sweep.storage import local_dir, remove_tree
+from pielab.folder.lease import LEASE_FILE, DriverLease, LeaseHeld
+from pielab.folder.storage import local_dir, remove_tree
 from pielab.sweep.session import stop_signals_caught
-from pielab.sweep.started_spec import (
-    STARTED_SPEC_FILE, check_unchanged, describe_changes, read_started_spec, record_started_spec, spec_changes,
+from pielab.folder.started_spec import (
+    check_unchanged, describe_changes, read_started_spec, record_started_spec, spec_changes,
 )
 from pielab.files import write_json
 from pielab.text import fmt_duration, one_line
@@ -49,13 +49,12 @@ from pielab.yamlfile import dump_yaml
 
 # What `pielab resume SWEEP_DIR --set KEY=VALUE` may change: the sweep continues with the same study.
 CONTINUE_KEYS = ("num_trials", "time_budget_s", "max_concurrent")
-WARM_START_FILE = "warm_start.json"  # where `pielab sweep --from` records the trials its study started with
 
 
 
 def usage_text(usage: dict[str, Any] | None, budget: dict[str, Any] | None = None) -> str:
     """``resources used: 0.0102 CPU-hours, 0 GPU-hours (budget: 0.01 CPU-hours)`` from status.json's
-    ``usage`` and ``budget`` (or :meth:`SweepFolder.usage`); the rule is in :mod:`pielab.sweep.folder`."""
+    ``usage`` and ``budget`` (or :meth:`SweepFolder.usage`); the rule is in :mod:`pielab.folder`."""
     usage = usage or {}
     text = (f"resources used: {usage.get('cpu_hours', 0.0):.4g} CPU-hours, {usage.get('gpu_hours', 0.0):.4g} GPU-hours "
             f"({fmt_duration(usage.get('held_s', 0.0))} of trials holding their resources)")
@@ -106,7 +105,7 @@ def _new_sweep_dir(spec, out: str | None) -> tuple[Path, DriverLease]:
     Of two drivers given the same ``--out`` at once, exactly one gets the lease; the other raises
     :class:`LeaseHeld` (or finds the folder already made) and touches nothing.
     """
-    endpoint = spec.storage.endpoint  # a local Path, or an ObjectPath on object storage (pielab.sweep.storage)
+    endpoint = spec.storage.endpoint  # a local Path, or an ObjectPath on object storage (pielab.folder.storage)
     try:
         if out:
             folder = location(out, endpoint)
@@ -164,13 +163,6 @@ def _lost(lease: DriverLease) -> LeaseHeld:
                      f"(it had not renewed its lease within {lease.ttl_s:g} s)")
 
 
-def _study_url(sweep: SweepFolder) -> str | None:
-    """sweep.yaml's ``storage.optuna`` (no password: libpq's PGPASSWORD or ~/.pgpass supply it), where a
-    folder on object storage keeps its driver lease."""
-    storage = sweep.spec.get("storage")
-    return storage.get("optuna") if isinstance(storage, dict) else None
-
-
 def _load_saved_spec(folder: Path):
     from pielab.config import load_yaml
     from pielab.sweep.spec import SweepSpec
@@ -180,9 +172,9 @@ def _load_saved_spec(folder: Path):
                                base_dir=None if is_remote(folder) else folder)
 
 
-# status.json ``end`` (pielab.sweep.recorder) -> the closing line's verb and the exit code (pielab.cli)
-_STOPPED_BY = {"interrupted": ("interrupted (Ctrl-C)", "SIGINT"), "terminated": ("terminated (SIGTERM)", "SIGTERM"),
-               "stopped by SIGUSR1": ("stopped by SIGUSR1", "SIGUSR1")}
+# status.json ``end`` (pielab.folder.layout) -> the closing line's verb and the exit code (pielab.cli.codes)
+_STOPPED_BY = {END_INTERRUPTED: ("interrupted (Ctrl-C)", "SIGINT"), END_TERMINATED: ("terminated (SIGTERM)", "SIGTERM"),
+               END_USR1: ("stopped by SIGUSR1", "SIGUSR1")}
 
 
 def _finish_report(console, outcome, spec, lease: DriverLease | None = None) -> int:
@@ -196,7 +188,7 @@ def _finish_report(console, outcome, spec, lease: DriverLease | None = None) -> 
     counts = status.get("counts", {})
     elapsed = status.get("elapsed_s")
     finished = bool(status.get("finished"))
-    end = status.get("end") or ("finished" if finished else "interrupted")
+    end = status.get("end") or (END_FINISHED if finished else END_INTERRUPTED)
     console.print(f"{len(records)} trials: {counts_text(counts, running_label=None if finished else 'interrupted')}"
                   f" in {fmt_duration(elapsed)}"
                   + (f" (efficiency {status['efficiency']:.0%})" if status.get("efficiency") else ""))
@@ -221,10 +213,10 @@ def _finish_report(console, outcome, spec, lease: DriverLease | None = None) -> 
         first = next(iter(records.values()))
         console.print(f"the sweep failed: every trial failed; the first one: {first.reason}")
         return EXIT_FAILED
-    if end == "budget reached":
+    if end == END_RESOURCE_BUDGET:
         console.print(f"the sweep finished: its budget was reached: {status.get('budget_reason') or 'resource budget'}")
         return EXIT_FINISHED
-    if end == "time budget reached":
+    if end == END_BUDGET:
         console.print(f"the sweep finished: its time budget of {fmt_duration(spec.time_budget_s)} was reached")
         return EXIT_FINISHED
     if finished:
@@ -250,7 +242,7 @@ def sweep_command(spec_path: str, overrides: list[str], out: str | None, address
 
     With ``resume_if_exists`` and a sweep already in ``out``: the same spec (after ``--set``)
     continues it as ``pielab resume`` does (a finished one reports so, exit 0); a different spec
-    raises :class:`~pielab.sweep.started_spec.SpecChanged` naming the changed fields.
+    raises :class:`~pielab.folder.started_spec.SpecChanged` naming the changed fields.
     ``warm_from``: an earlier sweep folder whose finished trials the new study receives first
     (:func:`pielab.sweep.search.warm_start`); checked before the new folder is made.
     """
@@ -302,12 +294,9 @@ def _warm_source(warm_from: str, spec):
         had = ", ".join(f"{m} ({d})" for m, d in old_objectives)
         raise ConfigError(f"--from {warm_from}: that sweep's trials have values for {had} only, this one also "
                           f"optimises {', '.join(unknown)}")
-    storage = old.spec.get("storage")
-    url = storage.get("optuna") if isinstance(storage, dict) else None
-    if not url:
-        if not (old.path / OPTUNA_DB).is_file():
-            raise ConfigError(f"--from {warm_from}: no {OPTUNA_DB} in it (that sweep never asked Optuna for a trial)")
-        url = f"sqlite:///{old.path / OPTUNA_DB}"
+    if old.optuna_storage is None and not (old.path / OPTUNA_DB).is_file():
+        raise ConfigError(f"--from {warm_from}: no {OPTUNA_DB} in it (that sweep never asked Optuna for a trial)")
+    url = old.study_url()
     try:
         return optuna.load_study(study_name=old.study, storage=make_storage(url)), old
     except KeyError:
@@ -385,13 +374,13 @@ def resume_command(sweep_dir: str, *, started_at: float | None = None, given=Non
     ``overrides`` (``--set num_trials=N``, ``time_budget_s``, ``max_concurrent``: :data:`CONTINUE_KEYS`)
     continue the sweep, finished or not, past what it started with: the same Tune experiment and the
     same Optuna study (old trials are not rerun; the same searcher suggests the new ones). Any other
-    changed key is refused (:class:`~pielab.sweep.started_spec.SpecChanged`, naming it).
+    changed key is refused (:class:`~pielab.folder.started_spec.SpecChanged`, naming it).
     """
     t0 = started_at or time.time()
     with stop_signals_caught():
         sweep = SweepFolder.open(sweep_dir)
         folder = sweep.path
-        lease = lease_for(folder, optuna_url=_study_url(sweep)).acquire()
+        lease = lease_for(folder, optuna_url=sweep.optuna_storage).acquire()
         with _holding(lease):
             return _resume(folder, lease, t0, given, overrides or [])
 
@@ -414,7 +403,7 @@ def _continue_with(folder: Path, overrides: list[str]):
     changes = spec_changes(started, spec_dict)
     refused = [c for c in changes if c[0] not in CONTINUE_KEYS]
     if refused:  # a folder from before started_spec.json: compared with its sweep.yaml
-        from pielab.sweep.started_spec import SpecChanged
+        from pielab.folder.started_spec import SpecChanged
 
         raise SpecChanged(f"{what}: resume --set changes only {', '.join(CONTINUE_KEYS)}; "
                           f"not {describe_changes(refused)}", refused)
@@ -444,7 +433,7 @@ def _resume(folder: Path, lease: DriverLease, t0: float, given, overrides: list[
         console.print(f"continuing sweep {spec.name} with {describe_changes(changes)} (the same Optuna study)")
     elif status.get("finished"):
         counts = summarize_records(load_records(folder), status.get("mode", "max"))["counts"]
-        how = status.get("end") if status.get("end") not in (None, "finished") else "every trial ran"
+        how = status.get("end") if status.get("end") not in (None, END_FINISHED) else "every trial ran"
         console.print(f"sweep {folder} already finished ({how}; {counts_text(counts, running_label=None)}); nothing to resume")
         return EXIT_FINISHED if status.get("end") != "failed" else EXIT_FAILED
     if not (folder / TUNE_DIR / "tuner.pkl").is_file():
@@ -500,7 +489,7 @@ def _driver_failed(folder) -> int:
 def status_command(sweep_dir: str) -> int:
     """``pielab status SWEEP_DIR``: trials by state, best so far, time used (during or after a sweep).
 
-    Reads the folder through :class:`~pielab.sweep.folder.SweepFolder`: the records (rewritten at every
+    Reads the folder through :class:`~pielab.folder.SweepFolder`: the records (rewritten at every
     epoch, so the live truth) and the ranking rule that ``pielab report`` uses.
     """
     folder = SweepFolder.open(sweep_dir)
@@ -514,16 +503,16 @@ def status_command(sweep_dir: str) -> int:
     pending = 0 if finished else max(0, int(num_trials) - len(records))
 
     # Who drives it now: the lease (any host), not a pid, which only this host could check.
-    holder = read_lease_for(folder.path, _study_url(folder))
+    holder = read_lease_for(folder.path, folder.optuna_storage)
     alive = holder is not None and not holder.stale()
     if finished:
         end = status.get("end")
-        state = "finished" + (f" ({end})" if end and end != "finished" else "")
+        state = "finished" + (f" ({end})" if end and end != END_FINISHED else "")
     elif alive:
         state = f"running on host {holder.host} (pid {holder.pid}, lease renewed {max(0.0, holder.age()):.0f} s ago)"
     elif records or status:
-        how = {"terminated": " by SIGTERM", "stopped by SIGUSR1": " by SIGUSR1"}.get(status.get("end") or "", "")
-        if status.get("end") == "crashed":  # pielab.sweep.recorder.END_CRASHED
+        how = {END_TERMINATED: " by SIGTERM", END_USR1: " by SIGUSR1"}.get(status.get("end") or "", "")
+        if status.get("end") == END_CRASHED:
             how = f" by an error in the driver ({status.get('crash') or 'no message'})"
         state = f"interrupted{how}: continue with `pielab resume {shlex.quote(str(folder.path))}`"
     else:
@@ -577,13 +566,7 @@ def dashboard_command(sweep_dir: str, host: str, port: int) -> int:
     """``pielab dashboard SWEEP_DIR``: optuna-dashboard for the sweep's study, on 127.0.0.1 by default."""
     sweep = SweepFolder.open(sweep_dir)
     folder = sweep.path
-    storage = sweep.spec.get("storage")
-    url = storage.get("optuna") if isinstance(storage, dict) else None
-    if not url:
-        db = folder / OPTUNA_DB
-        if not db.is_file():
-            raise PielabError(f"{folder}: no {OPTUNA_DB} yet (the sweep has not asked Optuna for a trial)")
-        url = f"sqlite:///{db}"
+    url = sweep.study_url(must_exist=True)
     try:
         import optuna_dashboard
     except ImportError:

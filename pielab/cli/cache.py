@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from pielab.config import DataConfig
+from pielab.folder.layout import CONFIG_FILE, SWEEP_FILE, TRIALS_DIR
 from pielab.data import cache
 from pielab.errors import DataError, PielabError
 from pielab.text import one_line
@@ -50,21 +51,21 @@ def fmt_age(seconds: float) -> str:
 
 def _sweep_data_configs(sweep_dir: Path) -> list[tuple[Path, str, dict[str, Any]]]:
     """(file, task, data section) of the sweep's base config (sweep.yaml) and of every trial's config."""
-    if not (sweep_dir / "sweep.yaml").is_file():
-        raise PielabError(f"--keep-referenced {sweep_dir}: not a sweep folder (no sweep.yaml)")
+    if not (sweep_dir / SWEEP_FILE).is_file():
+        raise PielabError(f"--keep-referenced {sweep_dir}: not a sweep folder (no {SWEEP_FILE})")
     found = []
     try:
-        spec = load_text((sweep_dir / "sweep.yaml").read_text()) or {}
+        spec = load_text((sweep_dir / SWEEP_FILE).read_text()) or {}
         base = spec.get("base") or {}
         task = base.get("task")
         if not task:
             from pielab.models import model_task
 
             task = model_task(base["model"]["name"])
-        found.append((sweep_dir / "sweep.yaml", task, base.get("data") or {}))
+        found.append((sweep_dir / SWEEP_FILE, task, base.get("data") or {}))
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
-        raise PielabError(f"{sweep_dir / 'sweep.yaml'}: cannot read its base config ({one_line(exc, 160)})") from None
-    for path in sorted((sweep_dir / "trials").glob("*/config.yaml")):
+        raise PielabError(f"{sweep_dir / SWEEP_FILE}: cannot read its base config ({one_line(exc, 160)})") from None
+    for path in sorted((sweep_dir / TRIALS_DIR).glob(f"*/{CONFIG_FILE}")):
         try:
             raw = load_text(path.read_text()) or {}
             found.append((path, raw["task"], raw.get("data") or {}))

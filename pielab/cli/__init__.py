@@ -4,25 +4,7 @@ Bad input never shows a traceback: every ``PielabError`` becomes one line on std
 Ray, Optuna and W&B are imported only by the sweep subcommands, so ``pielab train`` runs on a
 machine that has just torch.
 
-Exit codes (every command; ``pielab sweep`` and ``pielab resume`` use them all, and their closing
-line says which case it was). This table is the one definition: ``EXIT_CODES_HELP`` below is the
-``--help`` epilog of both commands.
-
-====  =====================================================================================
-code  meaning
-====  =====================================================================================
-0     finished: every trial ran (``finished``), or the spec's own ``time_budget_s`` ended the
-      sweep (``time budget reached``); also a resume of a finished sweep (``already finished``)
-1     failed: every trial failed, or the sweep stopped as hopeless (its first trials all
-      failed before their first epoch)
-2     bad input or refused: a bad spec or flag, a changed ``sweep.yaml`` on resume, another
-      driver holds the sweep folder (its lease), or this driver lost the lease to another one
-130   interrupted by Ctrl-C (SIGINT); state saved, ``pielab resume`` continues it
-138   stopped by SIGUSR1 (Slurm's ``--signal=B:USR1@N`` warning); state saved, resumable
-143   terminated by SIGTERM (Kubernetes, Slurm, ``kill``); state saved, resumable
-====  =====================================================================================
-
-A signal N that stops a driver gives 128 + N, the shell's convention. A second Ctrl-C skips saving.
+Exit codes: :mod:`pielab.cli.codes` (the one definition; ``--help`` of ``sweep`` and ``resume`` shows them).
 """
 
 from __future__ import annotations
@@ -34,29 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pielab.cli.codes import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERRUPTED, exit_code_for_signal
 from pielab.errors import PielabError
-
-EXIT_FINISHED = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT
-EXIT_SIGUSR1 = 138  # 128 + SIGUSR1
-EXIT_TERMINATED = 143  # 128 + SIGTERM
-
-EXIT_CODES_HELP = """\
-exit codes:
-  0    finished: every trial ran, or the spec's time_budget_s ended the sweep (also: already finished)
-  1    failed: every trial failed, or the sweep stopped as hopeless
-  2    bad input or refused: bad spec or flag, sweep.yaml changed since the sweep started,
-       another driver holds the sweep folder, or this driver lost it to another
-  130  interrupted by Ctrl-C (SIGINT): state saved, `pielab resume SWEEP_DIR` continues it
-  138  stopped by SIGUSR1 (Slurm's --signal=B:USR1@N): state saved, resumable
-  143  terminated by SIGTERM (Kubernetes, Slurm, kill): state saved, resumable"""
-
-
-def exit_code_for_signal(signum: int) -> int:
-    """128 + the signal's number: 130 for SIGINT, 138 for SIGUSR1, 143 for SIGTERM."""
-    return 128 + int(signum)
 
 
 def _check_writable(path: Path) -> None:
@@ -97,8 +58,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _check_out(out: Path, target: str | None, overwrite: bool) -> None:
     """Refuse an --out folder that holds anything (unless --overwrite), and always one where the run would
     write over the config file being read."""
+    from pielab.train import CHECKPOINT_FILE, CONFIG_FILE
+
     if target and Path(target).is_file() and out.is_dir():
-        written = out / "config.yaml"
+        written = out / CONFIG_FILE
         if written.exists() and os.path.samefile(written, target):
             raise PielabError(f"--out {out}: the run would write its config.yaml over {target}, the config being "
                               "read; pick another --out (--overwrite never replaces the input config)")
@@ -110,7 +73,7 @@ def _check_out(out: Path, target: str | None, overwrite: bool) -> None:
         raise PielabError(f"--out {out}: cannot list it ({exc.strerror or exc})") from None
     if not entries:
         return
-    if (out / "checkpoint.pt").exists() and not overwrite:
+    if (out / CHECKPOINT_FILE).exists() and not overwrite:
         raise PielabError(f"{out} already holds a run; continue it with `pielab train --resume {out}`, "
                           "pick another --out, or pass --overwrite to replace it")
     if not overwrite:
@@ -121,9 +84,9 @@ def _check_out(out: Path, target: str | None, overwrite: bool) -> None:
 
 def _clean_failed_start(out: Path, created: bool) -> None:
     """A run that failed before its first checkpoint leaves nothing behind: its files, and the folder if it made it."""
-    from pielab.train import RUN_FILES
+    from pielab.train import CHECKPOINT_FILE, RUN_FILES
 
-    if (out / "checkpoint.pt").exists():
+    if (out / CHECKPOINT_FILE).exists():
         return  # a resumable run: keep it
     for name in RUN_FILES:
         try:
@@ -152,7 +115,7 @@ def _fit_one_line(func, *args, **kwargs):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pielab.config import load_config
-    from pielab.train import fit
+    from pielab.train import CHECKPOINT_FILE, fit
 
     if args.resume:
         if args.target or args.set:
@@ -165,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         # fit loads the checkpoint and refuses, in one line, one that is missing, unreadable, weights only
         # (a copied best.pt) or from other data, before it writes anything
-        _fit_one_line(fit, None, out_dir=run_dir, resume=run_dir / "checkpoint.pt", progress=True)
+        _fit_one_line(fit, None, out_dir=run_dir, resume=run_dir / CHECKPOINT_FILE, progress=True)
         print(f"Run folder: {run_dir}")
         return 0
     if not args.target:
@@ -199,8 +162,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from pielab.sweep.commands import sweep_command
-    from pielab.sweep.storage import is_remote
+    from pielab.cli.sweep import sweep_command
+    from pielab.folder.storage import is_remote
 
     if args.out and not is_remote(args.out):  # object storage is checked when the folder is made
         _check_writable(Path(args.out))
@@ -211,25 +174,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from pielab.sweep.commands import resume_command
+    from pielab.cli.sweep import resume_command
 
     return resume_command(args.sweep_dir, overrides=args.set)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from pielab.sweep.commands import status_command
+    from pielab.cli.sweep import status_command
 
     return status_command(args.sweep_dir)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from pielab.sweep.commands import dashboard_command
+    from pielab.cli.sweep import dashboard_command
 
     return dashboard_command(args.sweep_dir, args.host, args.port)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pielab.report import report_command
+    from pielab.cli.report import report_command
 
     if args.out:
         _check_writable(Path(args.out))
@@ -237,7 +200,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pielab.report import export_command
+    from pielab.cli.report import export_command
 
     if args.out:
         _check_writable(Path(args.out))
@@ -245,7 +208,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from pielab.data.cache_command import cache_command
+    from pielab.cli.cache import cache_command
 
     return cache_command(args.cache_dir, prune=args.prune, older_than=args.older_than,
                          keep_referenced=args.keep_referenced)
@@ -379,6 +342,3 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"pielab: {getattr(exc, 'what', 'interrupted')}", file=sys.stderr)
         return exit_code_for_signal(signum) if signum else EXIT_INTERRUPTED
 
-
-if __name__ == "__main__":
-    sys.exit(main())

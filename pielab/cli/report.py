@@ -1,0 +1,26 @@
+"""``pielab report`` and ``pielab export``: what they print around :func:`pielab.report.build_report` and
+:func:`pielab.report.export_configs`."""
+
+from __future__ import annotations
+
+from pielab.report import build_report, export_configs
+
+
+def report_command(sweep_dir: str, out: str | None = None) -> int:
+    """``pielab report``: write the report and print where it is."""
+    paths = build_report(sweep_dir, out)
+    html_page = paths["report.html"]
+    print(f"Report: {html_page} ({len(paths)} files in {html_page.parent})")
+    return 0
+
+
+def export_command(sweep_dir: str, top: int = 1, out: str | None = None, pareto: bool = False) -> int:
+    """``pielab export``: see :func:`export_configs`; prints one line per file written."""
+    paths = export_configs(sweep_dir, top, out, pareto=pareto)
+    if pareto:
+        print(f"{len(paths)} Pareto-optimal trial(s)")
+    elif len(paths) < top:
+        print(f"only {len(paths)} completed trial(s): exported {len(paths)} of {top}")
+    for path in paths:
+        print(f"Exported: {path}")
+    return 0
