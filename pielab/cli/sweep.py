@@ -33,7 +33,7 @@ from pielab.sweep.display import (  # noqa: F401  (best_table and LiveStatus: im
 from pielab.folder.dblease import lease_for, read_lease_for
 from pielab.folder import (
     END_BUDGET, END_CRASHED, END_DIVERGED, END_FAILED, END_FINISHED, END_INTERRUPTED, END_RESOURCE_BUDGET,
-    END_TERMINATED, END_USR1, OPTUNA_DB, STARTED_SPEC_FILE, WARM_START_FILE, PARAMS_KEY, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR,
+    END_TERMINATED, END_USR1, OPTUNA_DB, STARTED_SPEC_FILE, WARM_START_FILE, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR,
     SweepFolder, is_remote, load_records, location, pareto_records, read_json, recorded_slot_seconds, summarize_records,
     write_atomic,
 )
@@ -43,7 +43,6 @@ from pielab.sweep.session import stop_signals_caught
 from pielab.folder.started_spec import (
     check_unchanged, describe_changes, read_started_spec, record_started_spec, spec_changes,
 )
-from pielab.files import write_json
 from pielab.text import fmt_duration, one_line
 from pielab.yamlfile import dump_yaml
 
@@ -263,44 +262,14 @@ def sweep_command(spec_path: str, overrides: list[str], out: str | None, address
         spec_dict = spec.to_dict()
         if resume_if_exists and out and (location(out, spec.storage.endpoint) / SWEEP_FILE).is_file():
             return resume_command(out, started_at=t0, given=(spec, spec_dict, f"--out {location(out)}"))
-        source = _warm_source(warm_from, spec) if warm_from else None
+        source = None
+        if warm_from:
+            from pielab.sweep.warm import warm_source
+
+            source = warm_source(warm_from, spec)
         folder, lease = _new_sweep_dir(spec, out)
         with _holding(lease):
             return _start_sweep(spec, spec_dict, folder, address, lease, t0, source)
-
-
-def _warm_source(warm_from: str, spec):
-    """``(study, folder)``: the Optuna study of the sweep folder ``warm_from`` (``pielab sweep --from``) and
-    that folder, after checking it trained the same task and model (unless the new space searches
-    ``model.name``), its first objective is the new one's and it measured every objective the new sweep
-    optimises (two objectives -> one works, one -> two cannot); bad input raises (one line)."""
-    import optuna
-
-    from pielab.sweep.search import make_storage
-
-    old = SweepFolder.open(warm_from)
-    base = old.spec.get("base") if isinstance(old.spec.get("base"), dict) else {}
-    old_task, old_model = base.get("task"), (base.get("model") or {}).get("name")
-    if old_task != spec.base.task or (old_model != spec.base.model_name and "model.name" not in spec.space.keys()):
-        raise ConfigError(f"--from {warm_from}: that sweep trained {old_model} on {old_task}, this one "
-                          f"{spec.base.model_name} on {spec.base.task}; its trials' values would mean something else here")
-    if (old.metric, old.mode) != (spec.metric, spec.mode):
-        raise ConfigError(f"--from {warm_from}: that sweep optimised {old.metric} ({old.mode}), this one "
-                          f"{spec.metric} ({spec.mode}); its trials' values would mean something else here")
-    old_objectives = old.objectives or [(old.metric, old.mode)]
-    new_objectives = list(spec.objectives) or [(spec.metric, spec.mode)]
-    unknown = [f"{m} ({d})" for m, d in new_objectives if (m, d) not in old_objectives]
-    if unknown:
-        had = ", ".join(f"{m} ({d})" for m, d in old_objectives)
-        raise ConfigError(f"--from {warm_from}: that sweep's trials have values for {had} only, this one also "
-                          f"optimises {', '.join(unknown)}")
-    if old.optuna_storage is None and not (old.path / OPTUNA_DB).is_file():
-        raise ConfigError(f"--from {warm_from}: no {OPTUNA_DB} in it (that sweep never asked Optuna for a trial)")
-    url = old.study_url()
-    try:
-        return optuna.load_study(study_name=old.study, storage=make_storage(url)), old
-    except KeyError:
-        raise ConfigError(f"--from {warm_from}: no Optuna study named {old.study!r} in its storage") from None
 
 
 def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | None, lease: DriverLease,
@@ -315,7 +284,9 @@ def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | N
         console.print(spec.describe())
         console.print(f"sweep folder: {folder}")
         if source is not None:
-            console.print(_warm_start(spec, folder, *source))
+            from pielab.sweep.warm import warm_start_study
+
+            console.print(warm_start_study(spec, folder, *source))
         owns_ray = _start_ray_for(spec, address)
         from pielab.sweep.runner import run_sweep
 
@@ -338,29 +309,6 @@ def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | N
             return _driver_failed(folder)
         raise
     return _finish_report(console, outcome, spec, lease)
-
-
-def _warm_start(spec, folder: Path, source, old: SweepFolder) -> str:
-    """Give the new sweep's study ``source``'s trials first; record and describe what was copied."""
-    from pielab.sweep.search import make_storage, warm_start
-    from pielab.sweep.tuner import optuna_url
-
-    storage = make_storage(optuna_url(spec, folder), sweep_local=not spec.storage.optuna)
-    outcomes = {}
-    if spec.constraints:  # what the old trials reported last, for constraints their study never had
-        for tid, rec in load_records(old.path).items():
-            outcomes[tid] = {**(rec.rows[max(rec.rows)] if rec.rows else {}), PARAMS_KEY: rec.num_params}
-    counts = warm_start(storage, folder.name, spec.objective_modes, spec.space, source, spec.constraints, outcomes,
-                        metrics=spec.objective_metrics,
-                        source_metrics=[m for m, _ in old.objectives] or [old.metric])
-    write_json(folder / WARM_START_FILE, {"from_study": source.study_name, **counts})
-    skipped = [f"{counts['outside']} outside this space"]
-    if counts["unconstrained"]:
-        skipped.append(f"{counts['unconstrained']} without values for the constraints")
-    if counts["not_finished"]:
-        skipped.append(f"{counts['not_finished']} failed or unfinished")
-    return (f"warm start: {counts['added']} trials of study {source.study_name} go into the new study first "
-            f"(skipped: {', '.join(skipped)})")
 
 
 def resume_command(sweep_dir: str, *, started_at: float | None = None, given=None,
