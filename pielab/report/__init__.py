@@ -17,7 +17,7 @@ from pielab.files import write_atomic
 from pielab.folder.storage import local_dir
 from pielab.report.export import export_configs, export_paths
 from pielab.report.tables import (
-    Sweep, _escape_md, display_groups, display_plain, failed_table, group_table, load_sweep, pareto_table,
+    Sweep, _escape_md, display_groups, display_plain, failed_table, fidelity_note, group_table, load_sweep, pareto_table,
     provenance_line, reference_note, to_latex, to_markdown, trial_table, usage_table,
 )
 
@@ -47,9 +47,10 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict[s
     files: dict[str, bytes | str] = {
         "summary.csv": groups.to_csv(index=False),
         "summary.md": to_markdown(display_groups(groups, sweep.hparams, "md", sweep.metric))
-        + f"\n{_escape_md(reference_note(sweep))}{_escape_md(provenance_line(sweep))}\n",
-        "summary.tex": to_latex(display_groups(groups, sweep.hparams, "tex", sweep.metric), caption,
-                                f"tab:{sweep.name}-summary"),
+        + f"\n{_escape_md(fidelity_note(groups))}{_escape_md(reference_note(sweep))}{_escape_md(provenance_line(sweep))}\n",
+        "summary.tex": to_latex(display_groups(groups, sweep.hparams, "tex", sweep.metric),
+                                caption + (r"; $^\dagger$ stopped early: epochs run / full length"
+                                           if fidelity_note(groups) else ""), f"tab:{sweep.name}-summary"),
         "trials.csv": trials.to_csv(index=False),
         "failed.csv": failed.to_csv(index=False),
         "failed.md": to_markdown(display_plain(failed, "md")),

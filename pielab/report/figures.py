@@ -118,18 +118,45 @@ def curves_figure(sweep: Sweep) -> Figure:
 # --------------------------------------------------------------------------- (2) accuracy vs depth
 
 
+def depth_points(groups: pd.DataFrame) -> pd.DataFrame:
+    """The lines of :func:`depth_figure`: each (model, residual, depth)'s best configuration (``groups``'
+    ``best`` rows: full-length first, :func:`~pielab.report.tables.group_table`) with its epochs run and its
+    full length. Columns: model, residual, depth, val_acc_mean, val_acc_sd, test_acc_mean, test_acc_sd,
+    epochs, planned_epochs, full_length."""
+    columns = ["model", "residual", "depth", "val_acc_mean", "val_acc_sd", "test_acc_mean", "test_acc_sd", "epochs",
+               "planned_epochs", "full_length"]
+    if groups.empty:
+        return pd.DataFrame(columns=columns)
+    return groups[groups["best"]].dropna(subset=["depth"])[columns].sort_values(["model", "depth"]).reset_index(drop=True)
+
+
+def _epochs_phrase(points: pd.DataFrame) -> str:
+    """``"every point ran its full 14 epochs"`` (or the full lengths, when they differ) for a caption."""
+    full = points[points["full_length"].astype(bool)]
+    lengths = sorted({int(e) for e in full["planned_epochs"].dropna()})
+    if not lengths:
+        return "no configuration ran its full length"
+    said = f"{lengths[0]} epochs" if len(lengths) == 1 else "its " + "/".join(map(str, lengths)) + " epochs"
+    return ("every point ran its full " + said) if len(full) == len(points) else (
+        f"filled points ran their full {said}; a hollow point, labelled E/F ep, is a depth where no configuration "
+        "ran its full length, trained E of its F epochs, so it is not comparable with the filled points")
+
+
 def depth_figure(sweep: Sweep, groups: pd.DataFrame) -> Figure:
-    """Validation and test accuracy against depth, one line per residual setting (and model)."""
+    """Validation and test accuracy against depth, one line per residual setting (and model), compared at equal
+    fidelity: each point is the best *full-length* configuration at its depth where there is one; a point
+    trained for fewer epochs is drawn hollow and labelled with its epochs, and early-stopped trials are crosses."""
+    points = depth_points(groups)
     fig_info = Figure("fig_depth_accuracy.png", "Accuracy vs depth",
                       "Best validation accuracy over epochs (left) and test accuracy at the best epoch (right; "
                       f"the best {sweep.metric} epoch, test measured at the best val/acc epoch up to it) against depth. "
-                      "Lines: the best configuration at each depth, mean over its seeds, error bars ±1 sd over "
-                      "seeds (absent for single runs). Dots: every finished trial (slightly jittered).")
+                      "Lines: the best full-length configuration at each depth, mean over its seeds, error bars ±1 sd "
+                      f"over seeds (absent for single runs); {_epochs_phrase(points)}. Dots: every finished trial "
+                      "(slightly jittered); crosses: trials stopped early (fewer epochs).")
     done = sweep.finished()
     if done.empty or done["depth"].isna().all() or groups["depth"].isna().all():
         fig_info.skipped = "no finished trial with a model.depth"
         return fig_info
-    best = groups[groups["best"]].dropna(subset=["depth"])
     models = done["model"].nunique()
     depths = sorted(done["depth"].dropna().unique())
     fig = MplFigure(figsize=(11, 4.2), layout="constrained")
@@ -144,12 +171,28 @@ def depth_figure(sweep: Sweep, groups: pd.DataFrame) -> Figure:
             color = COLORS.get(residual, "#7f7f7f") if models == 1 else f"C{i}"
             trials = done[(done["model"] == model) & (done["residual"].astype(str) == str(residual))]
             jitter = (i - (len(keys) - 1) / 2) * 0.012 * span
-            ax.scatter(trials["depth"] + jitter, 100 * trials[trial_col], s=14, alpha=0.35, color=color, linewidths=0)
-            line = best[(best["model"] == model) & (best["residual"].astype(str) == str(residual))].sort_values("depth")
+            full = trials["full"].astype(bool)
+            ax.scatter(trials[full]["depth"] + jitter, 100 * trials[full][trial_col], s=14, alpha=0.35, color=color,
+                       linewidths=0)
+            ax.scatter(trials[~full]["depth"] + jitter, 100 * trials[~full][trial_col], s=18, alpha=0.5, color=color,
+                       marker="x", linewidths=1)
+            line = points[(points["model"] == model) & (points["residual"].astype(str) == str(residual))]
             if line.empty:
                 continue
-            ax.errorbar(line["depth"] + jitter, 100 * line[mean_col], yerr=100 * line[sd_col].fillna(0),
+            long_ = line[line["full_length"].astype(bool)]
+            short = line[~line["full_length"].astype(bool)]
+            # dashed where the line reaches a point trained for fewer epochs: not a like-for-like step
+            ax.plot(line["depth"] + jitter, 100 * line[mean_col], color=color, linestyle="--", linewidth=1)
+            ax.errorbar(long_["depth"] + jitter, 100 * long_[mean_col], yerr=100 * long_[sd_col].fillna(0),
                         color=color, marker="o", capsize=4, linewidth=2, label=_line_key(model, residual, models))
+            if not short.empty:
+                ax.errorbar(short["depth"] + jitter, 100 * short[mean_col], yerr=100 * short[sd_col].fillna(0),
+                            color=color, marker="o", markersize=7, markerfacecolor="white", markeredgewidth=2,
+                            capsize=4, linestyle="none", zorder=3)
+                for _, row in short.iterrows():
+                    ax.annotate(f"{fmt_value(row['epochs'])}/{fmt_value(row['planned_epochs'])} ep",
+                                (row["depth"] + jitter, 100 * row[mean_col]), textcoords="offset points",
+                                xytext=(-8, 8), ha="right", fontsize=8, color=color)
         ax.set_xticks(depths)
         ax.set_xticklabels([fmt_value(d) for d in depths])
         ax.set_xlabel("Depth (model.depth)")

@@ -15,7 +15,9 @@ from typing import Any
 import pandas as pd
 
 from pielab.report.figures import Figure
-from pielab.report.tables import Sweep, display_groups, display_plain, provenance_line, reference_note, usage_table
+from pielab.report.tables import (
+    Sweep, display_groups, display_plain, fidelity_note, provenance_line, reference_note, usage_table,
+)
 from pielab.folder import FINISHED_STATES, STATES, SWEEP_FILE, TRIALS_DIR, test_acc_note
 from pielab.text import fmt_value
 
@@ -157,10 +159,12 @@ def render(sweep: Sweep, groups: pd.DataFrame, trials: pd.DataFrame, failed: pd.
         "<h2>Configurations</h2>",
         f"<p>One row per configuration ({_plural(finished, 'finished trial')}; repeats that differ only in "
         "<code>train.seed</code> are one row, mean ± sample sd over them). Best first; ★ and bold mark the best "
-        f"configuration of each (model, depth, residual). A trial's best epoch is its best {esc(sweep.metric)} epoch; "
+        f"full-length configuration of each (model, depth, residual) (its best early-stopped one where none ran "
+        f"its full length: Epochs then reads run/full†). A trial's best epoch is its best {esc(sweep.metric)} epoch; "
         "its test accuracy is fit's test/acc there (measured at the best val/acc epoch up to it). "
         "Also in <code>summary.md</code>, <code>summary.csv</code>, <code>summary.tex</code>.</p>",
         _table(display_groups(groups, sweep.hparams, "html", sweep.metric)),
+        *([f'<p class="note">{esc(fidelity_note(groups).strip())}</p>'] if fidelity_note(groups) else []),
         *([f"<p>{esc(reference_note(sweep).strip())}</p>"] if reference_note(sweep) else []),
         "<h2>Figures</h2>",
         *(_figure(fig) for fig in figures),

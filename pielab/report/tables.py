@@ -30,7 +30,7 @@ import pandas as pd
 from pielab.config import config_from_dict, flatten, load_yaml
 from pielab.errors import PielabError
 from pielab.folder import (
-    CONFIG_FILE, FAILED_STATES, STATES, TRIALS_DIR, SweepFolder, TrialRecord, pareto_records, rank_records,
+    CONFIG_FILE, END_COMPLETED, FAILED_STATES, STATES, TRIALS_DIR, SweepFolder, TrialRecord, pareto_records, rank_records,
     trial_resources,
 )
 from pielab.text import fmt_value
@@ -162,6 +162,9 @@ def _trial_row(rec: TrialRecord, config: dict[str, Any], frame: pd.DataFrame, ra
         "test_acc": number(rec.test_acc),
         "test_epoch": number(rec.test_epoch),
         "epochs": float(rec.epochs),
+        "planned_epochs": number(rec.planned_epochs),
+        # ran its configuration's full length: comparable with any other full-length trial of the sweep
+        "full": rec.state == END_COMPLETED,
         "train_time_s": number(rec.train_time_s),
         "params": params,
         "grad_ratio_mean": grad_mean,
@@ -238,13 +241,19 @@ def _sd(values: pd.Series) -> float:
 def group_table(sweep: Sweep) -> pd.DataFrame:
     """One row per configuration (finished trials that differ only in ``train.seed``), best first.
 
-    Numeric columns stay numeric (accuracies as fractions) so the CSV is machine-readable; ``best``
-    marks the best configuration of each (model, depth, residual).
+    Numeric columns stay numeric (accuracies as fractions) so the CSV is machine-readable. ``epochs`` is the
+    mean over seeds of the epochs run, ``planned_epochs`` the configuration's full length, ``full_length``
+    whether every seed ran it (a scheduler such as ASHA or the budget stopped the others early).
+
+    ``best`` marks the best configuration of each (model, depth, residual) *at equal fidelity*: the best
+    full-length configuration of that family, and only when the family has none, its best early-stopped
+    one (``full_length`` false then says so). Ranked by score alone, a configuration stopped after 2 of 14
+    epochs would stand for its depth beside 14-epoch ones and make the depth look worse than it is.
     """
     done = sweep.finished()
     columns = ["group", "model", "depth", "residual", *sweep.hparams, "val_acc_mean", "val_acc_sd", "best_epoch",
-               "test_acc_mean", "test_acc_sd", "epochs", "train_time_s", "params", "n_seeds", "score_mean",
-               "best", "trials"]
+               "test_acc_mean", "test_acc_sd", "epochs", "planned_epochs", "full_length", "train_time_s", "params",
+               "n_seeds", "score_mean", "best", "trials"]
     if done.empty:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -256,13 +265,17 @@ def group_table(sweep: Sweep) -> pd.DataFrame:
             "val_acc_mean": part["best_val_acc"].mean(), "val_acc_sd": _sd(part["best_val_acc"]),
             "best_epoch": part["best_epoch"].mean(),
             "test_acc_mean": part["test_acc"].mean(), "test_acc_sd": _sd(part["test_acc"]),
-            "epochs": part["epochs"].mean(), "train_time_s": part["train_time_s"].mean(),
+            "epochs": part["epochs"].mean(), "planned_epochs": part["planned_epochs"].max(),
+            "full_length": bool(part["full"].all()), "train_time_s": part["train_time_s"].mean(),
             "params": first["params"], "n_seeds": int(part["seed"].nunique(dropna=False)),
             "score_mean": part["score"].mean(), "trials": " ".join(part["trial_id"]),
         })
     table = pd.DataFrame(rows).sort_values("score_mean", ascending=sweep.mode == "min", kind="stable")
     family = table[["model", "depth", "residual"]].astype(str).agg("|".join, axis=1)
-    table["best"] = ~family.duplicated()  # sorted best first: the first row of each family is its best
+    # sorted best first: a family's best is its first full-length row, else its first row
+    has_full = table["full_length"].groupby(family).transform("any")
+    eligible = table["full_length"] | ~has_full
+    table["best"] = eligible & ~(family.where(eligible)).duplicated() & family.where(eligible).notna()
     reference = reference_results(sweep)
     if reference:
         for field_ in REFERENCE_FIELDS:
@@ -273,6 +286,17 @@ def group_table(sweep: Sweep) -> pd.DataFrame:
 
 # The fields of a spec's ``reference:`` entry that the summary table shows (pielab.sweep.spec.ReferenceResult).
 REFERENCE_FIELDS = ("val_acc", "best_val_acc", "epochs", "time_s")
+
+
+def fidelity_note(table: pd.DataFrame) -> str:
+    """The summary table's footnote when some configuration was stopped early (else ""): what ``E/F†`` in the
+    Epochs column means and which rows ★ compares."""
+    if table.empty or "full_length" not in table.columns or table["full_length"].all():
+        return ""
+    return ("† stopped early (by the scheduler or the budget): E/F is the epochs run (mean over seeds) of the "
+            "configuration's full F, so its accuracy is not comparable with full-length rows; ★ marks each "
+            "(model, depth, residual)'s best full-length configuration, or its best early-stopped one where "
+            "none ran its full length.\n")
 
 
 def reference_results(sweep: Sweep) -> dict[str, dict[str, Any]]:
@@ -348,12 +372,13 @@ def failed_table(sweep: Sweep) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Style:
-    """How one output format writes a cell: escaping, bold, ± and the best marker."""
+    """How one output format writes a cell: escaping, bold, ±, the best marker and the early-stopped mark."""
 
     escape: Callable[[str], str]
     bold: str
     pm: str
     star: str
+    dagger: str
 
 
 def _escape_tex(text: str) -> str:
@@ -367,9 +392,9 @@ def _escape_md(text: str) -> str:
 
 
 STYLES = {
-    "md": Style(_escape_md, "**{}**", " ± ", "★"),
-    "tex": Style(_escape_tex, r"\textbf{{{}}}", r" $\pm$ ", r"$\star$"),
-    "html": Style(html.escape, "<strong>{}</strong>", " ± ", "★"),
+    "md": Style(_escape_md, "**{}**", " ± ", "★", "†"),
+    "tex": Style(_escape_tex, r"\textbf{{{}}}", r" $\pm$ ", r"$\star$", r"$^\dagger$"),
+    "html": Style(html.escape, "<strong>{}</strong>", " ± ", "★", "†"),
 }
 
 
@@ -411,7 +436,8 @@ def display_groups(table: pd.DataFrame, hparams: list[str], fmt: str, metric: st
             "Val acc (%)": style.bold.format(val) if r["best"] and not own else val,
             "Best epoch": _epochs(r["best_epoch"]),
             "Test acc (%)": pct(r["test_acc_mean"], r["test_acc_sd"]),
-            "Epochs": _epochs(r["epochs"]),
+            "Epochs": _epochs(r["epochs"]) if r.get("full_length", True) is not False
+            else f"{_epochs(r['epochs'])}/{_epochs(r['planned_epochs'])}{style.dagger}",
             "Time (s)": _seconds(r["train_time_s"]),
             "Params": _params(r["params"]),
             "Seeds": str(r["n_seeds"]),
