@@ -30,6 +30,8 @@ from pielab.sweep.display import (  # noqa: F401  (best_table and LiveStatus: im
     LiveStatus, best_table, best_text, counts_text, failed_line, make_console, pareto_table, pareto_text,
     running_line,
 )
+from pielab.folder.damage import SPEC as DAMAGE_SPEC, TRIAL as DAMAGE_TRIAL
+from pielab.folder.damage import describe as describe_damage, engine_damage, top_level_damage
 from pielab.folder.dblease import lease_for, read_lease_for
 from pielab.folder import (
     END_BUDGET, END_CRASHED, END_DIVERGED, END_FAILED, END_FINISHED, END_INTERRUPTED, END_RESOURCE_BUDGET,
@@ -361,8 +363,26 @@ def _continue_with(folder: Path, overrides: list[str]):
     return spec, spec_dict, changes
 
 
+def _refuse_damaged(folder: Path, console) -> None:
+    """Refuse (one line, exit 2) to resume from damaged files that the driver would trust: the spec, a trial's
+    record, Tune's experiment or the study (:mod:`pielab.folder.damage`); say which damaged files it rebuilds."""
+    top = top_level_damage(folder)
+    trials: list = []
+    load_records(folder, damage=trials)
+    blocking = [d for d in top if d.kind == DAMAGE_SPEC] + trials + engine_damage(folder)
+    if blocking:
+        advice = ("restore the file, or remove the damaged trial's folder under trials/ to drop that trial"
+                  if all(d.kind == DAMAGE_TRIAL for d in blocking) else
+                  f"`pielab status`, `report` and `export` still read it; to search on from its trials start a new "
+                  f"sweep with `pielab sweep SPEC --from {shlex.quote(str(folder))}`")
+        raise PielabError(f"{folder}: cannot resume: damaged: {describe_damage(blocking)}; {advice}")
+    for damaged in top:
+        console.print(damaged.line(), style="yellow", markup=False, highlight=False)
+
+
 def _resume(folder: Path, lease: DriverLease, t0: float, given, overrides: list[str]) -> int:
     changes: list = []
+    _refuse_damaged(folder, make_console())
     if given is not None:
         spec, spec_dict, what = given
         check_unchanged(folder, spec_dict, what=what)
@@ -444,11 +464,13 @@ def status_command(sweep_dir: str) -> int:
     status, spec_raw = folder.status, folder.spec
     metric, mode = folder.metric, folder.mode
     records = folder.records()
+    engine = engine_damage(folder.path)
     objectives = folder.objectives
     summary = summarize_records(records, mode, objectives)
     num_trials = status.get("num_trials") or spec_raw.get("num_trials") or len(records)
     finished = bool(status.get("finished"))
-    pending = 0 if finished else max(0, int(num_trials) - len(records))
+    left_out = sorted({d.trial_id for d in folder.damage if d.trial_id})  # trials whose files are damaged
+    pending = 0 if finished else max(0, int(num_trials) - len(records) - len(left_out))
 
     # Who drives it now: the lease (any host), not a pid, which only this host could check.
     holder = read_lease_for(folder.path, folder.optuna_storage)
@@ -462,11 +484,14 @@ def status_command(sweep_dir: str) -> int:
         how = {END_TERMINATED: " by SIGTERM", END_USR1: " by SIGUSR1"}.get(status.get("end") or "", "")
         if status.get("end") == END_CRASHED:
             how = f" by an error in the driver ({status.get('crash') or 'no message'})"
-        state = f"interrupted{how}: continue with `pielab resume {shlex.quote(str(folder.path))}`"
+        state = (f"interrupted{how}: continue with `pielab resume {shlex.quote(str(folder.path))}`" if not engine
+                 else f"interrupted{how}; it cannot be resumed: {engine[0].path} is damaged ({engine[0].why})")
     else:
         state = "not started"
     console = make_console()
     console.print(f"sweep {folder.name} ({folder.path}): {state}")
+    for damaged in [*folder.damage, *engine]:
+        console.print(damaged.line(), style="yellow", markup=False, highlight=False)
     elapsed = status.get("elapsed_s")
     slots = status.get("slots") or spec_raw.get("max_concurrent") or 1
     slot_s = recorded_slot_seconds(status, slots)
@@ -480,7 +505,8 @@ def status_command(sweep_dir: str) -> int:
             pass
     eff = summary["trial_time_s"] / slot_s if slot_s else None
     running_label = "running" if alive else "interrupted"
-    console.print(f"{num_trials} trials: {counts_text(summary['counts'], pending, None if finished else running_label)}")
+    console.print(f"{num_trials} trials: {counts_text(summary['counts'], pending, None if finished else running_label)}"
+                  + (f" · {len(left_out)} left out (damaged)" if left_out else ""))
     console.print(f"time used: {fmt_duration(elapsed)} wall, {fmt_duration(summary['trial_time_s'])} of training "
                   f"in {slots} slots" + (f" (efficiency {eff:.0%})" if eff else ""))
     budget = spec_raw.get("budget") if isinstance(spec_raw.get("budget"), dict) else None
@@ -489,7 +515,8 @@ def status_command(sweep_dir: str) -> int:
         console.print(f"ended: {status['budget_reason']}")
     if summary.get("preempted"):
         console.print(preempted_text(summary))
-    console.print(best_text(summary["best"], metric))
+    console.print(best_text(summary["best"], metric)
+                  + (f" (among the readable trials: {', '.join(left_out)} left out)" if left_out else ""))
     if alive:
         for rec in records.values():
             if rec.state == RUNNING:

@@ -3,31 +3,42 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from pielab.errors import PielabError
 from pielab.folder.layout import (
-    CONFIG_FILE, METRICS_FILE, OPTUNA_DB, RESULT_FILE, STATUS_FILE, STUDY_KEY, SWEEP_FILE, TRIALS_DIR, study_url,
+    CONFIG_FILE, METRICS_FILE, OPTUNA_DB, RESULT_FILE, STARTED_SPEC_FILE, STATUS_FILE, STUDY_KEY, SWEEP_FILE,
+    TRIALS_DIR, study_url,
 )
+from pielab.folder.damage import Damage, top_level_damage, trial_damage
 from pielab.folder.records import (
-    TrialRecord, best_record, pareto_records, rank_records, read_metrics_csv, resource_usage, trial_resources,
+    TrialRecord, best_record, pareto_records, parse_metrics_csv, rank_records, resource_usage, trial_resources,
 )
-from pielab.folder.storage import SweepPath, location, read_json
+from pielab.folder.storage import SweepPath, location, read_json, read_text
 from pielab.text import one_line
 
 
 def _read_trials(sweep_dir: SweepPath, metric: str | None, mode: str | None,
-                 objectives: Sequence[str] = ()) -> dict[str, TrialRecord]:
+                 objectives: Sequence[str] = (), damage: list[Damage] | None = None) -> dict[str, TrialRecord]:
+    """The trials' records; a trial with a damaged file (:mod:`pielab.folder.damage`) is left out, and its
+    :class:`Damage` appended to ``damage``."""
     out: dict[str, TrialRecord] = {}
     for folder in sorted((location(sweep_dir) / TRIALS_DIR).glob("*"), key=lambda p: p.name):
         if not folder.is_dir():
             continue
-        rows = read_metrics_csv(folder / METRICS_FILE)
-        data = read_json(folder / RESULT_FILE)
+        texts = {name: read_text(folder / name) for name in (METRICS_FILE, RESULT_FILE, CONFIG_FILE)}
+        broken = trial_damage(folder, texts)
+        if broken:
+            if damage is not None:
+                damage.extend(broken)
+            continue
+        rows = parse_metrics_csv(texts[METRICS_FILE])
+        data = json.loads(texts[RESULT_FILE]) if texts[RESULT_FILE] is not None else None
         if data and "trial_id" in data:
             rec = TrialRecord.from_json(data, rows)
-        elif metric is not None and (rows or (folder / CONFIG_FILE).is_file()):
+        elif metric is not None and (rows or texts[CONFIG_FILE] is not None):
             rec = TrialRecord(trial_id=folder.name, params={}, rows=rows)  # started, no result.json yet
         else:
             continue
@@ -37,10 +48,11 @@ def _read_trials(sweep_dir: SweepPath, metric: str | None, mode: str | None,
     return out
 
 
-def load_records(sweep_dir: SweepPath) -> dict[str, TrialRecord]:
+def load_records(sweep_dir: SweepPath, damage: list[Damage] | None = None) -> dict[str, TrialRecord]:
     """Every trial of a sweep folder, from ``trials/*/result.json`` and ``metrics.csv``, as written
-    (the recorder's restore). Readers use :meth:`SweepFolder.records`, which also applies the rules."""
-    return _read_trials(sweep_dir, None, None)
+    (the recorder's restore). Readers use :meth:`SweepFolder.records`, which also applies the rules.
+    ``damage`` receives the damaged trial files, whose trials are left out (``pielab resume`` refuses them)."""
+    return _read_trials(sweep_dir, None, None, damage=damage)
 
 
 # --------------------------------------------------------------------------- the sweep as a whole
@@ -89,7 +101,9 @@ class SweepFolder:
 
     path: SweepPath  # a local Path, or an ObjectPath (str() is its s3:// or gs:// URI)
     spec: dict[str, Any]  # sweep.yaml as written (the resolved spec)
-    status: dict[str, Any]  # status.json, or {} before the runner first wrote it
+    status: dict[str, Any]  # status.json, or {} before the runner first wrote it (or when it is damaged)
+    # damaged files found so far (pielab.folder.damage): the top level at open, each trial's by records()
+    damage: list[Damage] = field(default_factory=list)
 
     @classmethod
     def open(cls, sweep_dir: str | SweepPath) -> "SweepFolder":
@@ -108,8 +122,17 @@ class SweepFolder:
                                   "`pielab sweep SPEC --out DIR` makes one")
         except OSError as exc:  # object storage: no such bucket, refused credentials, no connection
             raise PielabError(f"{path}: cannot read it: {one_line(str(exc), 300)}") from None
-        spec, _ = load_yaml(path / SWEEP_FILE)
-        return cls(path=path, spec=spec, status=read_json(path / STATUS_FILE) or {})
+        damage = top_level_damage(path)
+        if any(d.path.name == SWEEP_FILE for d in damage):
+            # sweep.yaml and started_spec.json hold the same spec (the runner writes both at the start)
+            spec = read_json(path / STARTED_SPEC_FILE)
+            if spec is None:
+                raise PielabError(f"{path / SWEEP_FILE} is damaged "
+                                  f"({next(d.why for d in damage if d.path.name == SWEEP_FILE)}) and "
+                                  f"{STARTED_SPEC_FILE}, its copy, is missing or damaged too: restore one of them")
+        else:
+            spec, _ = load_yaml(path / SWEEP_FILE)
+        return cls(path=path, spec=spec, status=read_json(path / STATUS_FILE) or {}, damage=damage)
 
     @property
     def name(self) -> str:
@@ -149,6 +172,10 @@ class SweepFolder:
             raise PielabError(f"{self.path}: no {OPTUNA_DB} yet (the sweep has not asked Optuna for a trial)")
         return url
 
+    def damage_lines(self) -> list[str]:
+        """One line per damaged file found so far (:meth:`Damage.line`); call after :meth:`records`."""
+        return [d.line() for d in self.damage]
+
     def trial_dir(self, trial_id: str) -> SweepPath:
         return self.path / TRIALS_DIR / trial_id
 
@@ -156,7 +183,11 @@ class SweepFolder:
         """Every trial, by trial id: result.json and metrics.csv with the metric fields derived by
         :meth:`TrialRecord.refold`; a trial folder with a config or metrics but no result.json yet
         reads as a running trial."""
-        return _read_trials(self.path, self.metric, self.mode, [m for m, _ in self.objectives])
+        found: list[Damage] = []
+        records = _read_trials(self.path, self.metric, self.mode, [m for m, _ in self.objectives], found)
+        known = {str(d.path) for d in self.damage}
+        self.damage.extend(d for d in found if str(d.path) not in known)
+        return records
 
     def ranked(self, records: dict[str, TrialRecord] | None = None) -> list[TrialRecord]:
         return rank_records(self.records() if records is None else records, self.mode)

@@ -194,8 +194,12 @@ def test_acc_note(best_epoch: Any, test_epoch: Any) -> str:
 def read_metrics_csv(path: SweepPath) -> dict[int, dict[str, Any]]:
     """``metrics.csv`` as ``{epoch: {column: float or None}}`` (``epoch`` and ``best/epoch`` as int);
     empty when the file is missing or unreadable."""
+    return parse_metrics_csv(read_text(path))
+
+
+def parse_metrics_csv(text: str | None) -> dict[int, dict[str, Any]]:
+    """:func:`read_metrics_csv` of a file's text (None: no file)."""
     rows: dict[int, dict[str, Any]] = {}
-    text = read_text(path)
     if text is None:
         return rows
     try:

@@ -24,12 +24,16 @@ from pielab.report.tables import (
 __all__ = ["Sweep", "build_report", "export_configs", "export_paths", "load_sweep"]
 
 
-def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict[str, Path]:
+def build_report(sweep_dir: str | Path, out: str | Path | None = None,
+                 damage: list[str] | None = None) -> dict[str, Path]:
     """Render every table, figure and the HTML page of a sweep into ``out`` (default SWEEP_DIR/report;
     for a sweep on object storage, ``./SWEEP/report``: reports are always written locally).
 
     Returns {output name: path}. Everything is rendered in memory first, then written file by file
     atomically, so a failure leaves the previous report untouched.
+
+    ``damage``: a list that receives one line per damaged file of the folder (:mod:`pielab.folder.damage`;
+    the report's page lists them too).
 
     Raises:
         PielabError: not a sweep folder, or one without trials yet (one line).
@@ -38,6 +42,8 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict[s
     from pielab.report import figures, page
 
     sweep = load_sweep(sweep_dir)
+    if damage is not None:
+        damage.extend(sweep.folder.damage_lines())
     out_dir = Path(out) if out is not None else local_dir(sweep.path) / "report"
     groups, trials, failed = group_table(sweep), trial_table(sweep), failed_table(sweep)
     if groups.empty:

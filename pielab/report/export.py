@@ -31,7 +31,7 @@ def export_paths(out: Path, count: int) -> list[Path]:
 
 
 def export_configs(sweep_dir: str | Path, top: int = 1, out: str | Path | None = None,
-                   pareto: bool = False) -> list[Path]:
+                   pareto: bool = False, damage: list[str] | None = None) -> list[Path]:
     """Write the best ``top`` finished trials' resolved configs as YAML that ``pielab train`` accepts.
 
     Each file is the trial's ``config.yaml`` validated through ``config_from_dict`` (so it trains as is,
@@ -45,7 +45,8 @@ def export_configs(sweep_dir: str | Path, top: int = 1, out: str | Path | None =
 
     ``pareto``: export every Pareto-optimal trial instead of the top ``top`` (default file
     ``SWEEP_DIR/pareto_configs.yaml``, then ``pareto_configs_1.yaml`` .. ``_N.yaml`` for N > 1 trials);
-    the header then also records each objective's value.
+    the header then also records each objective's value. ``damage``: a list that receives one line per
+    damaged file of the folder (:mod:`pielab.folder.damage`); a trial with a damaged file is not exported.
 
     Raises:
         PielabError: ``top`` < 1, not a sweep folder, no finished trial yet, ``pareto`` for a sweep with
@@ -54,6 +55,8 @@ def export_configs(sweep_dir: str | Path, top: int = 1, out: str | Path | None =
     if top < 1:
         raise PielabError(f"--top must be at least 1, got {top}")
     sweep = load_sweep(sweep_dir)
+    if damage is not None:  # one line per damaged file: a trial left out may have been the best
+        damage.extend(sweep.folder.damage_lines())
     ranked = sweep.finished()
     counts = ", ".join(f"{n} {s}" for s, n in sweep.trials["state"].value_counts().items())
     if pareto:

@@ -205,8 +205,10 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
             continue
         records[trial_id], configs[trial_id] = rec, config
         metrics[trial_id] = pd.DataFrame([rec.rows[e] for e in sorted(rec.rows)])
+    notes[:0] = folder.damage_lines()  # damaged files first: what they leave out changes what the report says
     if not records:
-        raise PielabError(f"{folder.path}: no trials yet ({TRIALS_DIR}/ has no trial with a {CONFIG_FILE})")
+        raise PielabError(f"{folder.path}: no trials yet ({TRIALS_DIR}/ has no trial with a {CONFIG_FILE})"
+                          + (f"; {folder.damage_lines()[0]}" if folder.damage else ""))
 
     ranks = {rec.trial_id: i for i, rec in enumerate(rank_records(records, folder.mode), 1)}
     pareto_ids = [rec.trial_id for rec in pareto_records(records, folder.objectives)]
