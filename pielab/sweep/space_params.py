@@ -268,7 +268,8 @@ class _RangeSpec(_SpecBase):
     """What ``float`` and ``int`` share: ``low`` and ``high`` (required), ``log``, ``step``."""
 
     def problems(self, given: dict[str, Any]) -> list[tuple[str | None, str]]:
-        out: list[tuple[str | None, str]] = [(None, f"{self.type} needs {f}") for f in ("low", "high") if f not in given]
+        out: list[tuple[str | None, str]] = [(None, f"{self.type} needs {f}")
+                                             for f in ("low", "high") if f not in given]
         low, high, log, step = self.low, self.high, bool(self.log), self.step
         if low is not None and high is not None and low > high:
             out.append(("low", f"low {_fmt(low)} > high {_fmt(high)}"))

@@ -221,7 +221,8 @@ class SweepSpec:
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> SweepSpec:
-    """Read, resolve and validate a sweep spec file, then apply ``--set`` overrides (strings or a dict)."""
+    """Read, resolve and validate a sweep spec file, then apply ``--set`` overrides: ``["key=TEXT", ...]``
+    as the command line gives them (read by ``parse_set``), or ``{dotted key: value}``."""
     data, lines = load_yaml(path)
     return SweepSpec.from_dict(data, source=str(path), lines=lines, overrides=overrides, base_dir=Path(path).parent)
 
