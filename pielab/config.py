@@ -14,7 +14,6 @@ import copy
 import dataclasses
 import json
 import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, create_model, with_config
 
 from pielab.errors import ConfigError
-from pielab.yamlfile import Problems, dump_yaml, load_yaml, parse_value, type_phrase
+from pielab.yamlfile import Problems, dump_yaml, load_yaml, parse_value
 
 __all__ = [
     "Config", "DataConfig", "TrainConfig", "TrackingConfig", "SECTIONS", "TASK_DEFAULTS", "apply_params",
@@ -240,16 +239,6 @@ def _model_schema(name: str, defaults: dict[str, Any]) -> type[BaseModel]:
     return _MODEL_SCHEMAS[name]
 
 
-def _parse_set_number(value: Any, annotation: Any) -> Any:
-    """``--set train.lr=3e-3``: YAML reads ``3e-3`` (no dot) as text; on the command line it means a number."""
-    if isinstance(value, str) and "float" in type_phrase(annotation).split(" or "):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
 def build_config(
     raw: dict[str, Any],
     *,
@@ -258,6 +247,9 @@ def build_config(
     overrides: dict[str, Any] | None = None,
 ) -> Config:
     """Resolve a raw nested mapping (YAML) plus dotted ``overrides`` into a validated Config.
+
+    ``overrides`` are values as a YAML file holds them (``parse_set`` turns ``--set`` text into such
+    values): a string ``"1e-3"`` for a float is reported, as it is in a file.
 
     ``source``/``lines`` (``load_yaml``'s map, keyed relative to ``raw``) locate problems at their
     file line. Raises one ``ConfigError`` listing every problem found, one ``FILE:LINE: key: message``
@@ -319,11 +311,7 @@ def build_config(
         if given is not None and not isinstance(given, dict):
             continue  # pydantic reports it
         values = dict(TASK_DEFAULTS.get(task, {}).get(section, {})) if isinstance(task, str) else {}
-        hints = typing.get_type_hints(SECTIONS[section], include_extras=True)
-        for key, value in (given or {}).items():
-            if f"{section}.{key}" in problems.set_keys and key in hints:
-                value = _parse_set_number(value, hints[key])
-            values[key] = value
+        values.update(given or {})
         sections[section] = values
     try:
         parsed = _SECTIONS_ADAPTER.validate_python(sections)
@@ -346,7 +334,6 @@ def _check_model_section(
 ) -> dict[str, Any] | None:
     """The model section with every builder default filled in; problems go to ``problems``."""
     schema = _model_schema(name, defaults)
-    hints = typing.get_type_hints(schema, include_extras=True)
     values: dict[str, Any] = {}
     before = len(problems.items)
     for key, value in given.items():
@@ -355,8 +342,6 @@ def _check_model_section(
         if key not in defaults:
             problems.add(f"model.{key}", f"unknown key for model {name!r}; it takes: {', '.join(sorted(defaults))}")
             continue
-        if f"model.{key}" in problems.set_keys:
-            value = _parse_set_number(value, hints[key])
         values[key] = value
     try:
         checked = schema.model_validate(values)

@@ -178,14 +178,16 @@ class Problems:
 
     ``lines`` is :func:`load_yaml`'s map, keyed relative to the input (``train.lr``); a key with no
     line of its own (a default, a flow mapping's missing field) takes its nearest ancestor's line.
-    ``set_keys`` came from ``--set`` and are located as such.
+    ``set_keys`` came from ``--set`` and are located as such. ``name`` stands for the input itself
+    (key ``""``) when it has no file.
     """
 
     def __init__(self, source: str | None = None, lines: dict[str, int] | None = None,
-                 set_keys: Iterable[str] = ()) -> None:
+                 set_keys: Iterable[str] = (), name: str = "input") -> None:
         self.source = source
         self.lines = dict(lines or {})
         self.set_keys = set(set_keys)
+        self.name = name
         self.items: list[str] = []
 
     def line(self, key: str) -> int | None:
@@ -201,12 +203,13 @@ class Problems:
         if key in self.set_keys:
             return f"--set {key}"
         if self.source is None:
-            return key or "input"
+            return key or self.name
         line = self.line(at if at is not None else key) or 1
         return f"{self.source}:{line}: {key}" if key else f"{self.source}:{line}"
 
-    def add(self, key: str, message: str) -> None:
-        self.items.append(f"{self.where(key)}: {message}")
+    def add(self, key: str, message: str, at: str | None = None) -> None:
+        """One problem, shown at ``key`` (on the line of ``at`` when given, as in :meth:`where`)."""
+        self.items.append(f"{self.where(key, at)}: {message}")
 
     def extend(self, error: ConfigError | Iterable[str]) -> None:
         """Problems already located by another input's own ``Problems`` (a nested file)."""

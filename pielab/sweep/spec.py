@@ -39,205 +39,33 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, with_config
-
-from pielab.config import (
-    Bool, Config, Int, NonNegativeFloat, Str, TrackingConfig, apply_params, build_config, load_yaml, parse_set,
-)
+from pielab.config import Config, TrackingConfig, apply_params, build_config, load_yaml, parse_set
 from pielab.errors import ConfigError
+from pielab.sweep.folder import strip_password
+from pielab.sweep.space import SearchSpace, load_space
+from pielab.sweep.spec_checks import check_spec, storage_problems
+# The sections and constants of a spec live in spec_fields; other modules import them from here.
+from pielab.sweep.spec_fields import (
+    _SCALARS, _SUBSECTIONS, ALGORITHMS, CONSTRAINED_ALGORITHMS, CONSTRAINT_METRICS, DEFAULT_NUM_TRIALS, METRICS,
+    MODES, MULTI_OBJECTIVE_ALGORITHMS, OBJECTIVE_ALIASES, OBJECTIVE_METRICS, SCHEDULERS, TOP_KEYS, BudgetConfig,
+    Constraint, Objective, ReferenceResult, Resources, SchedulerConfig, SearchConfig, StorageConfig,
+    check_fields, goal, hyperband_brackets, parse_constraint, resolved_objectives,
+)
 from pielab.text import fmt_value
 from pielab.yamlfile import Problems, dump_yaml
-from pielab.sweep.space import SearchSpace, load_space
-from pielab.sweep.folder import METRIC_KEYS, PARAMS_KEY, mask_password, strip_password
 
-ALGORITHMS = ("tpe", "random", "grid", "cmaes", "gp", "nsga2")
-# The samplers that take several objectives (Optuna's multi-objective samplers; GPSampler too in Optuna 5).
-MULTI_OBJECTIVE_ALGORITHMS = ("nsga2", "tpe", "random", "grid", "gp")
-SCHEDULERS = ("asha", "hyperband", "fifo")
-# The per-epoch metrics that `pielab.train.fit` reports and a scheduler can act on.
-METRICS = ("val/acc", "val/loss", "train/acc", "train/loss")
-MODES = ("max", "min")
-# What an objective may be: a per-epoch metric above, or what every epoch also reports about the trial.
-OBJECTIVE_METRICS = (*METRICS, "model/params", "time/epoch_s")
-OBJECTIVE_ALIASES = {"params": "model/params"}
+__all__ = [
+    "ALGORITHMS", "CONSTRAINED_ALGORITHMS", "CONSTRAINT_METRICS", "DEFAULT_NUM_TRIALS", "METRICS", "MODES",
+    "MULTI_OBJECTIVE_ALGORITHMS", "OBJECTIVE_ALIASES", "OBJECTIVE_METRICS", "SCHEDULERS", "TOP_KEYS", "BudgetConfig",
+    "Constraint", "Objective", "ReferenceResult", "Resources", "SchedulerConfig", "SearchConfig", "StorageConfig",
+    "SweepSpec", "hyperband_brackets", "load_spec", "parse_constraint", "storage_problems",
+]
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-_FORBID = ConfigDict(extra="forbid")
-
-# Samplers that take Optuna's ``constraints_func`` (outcome constraints).
-CONSTRAINED_ALGORITHMS = ("tpe", "gp", "nsga2")
-# What a constraint may bound: every number a trial reports (its last report's value), ``params``
-# short for ``model/params``.
-CONSTRAINT_METRICS = (*METRIC_KEYS[1:], PARAMS_KEY)
-_CONSTRAINT_RE = re.compile(r"^\s*(\S+?)\s*(<=|>=)\s*(\S+)\s*$")
-
-
-@dataclass(frozen=True)
-class Constraint:
-    """An outcome constraint ``metric <= bound`` (or ``>=``): a trial whose last reported ``metric``
-    breaks it is infeasible. Optuna's convention: :meth:`violation` <= 0 means satisfied."""
-
-    metric: str
-    op: str
-    bound: float
-
-    def violation(self, value: float | None) -> float:
-        """How far ``value`` is past the bound (<= 0: satisfied). A trial that never reported the
-        metric is infeasible, by ``|bound| + 1`` (finite: GP fits a model to these numbers)."""
-        if value is None:
-            return abs(self.bound) + 1.0
-        return float(value) - self.bound if self.op == "<=" else self.bound - float(value)
-
-    def __str__(self) -> str:
-        return f"{self.metric} {self.op} {self.bound:g}"
-
-
-def parse_constraint(text: Any) -> Constraint:
-    """``"model/params <= 2e6"`` -> :class:`Constraint`; ValueError (one line) when it is not one."""
-    m = _CONSTRAINT_RE.match(text) if isinstance(text, str) else None
-    if m is None:
-        raise ValueError(f"{text!r}: write METRIC <= NUMBER or METRIC >= NUMBER, such as 'model/params <= 2e6'")
-    metric, op, bound = m.groups()
-    metric = PARAMS_KEY if metric == "params" else metric
-    if metric not in CONSTRAINT_METRICS:
-        raise ValueError(f"{metric!r} is not a metric trials report; one of: params, {', '.join(CONSTRAINT_METRICS)}")
-    try:
-        number = float(bound)
-    except ValueError:
-        raise ValueError(f"{bound!r} is not a number") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{bound!r} is not a finite number")
-    return Constraint(metric, op, number)
-
-
-@with_config(_FORBID)
-@dataclass
-class SearchConfig:
-    """Which Optuna sampler proposes configurations; options left null keep the sampler's defaults."""
-
-    algorithm: Literal[ALGORITHMS] = "tpe"  # cmaes needs the `cmaes` package
-    seed: Int | None = 0  # sampler seed: the same seed proposes the same configurations
-    # tpe/cmaes: random trials before modelling (Optuna's default 10 / 1)
-    n_startup_trials: Annotated[int | None, Strict(), Field(ge=0)] = None
-    multivariate: Bool | None = None  # tpe: model the parameters jointly
-    group: Bool | None = None  # tpe with multivariate: joint models per set of co-occurring (conditional) params
-    constant_liar: Bool | None = None  # tpe: count running trials as bad guesses, so parallel trials spread out
-    # nsga2: trials per generation (Optuna's default 50; a small sweep needs a small one to evolve at all)
-    population_size: Annotated[int | None, Strict(), Field(ge=2)] = None
-
-    def sampler_options(self) -> dict[str, Any]:
-        """Keyword arguments for the Optuna sampler's constructor (the options that were given)."""
-        keys = dict.fromkeys(k for opts in _SAMPLER_OPTIONS.values() for k in opts)
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
-
-
-# Which sampler takes which option (the others would be a TypeError in the sampler's constructor).
-_SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
-    "tpe": ("n_startup_trials", "multivariate", "group", "constant_liar"),
-    "cmaes": ("n_startup_trials",),
-    "gp": ("n_startup_trials",),
-    "random": (),
-    "grid": (),
-    "nsga2": ("population_size",),
-}
-
-
-@with_config(_FORBID)
-@dataclass
-class SchedulerConfig:
-    """Which Tune scheduler stops trials early."""
-
-    # asha: asynchronous successive halving; hyperband: asynchronous Hyperband (ASHA over several
-    # brackets, each with its own grace period); fifo: no early stopping
-    name: Literal[SCHEDULERS] = "asha"
-    grace_period: Annotated[int, Strict(), Field(ge=1)] = 1  # asha: epochs every trial runs before it can be stopped
-    reduction_factor: Annotated[float, Strict(), Field(ge=2)] = 2  # asha: keep the top 1/reduction_factor at each rung
-    max_t: Annotated[int | None, Strict(), Field(ge=1)] = None  # asha: the last rung, in epochs; default base train.epochs
-    # asha/hyperband: Hyperband brackets (bracket k starts at grace_period * reduction_factor**k);
-    # asha defaults to 1, hyperband to every bracket that fits below max_t
-    brackets: Annotated[int | None, Strict(), Field(ge=1)] = None
-
-
-@with_config(_FORBID)
-@dataclass
-class Resources:
-    """What one trial reserves: Tune packs trials onto nodes by these numbers."""
-
-    cpu: NonNegativeFloat = 1
-    gpu: NonNegativeFloat = 0  # a fraction (0.25) packs several trials on one GPU; above 1, whole GPUs only
-
-
-@with_config(_FORBID)
-@dataclass
-class StorageConfig:
-    """Where results go."""
-
-    # the parent folder of sweep folders: a local or NFS path (relative to the working directory), or
-    # object storage, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX (pielab.sweep.storage)
-    path: Annotated[str, Strict(), Field(min_length=1)] = "sweep_results"
-    optuna: Str | None = None  # None: SQLite optuna.db inside the sweep folder; else an RDB URL
-    # an S3-compatible server for s3:// paths (http://127.0.0.1:9000); None: $AWS_ENDPOINT_URL, else AWS
-    endpoint: Str | None = None
-
-
-@with_config(_FORBID)
-@dataclass
-class ReferenceResult:
-    """One system's published result, shown beside pielab's in the report (``reference:`` in a spec)."""
-
-    val_acc: Annotated[float, Strict(), Field(ge=0, le=1)]  # accuracy as a fraction (0.8442)
-    best_val_acc: Annotated[float | None, Strict(), Field(ge=0, le=1)] = None  # its best epoch's, when stated
-    epochs: Annotated[int | None, Strict(), Field(ge=1)] = None
-    time_s: Annotated[float | None, Strict(), Field(ge=0)] = None  # training time in seconds
-    hardware: Str | None = None  # where it was measured (RTX 3090)
-
-
-@with_config(_FORBID)
-@dataclass
-class BudgetConfig:
-    """Resource budgets: the sweep stops as with ``time_budget_s`` (running trials at their next epoch
-    boundary, no new trials; exit 0, "budget reached") once its trials have used this much. Usage is
-    each trial's ``resources`` times the wall time it held them (:mod:`pielab.sweep.folder`), summed over
-    the sweep's trials, every run and resume together."""
-
-    cpu_hours: Annotated[float | None, Strict(), Field(gt=0)] = None
-    gpu_hours: Annotated[float | None, Strict(), Field(gt=0)] = None
-
-
-@with_config(_FORBID)
-@dataclass
-class Objective:
-    """One objective of a multi-objective sweep: a metric every epoch reports, and its direction."""
-
-    metric: Annotated[str, Strict(), Field(min_length=1)]
-    mode: Literal[MODES] | None = None  # default: max for accuracies, min for the rest
-
-
-_SUBSECTIONS: dict[str, type] = {
-    "search": SearchConfig,
-    "scheduler": SchedulerConfig,
-    "resources": Resources,
-    "storage": StorageConfig,
-    "tracking": TrackingConfig,
-    "budget": BudgetConfig,
-}
-_SCALARS = (
-    "name", "description", "metric", "mode", "num_trials", "max_concurrent", "time_budget_s", "seeds",
-    "max_failures", "objectives", "enqueue", "constraints",
-)
-TOP_KEYS = ("name", "description", "base", "space", *_SUBSECTIONS, *_SCALARS[2:], "reference")
-_ASHA_ONLY = ("grace_period", "reduction_factor", "max_t", "brackets")
-DEFAULT_NUM_TRIALS = 16
 
 
 @dataclass
@@ -393,43 +221,13 @@ class SweepSpec:
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> SweepSpec:
-    """Read, resolve and validate a sweep spec file, then apply ``--set`` overrides (strings or a dict)."""
+    """Read, resolve and validate a sweep spec file, then apply ``--set`` overrides: ``["key=TEXT", ...]``
+    as the command line gives them (read by ``parse_set``), or ``{dotted key: value}``."""
     data, lines = load_yaml(path)
     return SweepSpec.from_dict(data, source=str(path), lines=lines, overrides=overrides, base_dir=Path(path).parent)
 
 
 # --------------------------------------------------------------------------- building
-
-
-class _SpecFields(BaseModel):
-    """The types and ranges of a sweep spec's own keys; ``base`` and ``space`` are checked by their own code."""
-
-    model_config = _FORBID
-
-    name: Str | None = None
-    description: Str | None = None
-    base: Any = None
-    space: Any = None
-    search: SearchConfig = Field(default_factory=SearchConfig)
-    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    metric: Literal[METRICS] = "val/acc"
-    mode: Literal[MODES] | None = None
-    objectives: Annotated[list[Objective] | None, Field(min_length=1)] = None
-    num_trials: Annotated[int | None, Strict(), Field(ge=1)] = None
-    max_concurrent: Annotated[int, Strict(), Field(ge=1)] = 1
-    resources: Resources = Field(default_factory=Resources)
-    time_budget_s: Annotated[float | None, Strict(), Field(gt=0)] = None
-    seeds: Annotated[list[Int], Field(min_length=1)] = Field(default_factory=lambda: [0])
-    max_failures: Annotated[int, Strict(), Field(ge=-1)] = 2  # -1: unlimited
-    storage: StorageConfig = Field(default_factory=StorageConfig)
-    tracking: Any = None  # merged into the base config's tracking section, which checks it
-    reference: dict[str, ReferenceResult] | None = None
-    budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    enqueue: list[dict[Str, Any]] = Field(default_factory=list)
-    constraints: list[Str] = Field(default_factory=list)
-
-
-_SPEC_ADAPTER = TypeAdapter(_SpecFields)
 
 
 class _Builder:
@@ -451,9 +249,6 @@ class _Builder:
         for key, value in (overrides or {}).items():
             self._override(key, value)
 
-    def where(self, key: str) -> str:
-        return self.problems.where(key)
-
     def _override(self, key: str, value: Any) -> None:
         """Route one dotted ``--set`` key: ``base.*`` (or the shorthand model/data/train/task) or the spec."""
         head, _, rest = key.partition(".")
@@ -469,10 +264,10 @@ class _Builder:
             if not isinstance(section, dict):
                 self.problems.items.append(f"--set {key}: {head} is not a mapping in {self.source or 'the spec'}")
                 return
-            section[rest] = _number(value, head, rest)
+            section[rest] = value
             self.problems.set_keys.add(key)
         elif key in _SCALARS or key == "space":
-            self.raw[key] = _number(value, key, None)
+            self.raw[key] = value
             self.problems.set_keys.add(key)
         else:
             self.problems.items.append(
@@ -483,15 +278,15 @@ class _Builder:
     # ------------------------------------------------------------------ the parts
 
     def build(self) -> SweepSpec:
-        fields, bad = self._fields()
+        fields, bad = check_fields(self.raw, self.problems)
         base = self._base()
         space = self._space(base) if base is not None else None
         if base is not None:
-            self._check(fields, bad, base, space)
+            check_spec(fields, bad, self.raw, base, space, self.problems)
         self.problems.raise_if_any()
         assert base is not None and space is not None
-        objectives = self._objectives(fields)
-        metric, mode = objectives[0] if objectives else (fields.metric, fields.mode or _goal(fields.metric))
+        objectives = resolved_objectives(fields)
+        metric, mode = objectives[0] if objectives else (fields.metric, fields.mode or goal(fields.metric))
         num_trials = fields.num_trials
         if num_trials is None and fields.search.algorithm == "grid":
             num_trials = space.grid_size() * len(fields.seeds)
@@ -511,33 +306,6 @@ class _Builder:
             budget=fields.budget, enqueue=[dict(b) for b in fields.enqueue],
             constraints=[parse_constraint(c) for c in fields.constraints],
         )
-
-    def _objectives(self, f: _SpecFields) -> list[tuple[str, str]]:
-        """``objectives`` as (metric, mode) pairs, aliases resolved, modes defaulted (checked in _check)."""
-        return [(OBJECTIVE_ALIASES.get(o.metric, o.metric), o.mode or _goal(OBJECTIVE_ALIASES.get(o.metric, o.metric)))
-                for o in (f.objectives or [])]
-
-    def _fields(self) -> tuple[_SpecFields, set[str]]:
-        """The spec's own keys checked by pydantic; the keys with problems are left at their defaults."""
-        given = {k: v for k, v in self.raw.items() if not (k in _SUBSECTIONS and v is None)}
-        search = given.get("search", {})
-        objectives = given.get("objectives")
-        if isinstance(objectives, list) and len(objectives) > 1 and isinstance(search, dict) and "algorithm" not in search:
-            # NSGA-II is Optuna's default multi-objective sampler; TPE stays the single-objective default.
-            given["search"] = {**search, "algorithm": "nsga2"}
-        if isinstance(given.get("seeds"), int) and not isinstance(given.get("seeds"), bool):
-            given["seeds"] = [given["seeds"]]
-        try:
-            return _SPEC_ADAPTER.validate_python(given), set()
-        except ValidationError as exc:
-            for err in exc.errors():
-                if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
-                    self.problems.add(str(err["loc"][0]), f"unknown key; a sweep spec takes: {', '.join(TOP_KEYS)}")
-                else:
-                    self.problems.add_error(err, _SpecFields)
-            bad = {str(err["loc"][0]) for err in exc.errors()}
-        clean = {k: v for k, v in given.items() if k not in bad}
-        return _SPEC_ADAPTER.validate_python(clean), bad
 
     def _default_name(self) -> str:
         return Path(self.source).stem if self.source else "sweep"
@@ -620,176 +388,3 @@ class _Builder:
         except ConfigError as exc:
             self.problems.extend(exc)
             return None
-
-    # ------------------------------------------------------------------ checks across keys
-
-    def _check(self, f: _SpecFields, bad: set[str], base: Config, space: SearchSpace | None) -> None:
-        """What types and ranges cannot say: keys that contradict each other or the base config."""
-        add = self.problems.add
-        if "name" not in bad and f.name is not None and not _NAME_RE.match(f.name):
-            add("name", f"{f.name!r}: use letters, digits, '_', '-' and '.' (it names the sweep folder)")
-        if not bad & {"metric", "mode"} and f.mode is not None and f.mode != _goal(f.metric):
-            add("mode", f"{f.mode} would select the worst {f.metric}; use mode: {_goal(f.metric)}")
-        if "objectives" not in bad and f.objectives:
-            self._check_objectives(f, bad, space)
-        if "seeds" not in bad and len(set(f.seeds)) != len(f.seeds):
-            add("seeds", f"repeated seed in {f.seeds} (each repeat needs its own seed)")
-        if space is not None and "train.seed" in space.keys:
-            add("space", "train.seed is searched by the space; repeats go in seeds: [0, 1, ...] instead")
-        if "search" not in bad:
-            search = f.search
-            takes = _SAMPLER_OPTIONS[search.algorithm]
-            for key in search.sampler_options():
-                if key not in takes:
-                    users = [a for a, opts in _SAMPLER_OPTIONS.items() if key in opts]
-                    users = " and ".join(filter(None, (", ".join(users[:-1]), users[-1])))
-                    add(f"search.{key}", f"applies to {users} only, not {search.algorithm}")
-            if search.group and not search.multivariate:
-                add("search.group", "group needs multivariate: true")
-            if search.algorithm == "grid" and space is not None:
-                try:
-                    space.grid_size()
-                except ConfigError as exc:
-                    for problem in exc.problems:
-                        add("search.algorithm", f"grid: {problem}")
-        if "scheduler" not in bad:
-            sched = f.scheduler
-            given = self.raw.get("scheduler") or {}
-            if sched.name == "fifo":
-                for key in _ASHA_ONLY:
-                    if key in given:
-                        add(f"scheduler.{key}", f"fifo runs every trial to the end; {key} is for asha and hyperband")
-            else:
-                max_t = sched.max_t if sched.max_t is not None else base.train.epochs
-                if sched.grace_period > max_t:
-                    what = "scheduler.max_t" if sched.max_t is not None else "base train.epochs"
-                    add("scheduler.grace_period", f"{sched.grace_period} is more than max_t {max_t} ({what}); "
-                        "no trial could ever be stopped")
-        if "reference" not in bad and f.reference:
-            from pielab.models import list_models
-
-            for name in f.reference:
-                if name not in list_models(base.task):
-                    add(f"reference.{name}", f"not a registered {base.task} model; "
-                        f"{base.task} models: {', '.join(list_models(base.task))}")
-        if not bad & {"search", "enqueue", "num_trials", "seeds"}:
-            self._check_enqueue(f, space)
-        if not bad & {"search", "constraints"}:
-            for i, text in enumerate(f.constraints):
-                try:
-                    parse_constraint(text)
-                except ValueError as exc:
-                    add(f"constraints.{i}", str(exc))
-            if f.constraints and f.search.algorithm not in CONSTRAINED_ALGORITHMS:
-                add("constraints", f"the {f.search.algorithm} sampler takes no constraints; "
-                    f"use search.algorithm {' or '.join(a for a in CONSTRAINED_ALGORITHMS if a in ALGORITHMS)}")
-        if (not bad & {"search", "num_trials", "seeds"} and f.search.algorithm == "grid" and space is not None
-                and f.num_trials is not None):
-            try:
-                size = space.grid_size()
-            except ConfigError:
-                size = None  # reported above
-            if size is not None and f.num_trials > size * len(f.seeds):
-                add("num_trials", f"{f.num_trials} is more than the grid's {size} configurations x "
-                    f"{len(f.seeds)} seeds = {size * len(f.seeds)} trials (a grid runs each once); "
-                    "leave num_trials out to run the whole grid")
-        if "resources" not in bad and f.resources.gpu > 1 and f.resources.gpu != int(f.resources.gpu):
-            add("resources.gpu",
-                f"{f.resources.gpu:g}: a trial takes a fraction of one GPU or whole GPUs, not both")
-        if "storage" not in bad and f.storage.optuna is not None and not _URL_RE.match(f.storage.optuna):
-            add("storage.optuna",
-                f"{mask_password(f.storage.optuna)!r} is not an RDB URL "
-                "(sqlite:////abs/path.db, postgresql://user@host/db); null keeps optuna.db in the sweep folder")
-        if "storage" not in bad:
-            for key, problem in storage_problems(f.storage.path, f.storage.optuna, f.storage.endpoint):
-                add(key, problem)
-
-    def _check_objectives(self, f: _SpecFields, bad: set[str], space: SearchSpace | None) -> None:
-        add = self.problems.add
-        for key in ("metric", "mode"):
-            if key in self.raw:
-                add(key, "give either metric/mode or objectives, not both "
-                    "(with objectives, the first one is the metric that ASHA and the ranking use)")
-        seen: set[str] = set()
-        for i, objective in enumerate(f.objectives or []):
-            metric = OBJECTIVE_ALIASES.get(objective.metric, objective.metric)
-            if metric not in OBJECTIVE_METRICS:
-                add(f"objectives.{i}.metric", f"{objective.metric!r} is not a metric every epoch reports; "
-                    f"use one of {', '.join(OBJECTIVE_METRICS)} (params is short for model/params)")
-                continue
-            if metric in seen:
-                add(f"objectives.{i}.metric", f"{metric} is already an objective")
-            seen.add(metric)
-            if objective.mode is not None and objective.mode != _goal(metric):
-                add(f"objectives.{i}.mode", f"{objective.mode} would select the worst {metric}; "
-                    f"use mode: {_goal(metric)}")
-        if len(f.objectives or []) > 1 and "search" not in bad and f.search.algorithm not in MULTI_OBJECTIVE_ALGORITHMS:
-            add("search.algorithm", f"{f.search.algorithm} optimises one objective; with several objectives use "
-                f"one of {', '.join(MULTI_OBJECTIVE_ALGORITHMS)}")
-    def _check_enqueue(self, f: _SpecFields, space: SearchSpace | None) -> None:
-        """Each baseline lies in the space (every key searched, every value in its range or choices)."""
-        if not f.enqueue or space is None:
-            return
-        if f.search.algorithm == "grid":
-            self.problems.add("enqueue", "a grid runs every configuration of the space already; "
-                              "baselines are for tpe, random, cmaes and gp")
-            return
-        for i, baseline in enumerate(f.enqueue):
-            if not baseline:
-                self.problems.add(f"enqueue.{i}", "an empty baseline; give {dotted key: value, ...}")
-            for key, why in space.match(baseline)[2]:
-                self.problems.add(f"enqueue.{i}.{key}", why)
-        num_trials = f.num_trials or DEFAULT_NUM_TRIALS
-        if len(f.enqueue) * len(f.seeds) > num_trials:
-            self.problems.add("enqueue", f"{len(f.enqueue)} baselines x {len(f.seeds)} seeds need "
-                              f"{len(f.enqueue) * len(f.seeds)} trials; num_trials is {num_trials}")
-
-
-def storage_problems(path: str, optuna: str | None, endpoint: str | None,
-                     key: str = "storage.path") -> list[tuple[str, str]]:
-    """What is wrong with a sweep's storage: ``[(key, problem)]``, empty when nothing is.
-
-    ``path`` is where the sweep folder goes (``storage.path``, or ``--out`` with ``key="--out"``).
-    A folder on object storage keeps its Optuna study in ``storage.optuna`` (an RDB): an SQLite file
-    cannot live on object storage, and every driver that resumes the sweep must reach the study.
-    """
-    from pielab.errors import PielabError
-    from pielab.sweep.storage import check_endpoint, is_remote, location, split_uri
-
-    remote = is_remote(path)
-    try:
-        split_uri(path) if remote else location(path)  # a malformed URI, or another scheme (http://)
-    except PielabError as exc:
-        return [(key, str(exc))]
-    problems: list[tuple[str, str]] = []
-    if remote and not optuna:
-        problems.append((key, f"{path} is on object storage, so the sweep's Optuna study needs a database: "
-                              "set storage.optuna (such as postgresql://USER@HOST/DB)"))
-    reason = check_endpoint(endpoint) if endpoint is not None else None
-    if reason:
-        problems.append(("storage.endpoint", f"{endpoint!r}: {reason}"))
-    return problems
-
-
-def hyperband_brackets(grace_period: int, reduction_factor: float, max_t: int) -> int:
-    """Hyperband's bracket count ``s_max + 1``, ``s_max = floor(log_rf(max_t / grace_period))``: the
-    last bracket starts its trials at (about) ``max_t``, so it runs them all to the end."""
-    return max(1, int(math.floor(math.log(max_t / grace_period) / math.log(reduction_factor) + 1e-9)) + 1)
-
-
-def _goal(metric: str) -> str:
-    """The mode that selects the best value of ``metric``: accuracies up, losses down."""
-    return "max" if metric.endswith("acc") else "min"
-
-
-_FLOAT_KEYS = {("time_budget_s", None), ("budget", "cpu_hours"), ("budget", "gpu_hours"), ("scheduler", "reduction_factor"), ("resources", "cpu"), ("resources", "gpu")}
-
-
-def _number(value: Any, head: str, rest: str | None) -> Any:
-    """``--set time_budget_s=1e3``: YAML reads ``1e3`` (no dot) as text; on the command line it means a number."""
-    if isinstance(value, str) and (head, rest) in _FLOAT_KEYS:
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
