@@ -355,6 +355,19 @@ def _load_study(sweep: Sweep):
         return None, f"could not open the Optuna study ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})"
 
 
+def _importance_caveat(message: Warning | str) -> str:
+    """What one of Optuna's warnings during the importance computation means for the reader of the figure, said
+    in the caption instead of on the terminal (``pielab report`` prints no library warnings)."""
+    text = str(message)
+    if "computes the importances of params to achieve low" in text:
+        return ""  # pielab negates a maximised objective for PED-ANOVA's target on purpose (above)
+    if "select the same set of trials" in text or "too small to compute importances" in text:
+        return "Here the top trials are all the trials, so every parameter reads as equally important."
+    if "have less than" in text and "regimes" in text:
+        return ("A conditional parameter has few trials in one of its branches, so its importance is uncertain.")
+    return f"Optuna noted: {text.splitlines()[0]}"
+
+
 def importance_figure(sweep: Sweep) -> Figure:
     """Optuna's PED-ANOVA importances: the evaluator that works without scikit-learn (fANOVA needs it)."""
     fig_info = Figure("fig_importance.png", "Parameter importance", "")
@@ -386,8 +399,8 @@ def importance_figure(sweep: Sweep) -> Figure:
             # with a target looks for low values, so a maximised objective is negated.
             sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
             target = lambda t: sign * t.values[0]  # noqa: E731
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")  # handled above
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             importances = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varying,
                                                                   target=target)
     except Exception as exc:
@@ -406,7 +419,8 @@ def importance_figure(sweep: Sweep) -> Figure:
     fig_info.caption = (f"Optuna's PED-ANOVA importance over {len(complete)} completed trials of the study "
                         f"'{study.study_name}': how much each parameter's distribution in the top {quantile:.0%} of "
                         "trials differs from its distribution over all of them (fANOVA, Optuna's default, needs "
-                        "scikit-learn). Few trials make this noisy.")
+                        "scikit-learn). Few trials make this noisy."
+                        + "".join(f" {_importance_caveat(w.message)}" for w in caught))
     fig_info.png = _png(fig)
     return fig_info
 
