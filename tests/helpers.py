@@ -2,8 +2,8 @@
 
 A test file imports what it needs from here, never from another test file: importing a test module
 runs its module-level code a second time under another name and makes one test file's edits break
-another (tests/test_layout_rules.py enforces this). The benchmarks that start the tests' servers
-import the sweep spec from here too.
+another (tests/test_layout_rules.py enforces this). benchmarks/storage.py and benchmarks/soak.py
+build their sweep from ``tiny_spec`` too.
 
 Most helpers read a sweep folder as ``pielab sweep --out DIR`` writes it: ``trials/<id>/result.json``,
 ``trials/<id>/metrics.csv`` and Tune's per-trial journal ``tune/<id>/epochs.log`` (every start with the
