@@ -30,27 +30,20 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the tests' tiny sweep spec
 DATA = REPO.parent / "shared" / "data" / "cifar10_subset.npz"
 EARLY = 100  # the first memory reading, when the driver has settled (Ray, Tune, the study all started)
 
 
 def spec(trials: int, data: Path, storage: Path) -> dict:
-    return {
-        "name": "soak",
-        "base": {
-            "model": {"name": "myresnet34", "width": 4, "depth": 10},
-            "data": {"path": str(data), "train_size": 200, "val_size": 200, "test_size": 200},
-            "train": {"epochs": 1, "batch_size": 100, "threads": 1, "device": "cpu"},
-        },
-        "space": {"parameters": {"train.lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True}}},
-        "search": {"algorithm": "random", "seed": 0},
-        "scheduler": {"name": "fifo"},
-        "num_trials": trials,
-        "max_concurrent": 2,
-        "resources": {"cpu": 1, "gpu": 0},
-        "tracking": {"wandb": False},
-        "storage": {"path": str(storage)},
-    }
+    """The tests' tiny sweep (tests/helpers.py) at one epoch, batches of 100, learning rates from 1e-4."""
+    from helpers import tiny_spec
+
+    out = tiny_spec(str(data), name="soak", num_trials=trials, epochs=1, storage={"path": str(storage)})
+    out["base"]["data"].update(val_size=200, test_size=200)
+    out["base"]["train"]["batch_size"] = 100
+    out["space"]["parameters"]["train.lr"]["low"] = 1.0e-4
+    return out
 
 
 def rss_bytes(pid: int) -> int | None:

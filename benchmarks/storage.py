@@ -37,26 +37,17 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the throwaway servers of the tests
+sys.path.insert(0, str(REPO / "tests"))  # the throwaway servers of the tests, and their tiny sweep
 
 
 def spec_for(data: str, trials: int, epochs: int, optuna_url: str, width: int = 4, train_size: int = 200) -> dict:
-    return {
-        "name": "storage",
-        "base": {
-            "model": {"name": "myresnet34", "width": width, "depth": 10},
-            "data": {"path": data, "train_size": train_size, "val_size": 100, "test_size": 100},
-            "train": {"epochs": epochs, "batch_size": 50, "device": "cpu", "threads": 1},
-        },
-        "space": {"parameters": {"train.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True}}},
-        "search": {"algorithm": "random", "seed": 0},
-        "scheduler": {"name": "fifo"},
-        "num_trials": trials,
-        "max_concurrent": 2,
-        "resources": {"cpu": 1, "gpu": 0},
-        "tracking": {"wandb": False},
-        "storage": {"optuna": optuna_url},
-    }
+    """The tests' tiny sweep (tests/helpers.py), its study on ``optuna_url``."""
+    from helpers import tiny_spec
+
+    spec = tiny_spec(data, name="storage", num_trials=trials, epochs=epochs, storage={"optuna": optuna_url})
+    spec["base"]["model"]["width"] = width
+    spec["base"]["data"]["train_size"] = train_size
+    return spec
 
 
 def run(spec_path: Path, out: str, env: dict[str, str], cwd: Path) -> float:

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+# Before the first import of helpers: its asserts then report their operands as a test file's do.
+pytest.register_assert_rewrite("helpers")
+
+from helpers import REPO  # noqa: E402
+
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="pielab-tests-"))
@@ -61,6 +65,17 @@ def cifar_path(shared_data_dir: Path) -> str:
 @pytest.fixture(scope="session")
 def imdb_path(shared_data_dir: Path) -> str:
     return str(shared_data_dir / "imdb.parquet")
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread while the test runs, the former count restored after: tests share a few cores."""
+    import torch  # here, not at the top: most test files never load torch in this process
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

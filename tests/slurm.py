@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from helpers import poll_until
+
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
                 "DEADLINE", "PREEMPTED"}
 
@@ -66,11 +68,8 @@ def _stop_pid_file(pid_file: Path, timeout: float = 20.0) -> None:
 
 
 def _wait_for(what: str, check, timeout: float, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
+    if poll_until(check, timeout):
+        return
     tail = log.read_text(errors="replace")[-3000:] if log and log.is_file() else ""
     raise TimeoutError(f"{what} not ready within {timeout:g} s\n{tail}")
 

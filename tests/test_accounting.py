@@ -13,7 +13,7 @@ from pielab.errors import ConfigError
 from pielab.sweep.folder import METRIC_KEYS, TrialRecord, budget_reached, held_seconds, resource_usage, trial_resources
 from pielab.sweep.spec import load_spec
 
-from test_reliability import results, run_sweep, sweep_env, tiny_spec
+from helpers import results, run_sweep, sweep_env, tiny_spec
 
 
 def test_usage_is_held_time_times_reserved_resources():

@@ -8,7 +8,7 @@ import copy
 import pytest
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import one_line_config_error
 from pielab.config import build_config, config_from_dict, load_config, parse_set, save_config
 from pielab.errors import ConfigError
 
@@ -55,12 +56,9 @@ def test_round_trip_through_dict_and_yaml(tmp_path):
 )
 def test_yaml_errors_name_file_and_line(tmp_path, text, line, fragment):
     path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    message = str(info.value)
+    message = one_line_config_error(load_config, path)
     assert f"{path}:{line}" in message
     assert fragment in message
-    assert "\n" not in message
 
 
 def test_unknown_model_and_task_mismatch(tmp_path):

@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from helpers import lease_racer
 from pielab.sweep.dblease import TABLE, DatabaseLease, lease_for, read_db_lease
 from pielab.sweep.lease import DriverLease, LeaseHeld
 from pielab.sweep.storage import ObjectPath
@@ -90,30 +90,10 @@ def test_a_dead_holder_on_this_machine_is_stale_at_once(tmp_path: Path) -> None:
     lease.release()
 
 
-RACER = textwrap.dedent("""
-    import sys, time
-    from pielab.sweep.dblease import DatabaseLease
-    from pielab.sweep.lease import LeaseHeld
-    from pathlib import Path
-    url, go, marks, others = sys.argv[1], float(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
-    lease = DatabaseLease("s3://bucket/race", url, ttl_s=30)
-    lease._db()  # connect before the start line
-    while time.time() < go:
-        pass
-    try:
-        lease.acquire()
-    except LeaseHeld:
-        print("refused", flush=True)
-        (marks / f"refused-{id(lease)}-{time.time()}").touch()
-        sys.exit(3)
-    print("holder", flush=True)
-    # Hold until every other racer has tried: on a loaded machine a late starter would otherwise find
-    # the lease already released and (rightly) take it.
-    deadline = time.time() + 100
-    while len(list(marks.iterdir())) < others and time.time() < deadline:
-        time.sleep(0.1)
-    lease.release()
-""")
+RACER = lease_racer(setup="""\
+from pielab.sweep.dblease import DatabaseLease
+lease = DatabaseLease("s3://bucket/race", where, ttl_s=30)
+lease._db()  # connect before the start line""", acquire="lease.acquire()")
 
 
 @pytest.mark.slow

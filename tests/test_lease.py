@@ -6,35 +6,16 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from helpers import lease_racer
 from pielab.sweep.lease import LEASE_FILE, DriverLease, LeaseHeld, read_lease
 
-RACER = textwrap.dedent("""
-    import sys, time
-    from pathlib import Path
-    from pielab.sweep.lease import DriverLease, LeaseHeld
-    folder, go, marks, others = Path(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
-    while time.time() < go:
-        pass
-    try:
-        lease = DriverLease(folder, ttl_s=30).acquire()
-    except LeaseHeld:
-        print("refused", flush=True)
-        (marks / f"refused-{time.time()}-{id(folder)}").touch()
-        sys.exit(3)
-    print("holder", flush=True)
-    # Hold until every other racer has tried: on a loaded machine a late starter would otherwise find
-    # the lease already released and (rightly) take it.
-    deadline = time.time() + 100
-    while len(list(marks.iterdir())) < others and time.time() < deadline:
-        time.sleep(0.1)
-    lease.release()
-""")
+RACER = lease_racer(setup="from pielab.sweep.lease import DriverLease",
+                    acquire="lease = DriverLease(Path(where), ttl_s=30).acquire()")
 
 
 def test_drivers_started_together_exactly_one_gets_the_lease(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_reliability import metrics_epochs_safe, results, start_sweep, sweep_env, tiny_spec, wait_for
+from helpers import metrics_epochs_safe, results, start_sweep, sweep_env, tiny_spec, wait_for
 
 TTL = 6
 

@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 
 from packaging.requirements import Requirement
 
-from conftest import REPO
+from helpers import REPO
 
 LOCK = REPO / "requirements.lock"
 

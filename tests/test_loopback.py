@@ -9,14 +9,13 @@ process tree (the driver and every descendant: gcs_server, raylet, workers).
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import threading
 from pathlib import Path
 
 import yaml
 
-LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|\[::1\]|\[::ffff:127\.\d+\.\d+\.\d+\]):\d+$")
+from helpers import LOOPBACK, process_tree, tree_sockets
 
 
 def tiny_cifar_spec(cifar_path: str) -> dict:
@@ -34,41 +33,6 @@ def tiny_cifar_spec(cifar_path: str) -> dict:
         "resources": {"cpu": 1, "gpu": 0},
         "tracking": {"wandb": False},
     }
-
-
-def process_tree(root_pid: int) -> set[int]:
-    """``root_pid`` and its descendants, from /proc (parent pid is field 4 of /proc/PID/stat)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # the process ended while we looked
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    out, todo = set(), [root_pid]
-    while todo:
-        pid = todo.pop()
-        out.add(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def tree_sockets(pids: set[int]) -> set[tuple[str, str, str]]:
-    """(kind, address, process name) for every TCP listener (its local address) and TCP connection
-    (both ends) owned by a process in ``pids``."""
-    out = set()
-    for kind, flags in (("listen", "-tlnpH"), ("conn", "-tnpH")):
-        text = subprocess.run(["ss", flags], capture_output=True, text=True, check=True).stdout
-        for line in text.splitlines():
-            owners = {int(p) for p in re.findall(r"pid=(\d+)", line)}
-            if not owners & pids:
-                continue
-            parts = line.split()
-            name = re.search(r'\(\("([^"]+)"', line)
-            ends = (parts[3],) if kind == "listen" else (parts[3], parts[4])
-            for address in ends:
-                out.add((kind, address, name.group(1) if name else "?"))
-    return out
 
 
 def test_local_sweep_from_a_shell_listens_and_connects_only_on_loopback(tmp_path, cifar_path, pielab_exe):

@@ -20,12 +20,7 @@ LENGTHS = torch.tensor([11, 19, 2])  # unsorted on purpose: packing must sort an
 TOL = dict(atol=1e-5, rtol=1e-5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(params=["cxx", "python"], ids=["cxx-loops", "python-loops"])

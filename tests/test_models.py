@@ -16,12 +16,7 @@ from pielab.models.resnet import RESNET_LAYERS, BasicBlock, ResNet
 TINY_IMDB = dict(embed_dim=8, hidden=8, vocab_size=50)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(name: str, **overrides: Any) -> nn.Module:

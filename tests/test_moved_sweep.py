@@ -21,7 +21,7 @@ import pytest
 
 from pielab.errors import PielabError
 from pielab.sweep.folder import load_records
-from test_reliability import metrics_epochs_safe, results, start_sweep, sweep_env, tiny_spec, wait_for
+from helpers import metrics_epochs_safe, results, start_sweep, sweep_env, tiny_spec, wait_for
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_reliability import epochs_trained, journal, metrics_epochs_safe, results, starts
+from helpers import epochs_trained, journal, metrics_epochs_safe, results, starts, tiny_spec
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(REPO / ".venv" / "bin" / "ray")
@@ -122,22 +122,11 @@ class TwoNodes:
 
 
 def spec(cifar_path: str) -> dict:
-    return {
-        "name": "node-loss",
-        "base": {
-            "model": {"name": "myresnet34", "width": 8, "depth": 10},
-            "data": {"path": cifar_path, "train_size": 1000, "val_size": 200, "test_size": 200},
-            "train": {"epochs": 6, "batch_size": 50, "device": "cpu", "threads": 1},
-        },
-        "space": {"parameters": {"train.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True}}},
-        "search": {"algorithm": "random", "seed": 0},
-        "scheduler": {"name": "fifo"},
-        "num_trials": 2,
-        "max_concurrent": 2,
-        "max_failures": 0,  # a lost node counted as the trial's failure would end the trial as failed
-        "resources": {"cpu": 1, "gpu": 0},
-        "tracking": {"wandb": False},
-    }
+    # max_failures 0: a lost node counted as the trial's failure would end the trial as failed
+    out = tiny_spec(cifar_path, name="node-loss", num_trials=2, epochs=6, max_failures=0)
+    out["base"]["model"]["width"] = 8  # epochs long enough to kill a node in the middle of one
+    out["base"]["data"].update(train_size=1000, val_size=200, test_size=200)
+    return out
 
 
 def node_of(sweep_dir: Path, trial_id: str) -> str | None:

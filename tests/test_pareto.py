@@ -252,7 +252,7 @@ def test_killed_nsga2_sweep_resumes_and_continues_its_study(pielab_exe: list[str
     (Optuna 5.1's NSGA-II holds a lock no pickle takes, so the searcher pickles the sampler's recipe)."""
     import signal
 
-    from test_reliability import results, wait_for
+    from helpers import results, wait_for
 
     spec = _spec_file(tmp_path, cifar_path, "nsga_kill", num_trials=6)
     out = tmp_path / "sweep"

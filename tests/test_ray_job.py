@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_loopback import LOOPBACK, process_tree, tree_sockets
-from test_reliability import results
+from helpers import LOOPBACK, process_tree, results, tiny_spec, tree_sockets
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(REPO / ".venv" / "bin" / "ray")
@@ -36,24 +35,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def job_spec(cifar_path: str) -> dict:
-    return {
-        "name": "ray-job",
-        "base": {
-            "model": {"name": "myresnet34", "width": 4, "depth": 10},
-            "data": {"train_size": 200, "val_size": 100, "test_size": 100},
-            "train": {"epochs": 1, "batch_size": 50, "device": "cpu", "threads": 1},
-        },
-        "space": {"parameters": {"train.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True}}},
-        "search": {"algorithm": "random", "seed": 0},
-        "scheduler": {"name": "fifo"},
-        "num_trials": 2,
-        "max_concurrent": 2,
-        "resources": {"cpu": 1, "gpu": 0},
-        "tracking": {"wandb": False},
-    }
 
 
 class Head:
@@ -143,7 +124,8 @@ class Head:
 @pytest.mark.slow
 def test_sweep_as_a_ray_job(tmp_path, cifar_path):
     spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(job_spec(cifar_path), sort_keys=False))
+    # data.path comes with each job's --set: a spec that works as submitted from anywhere
+    spec_path.write_text(yaml.safe_dump(tiny_spec(None, name="ray-job", num_trials=2, epochs=1), sort_keys=False))
     head = Head(tmp_path)
     try:
         head.start()

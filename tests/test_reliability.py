@@ -15,85 +15,19 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 import pytest
 import yaml
 
+from helpers import (assert_one_line_error, epochs_trained, journal, metrics_epochs, metrics_epochs_safe, ok,
+                     results, run_cli, run_sweep, snapshot, start_sweep, starts, sweep_env, tiny_spec, wait_for,
+                     wait_for_another_epoch)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def tiny_spec(cifar_path: str, *, name: str, num_trials: int = 3, epochs: int = 3, max_failures: int = 2,
-              **over) -> dict:
-    spec = {
-        "name": name,
-        "base": {
-            "model": {"name": "myresnet34", "width": 4, "depth": 10},
-            "data": {"path": cifar_path, "train_size": 200, "val_size": 100, "test_size": 100},
-            "train": {"epochs": epochs, "batch_size": 50, "device": "cpu", "threads": 1},
-        },
-        "space": {"parameters": {"train.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True}}},
-        "search": {"algorithm": "random", "seed": 0},
-        "scheduler": {"name": "fifo"},
-        "num_trials": num_trials,
-        "max_concurrent": 2,
-        "max_failures": max_failures,
-        "resources": {"cpu": 1, "gpu": 0},
-        "tracking": {"wandb": False},
-    }
-    spec.update(over)
-    return spec
-
-
-def sweep_env(root: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["HOME"] = str(root / "home")  # Ray's auth token and anything else written under HOME
-    Path(env["HOME"]).mkdir(parents=True, exist_ok=True)
-    env.pop("PIELAB_FAULTS", None)
-    env.update(extra)
-    return env
-
-
-def start_sweep(cmd: list[str], spec: dict, root: Path, *, env: dict[str, str] | None = None,
-                args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, Path]:
-    root.mkdir(parents=True, exist_ok=True)
-    spec_path = root / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    out = root / "sweep"
-    proc = subprocess.Popen([*cmd, "sweep", str(spec_path), "--out", str(out), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env or sweep_env(root))
-    return proc, out
-
-
-def run_sweep(cmd: list[str], spec: dict, root: Path, *, env: dict[str, str] | None = None,
-              timeout: float = 900) -> SimpleNamespace:
-    proc, out = start_sweep(cmd, spec, root, env=env)
-    stdout, stderr = proc.communicate(timeout=timeout)
-    return SimpleNamespace(dir=out, rc=proc.returncode, stdout=stdout, stderr=stderr)
-
-
-def journal(sweep_dir: Path, trial_id: str) -> list[str]:
-    path = sweep_dir / "tune" / trial_id / "epochs.log"
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def epochs_trained(lines: list[str]) -> list[int]:
-    return [int(line.split()[1]) for line in lines if line.startswith("epoch ")]
-
-
-def starts(lines: list[str]) -> list[int]:
-    """The checkpointed epoch each (re)start resumed after (0: from scratch)."""
-    return [int(line.split("after_epoch=")[1].split()[0]) for line in lines if line.startswith("start ")]
-
-
-def metrics_epochs(sweep_dir: Path, trial_id: str) -> list[int]:
-    path = sweep_dir / "trials" / trial_id / "metrics.csv"
-    return [int(line.split(",")[0]) for line in path.read_text().splitlines()[1:]]
 
 
 def assert_resumed_from_checkpoint(sweep_dir: Path, trial_id: str, planned: int) -> None:
@@ -116,14 +50,6 @@ def assert_resumed_from_checkpoint(sweep_dir: Path, trial_id: str, planned: int)
 
 def study_of(sweep_dir: Path) -> optuna.Study:
     return optuna.load_study(study_name=sweep_dir.name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
-
-
-def results(sweep_dir: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in (sweep_dir / "trials").glob("*/result.json")}
-
-
-def ok(sweep) -> str:
-    return sweep.stdout[-3000:] + sweep.stderr[-3000:]
 
 
 # --------------------------------------------------------------------------- 1. trial crash: retried
@@ -305,26 +231,6 @@ def test_an_error_in_the_driver_leaves_the_sweep_interrupted_and_resume_continue
 # --------------------------------------------------------------------------- 3. driver crash, Ctrl-C, resume
 
 
-def wait_for(predicate, proc: subprocess.Popen, timeout: float = 300, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        assert proc.poll() is None, f"the sweep ended before {what}: " + "".join(proc.communicate())[-3000:]
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def snapshot(sweep_dir: Path) -> dict[str, dict]:
-    """Per trial: result.json, its journal and metrics.csv text, as they are now."""
-    out = {}
-    for tid, res in results(sweep_dir).items():
-        metrics = sweep_dir / "trials" / tid / "metrics.csv"
-        out[tid] = {"result": res, "journal": journal(sweep_dir, tid),
-                    "metrics": metrics.read_text() if metrics.exists() else ""}
-    return out
-
-
 def optuna_trials(sweep_dir: Path) -> dict[int, tuple]:
     return {t.number: (t.user_attrs.get("trial_id"), t.params) for t in study_of(sweep_dir).trials}
 
@@ -358,9 +264,7 @@ def test_driver_sigkill_then_ctrl_c_then_resume(tmp_path, cifar_path, pielab_exe
     # Ctrl-C during the resume: graceful, exit 130, the resume command printed.
     resumed = subprocess.Popen([*pielab_exe, "resume", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env)
-    rows = lambda: sum(len(metrics_epochs_safe(out, t)) for t in results(out))  # noqa: E731
-    start_rows = rows()
-    wait_for(lambda: rows() > start_rows, resumed, what="the resumed sweep's first epoch")
+    wait_for_another_epoch(out, resumed, what="the resumed sweep's first epoch")
     resumed.send_signal(signal.SIGINT)
     stdout, stderr = resumed.communicate(timeout=120)
     assert resumed.returncode == 130, stdout[-3000:] + stderr[-3000:]
@@ -415,13 +319,6 @@ def test_driver_sigkill_then_ctrl_c_then_resume(tmp_path, cifar_path, pielab_exe
     assert again.returncode == 0 and "already finished" in again.stdout, again.stdout + again.stderr
 
 
-def metrics_epochs_safe(sweep_dir: Path, trial_id: str) -> list[int]:
-    try:
-        return metrics_epochs(sweep_dir, trial_id)
-    except (OSError, ValueError, IndexError):
-        return []
-
-
 # --------------------------------------------------------------------------- 5. PostgreSQL for the Optuna study
 
 
@@ -452,20 +349,6 @@ def test_optuna_study_on_postgresql(tmp_path, cifar_path, pielab_exe):
             if path.is_file():
                 assert password.encode() not in path.read_bytes(), path
         assert password not in sweep.stdout + sweep.stderr
-
-
-def run_cli(cmd: list[str], *args: str, env: dict[str, str] | None = None, timeout: float = 120):
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=timeout)
-
-
-def assert_one_line_error(proc, fragment: str) -> str:
-    err = proc.stderr.strip()
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], err[-2000:])
-    assert "Traceback" not in proc.stderr + proc.stdout, err[-3000:]
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("pielab: error: "), err[-3000:]
-    assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def test_database_password_never_shown(tmp_path, cifar_path, pielab_exe):

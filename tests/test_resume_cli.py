@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_reliability import results, start_sweep, sweep_env, tiny_spec, wait_for, metrics_epochs_safe
+from helpers import metrics_epochs_safe, results, start_sweep, sweep_env, tiny_spec, wait_for
 
 
 def run(cmd: list[str], *args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_reliability import assert_one_line_error, epochs_trained, sweep_env, tiny_spec, wait_for
+from helpers import assert_one_line_error, epochs_trained, sweep_env, tiny_spec, wait_for
 
 BUCKET = "pielab"
 SECRET_KEY = "s3-secret-key-do-not-store-7f3a9c"

@@ -20,7 +20,7 @@ from pielab.sweep.compat import searcher_study
 from pielab.sweep.search import PielabOptunaSearch, make_sampler, warm_start
 from pielab.sweep.space import SearchSpace
 from pielab.sweep.spec import parse_constraint
-from test_reliability import journal, sweep_env, tiny_spec
+from helpers import journal, sweep_env, tiny_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -11,16 +11,22 @@ import subprocess
 import pytest
 import yaml
 
-from test_reliability import epochs_trained, journal, metrics_epochs_safe, results, snapshot, starts, sweep_env, \
-    tiny_spec, wait_for
+from helpers import (epochs_trained, journal, metrics_epochs_safe, results, snapshot, starts, sweep_env, tiny_spec,
+                     wait_for, wait_for_another_epoch)
 
 NATIVE_DUMP = ("SIGTERM received", "PC: @", "*** SIG")
 
 
-def assert_clean_stop(stdout: str, stderr: str) -> None:
+def stop_cleanly(proc: subprocess.Popen, sig: signal.Signals, exit_code: int) -> tuple[str, str]:
+    """Send ``sig`` to the driver ``proc`` and wait: it exits ``exit_code`` with no native stack dump and
+    no traceback. Returns its (stdout, stderr)."""
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == exit_code, stdout[-3000:] + stderr[-3000:]
     for fragment in NATIVE_DUMP:
         assert fragment not in stdout + stderr, stderr[-3000:]
     assert "Traceback" not in stdout + stderr, stderr[-3000:]
+    return stdout, stderr
 
 
 @pytest.mark.slow
@@ -45,10 +51,7 @@ def test_sigterm_and_sigusr1_save_and_stop_then_the_same_command_continues(tmp_p
     # SIGTERM: graceful, 143, no stack dump, the lease released, the status says so.
     proc = start()
     wait_for(some_done_some_running, proc, what="a finished and a running trial")
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=180)
-    assert proc.returncode == 143, stdout[-3000:] + stderr[-3000:]
-    assert_clean_stop(stdout, stderr)
+    stdout, stderr = stop_cleanly(proc, signal.SIGTERM, 143)
     assert "terminated (SIGTERM)" in stdout and f"pielab resume {out}" in stdout, stdout[-3000:]
     assert not (out / "driver.lease").exists()
     status = json.loads((out / "status.json").read_text())
@@ -61,13 +64,8 @@ def test_sigterm_and_sigusr1_save_and_stop_then_the_same_command_continues(tmp_p
 
     # SIGUSR1 during the rerun of the same command line: 138, state saved again.
     proc = start()
-    rows = lambda: sum(len(metrics_epochs_safe(out, t)) for t in results(out))  # noqa: E731
-    start_rows = rows()
-    wait_for(lambda: rows() > start_rows, proc, what="an epoch of the continued sweep")
-    proc.send_signal(signal.SIGUSR1)
-    stdout, stderr = proc.communicate(timeout=180)
-    assert proc.returncode == 138, stdout[-3000:] + stderr[-3000:]
-    assert_clean_stop(stdout, stderr)
+    wait_for_another_epoch(out, proc, what="an epoch of the continued sweep")
+    stdout, stderr = stop_cleanly(proc, signal.SIGUSR1, 138)
     assert json.loads((out / "status.json").read_text())["end"] == "stopped by SIGUSR1"
 
     # The same command line again: continues to the end, exit 0.

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from slurm import slurm_cluster
-from test_reliability import journal, results, starts
+from helpers import journal, poll_until, results, starts, tiny_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy" / "slurm" / "pielab.sbatch"
@@ -30,22 +30,7 @@ PIELAB = REPO / ".venv" / "bin" / "pielab"
 
 
 def spec(name: str, num_trials: int, epochs: int) -> dict:
-    return {
-        "name": name,
-        "base": {
-            "model": {"name": "myresnet34", "width": 4, "depth": 10},
-            "data": {"train_size": 200, "val_size": 100, "test_size": 100},  # data from PIELAB_DATA_DIR
-            "train": {"epochs": epochs, "batch_size": 50, "device": "cpu", "threads": 1},
-        },
-        "space": {"parameters": {"train.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True}}},
-        "search": {"algorithm": "random", "seed": 0},
-        "scheduler": {"name": "fifo"},
-        "num_trials": num_trials,
-        "max_concurrent": 2,
-        "max_failures": 1,
-        "resources": {"cpu": 1, "gpu": 0},
-        "tracking": {"wandb": False},
-    }
+    return tiny_spec(None, name=name, num_trials=num_trials, epochs=epochs, max_failures=1)  # data: PIELAB_DATA_DIR
 
 
 def job_env(root: Path, data_dir: Path, ray_tmp: str) -> dict[str, str]:
@@ -93,11 +78,8 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 def wait_until(predicate, timeout: float, what: str, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
+    if poll_until(predicate, timeout, interval=0.3):
+        return
     tail = log.read_text(errors="replace")[-4000:] if log and log.is_file() else ""
     raise AssertionError(f"{what}: not within {timeout:g} s\n{tail}")
 

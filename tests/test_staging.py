@@ -11,12 +11,12 @@ import shlex
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from helpers import tiny_spec, wait_for
 from pielab.sweep.trainable import remove_stale_staging, staging_prefix
 
 
@@ -50,34 +50,6 @@ def test_only_this_sweeps_dead_processes_folders_are_removed(tmp_path):
     assert remove_stale_staging(study, tmp_path / "missing") == []
 
 
-def tiny_spec(cifar_path: str) -> dict:
-    return {
-        "name": "staging",
-        "base": {
-            "model": {"name": "myresnet34", "width": 4, "depth": 10},
-            "data": {"path": cifar_path, "train_size": 200, "val_size": 100, "test_size": 100},
-            "train": {"epochs": 3, "batch_size": 50, "device": "cpu", "threads": 1},
-        },
-        "space": {"parameters": {"train.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True}}},
-        "search": {"algorithm": "random", "seed": 0},
-        "scheduler": {"name": "fifo"},
-        "num_trials": 2,
-        "max_concurrent": 2,
-        "resources": {"cpu": 1, "gpu": 0},
-        "tracking": {"wandb": False},
-    }
-
-
-def wait_for(predicate, proc: subprocess.Popen, timeout: float = 300, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        assert proc.poll() is None, f"the sweep ended before {what}: " + "".join(proc.communicate())[-3000:]
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def command_in(text: str, verb: str) -> list[str]:
     """The words of the ``pielab <verb> ...`` command printed in ``text`` (after ': ' or inside backquotes)."""
     line = next(line for line in text.splitlines() if f"pielab {verb} " in line)
@@ -93,7 +65,7 @@ def test_sweep_removes_killed_trials_staging_at_end_and_on_resume(tmp_path, cifa
     env = dict(os.environ)  # keeps PYTHONPATH: the worktree's code runs
     env.update(HOME=str(tmp_path / "home"), TMPDIR=str(tmpdir))
     spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(tiny_spec(cifar_path), sort_keys=False))
+    spec_path.write_text(yaml.safe_dump(tiny_spec(cifar_path, name="staging", num_trials=2), sort_keys=False))
     out = tmp_path / "sweep one"  # a space: the printed resume commands must quote it
     study = out.name  # the study is named after the folder it was created in
 

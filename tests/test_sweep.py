@@ -28,6 +28,7 @@ import pytest
 import yaml
 from ray.tune.search.optuna import OptunaSearch
 
+from helpers import process_tree
 from pielab.config import load_config
 from pielab.errors import PielabError
 from pielab.sweep import tracking
@@ -246,26 +247,10 @@ def subprocess_env(root: Path) -> dict[str, str]:
     return env
 
 
-def _descendants(root_pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = set(), [root_pid]
-    while todo:
-        pid = todo.pop()
-        out.add(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
 def ray_sockets(root_pid: int) -> set[tuple[str, str]]:
     """(address, process) for every socket of a process under ``root_pid``: TCP/UDP listeners (local
     address) and open TCP connections (both ends)."""
-    pids = _descendants(root_pid)
+    pids = process_tree(root_pid)
     out = set()
     for flags in ("-tlnpH", "-ulnpH", "-tnpH"):
         text = subprocess.run(["ss", flags], capture_output=True, text=True).stdout

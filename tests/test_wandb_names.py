@@ -18,6 +18,7 @@ import yaml
 from wandb.errors import UsageError
 from wandb.sdk.wandb_settings import Settings
 
+from helpers import tiny_spec
 from pielab.sweep.tracking import clean_tags, group_name, run_id, sweep_key
 
 NASTY = ["sweep ü #1", " lead and trail ", "a:b;c,d#e?f/g'h", "x" * 300, "", "-", "日本語",
@@ -65,22 +66,9 @@ def test_group_and_tags_fit_wandb_limits():
 # --------------------------------------------------------------------------- through the console script
 
 
-def tiny_spec(cifar_path: str, **tracking) -> dict:
-    return {
-        "name": "wandb-names",
-        "base": {
-            "model": {"name": "myresnet34", "width": 4, "depth": 10},
-            "data": {"path": cifar_path, "train_size": 200, "val_size": 100, "test_size": 100},
-            "train": {"epochs": 1, "batch_size": 50, "device": "cpu", "threads": 1},
-        },
-        "space": {"parameters": {"train.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True}}},
-        "search": {"algorithm": "random", "seed": 0},
-        "scheduler": {"name": "fifo"},
-        "num_trials": 2,
-        "max_concurrent": 2,
-        "resources": {"cpu": 1, "gpu": 0},
-        "tracking": {"wandb": True, "mode": "offline", "project": "pielab-tests", **tracking},
-    }
+def wandb_spec(cifar_path: str) -> dict:
+    return tiny_spec(cifar_path, name="wandb-names", num_trials=2, epochs=1,
+                     tracking={"wandb": True, "mode": "offline", "project": "pielab-tests"})
 
 
 def run_sweep(exe: list[str], root: Path, spec: dict, out: Path, *sets: str) -> subprocess.CompletedProcess:
@@ -102,7 +90,7 @@ def printed(proc: subprocess.CompletedProcess) -> str:
 @pytest.mark.slow
 def test_sweep_folder_w_and_b_rejects_as_a_name_still_tracks(tmp_path, cifar_path, pielab_exe):
     out = tmp_path / "sweep ü #1"
-    proc = run_sweep(pielab_exe, tmp_path, tiny_spec(cifar_path), out)
+    proc = run_sweep(pielab_exe, tmp_path, wandb_spec(cifar_path), out)
     text = printed(proc)
     assert proc.returncode == 0, text[-3000:]
     trials = {p.name for p in (out / "trials").iterdir()}
@@ -133,7 +121,7 @@ def test_sweep_folder_w_and_b_rejects_as_a_name_still_tracks(tmp_path, cifar_pat
 def test_a_wandb_failure_is_one_warning_line_and_recorded(tmp_path, cifar_path, pielab_exe):
     # W&B itself refuses the project name (wandb.init raises UsageError): tracking stops, the sweep goes on.
     out = tmp_path / "sweep"
-    proc = run_sweep(pielab_exe, tmp_path, tiny_spec(cifar_path), out, "tracking.project=bad/project")
+    proc = run_sweep(pielab_exe, tmp_path, wandb_spec(cifar_path), out, "tracking.project=bad/project")
     text = printed(proc)
     assert proc.returncode == 0, text[-3000:]
     warnings = [line for line in text.splitlines() if "W&B" in line and "warning" in line.lower()]
