@@ -284,6 +284,42 @@ def test_error_curves_are_he_et_al_figure_6(sweep_dir: Path) -> None:
             assert list(frame.index) == list(range(1, EPOCHS + 1))
 
 
+def test_depth_figure_and_summary_say_each_points_epochs(tmp_path: Path, pielab_exe) -> None:
+    """Issue 22: a plain depth-18 configuration that ASHA stopped after 2 of 6 epochs must not stand for its
+    depth beside full-length ones without saying so (a reader concludes plain depth 18 is bad)."""
+    from pielab.report.figures import depth_figure, depth_points
+    from pielab.report.tables import group_table
+
+    trials = [dict(depth=d, residual=True, lr=1e-3, seed=0, state="completed") for d in (10, 18)]
+    trials += [dict(depth=10, residual=False, lr=1e-3, seed=0, state="completed"),
+               dict(depth=18, residual=False, lr=1e-3, seed=0, state="early_stopped", epochs=2),
+               # a better-scoring early-stopped configuration must not displace a full-length one as the best
+               dict(depth=10, residual=True, lr=1.0001e-3, seed=3, state="early_stopped", epochs=5)]
+    sweep_path = make_sweep(tmp_path / "fidelity", trials=trials)
+    sweep = load_sweep(sweep_path)
+    groups = group_table(sweep)
+    points = depth_points(groups).set_index(["residual", "depth"])
+    assert points.loc[(False, 18.0), "epochs"] == 2 and not points.loc[(False, 18.0), "full_length"]
+    assert points.loc[(True, 10.0), "epochs"] == EPOCHS and points.loc[(True, 10.0), "full_length"]
+    assert points.loc[(True, 10.0), "planned_epochs"] == EPOCHS
+    caption = depth_figure(sweep, groups).caption
+    assert f"full {EPOCHS} epochs" in caption and "hollow point, labelled E/F ep" in caption, caption
+
+    made = subprocess.run([*pielab_exe, "report", str(sweep_path)], capture_output=True, text=True,
+                          env={**os.environ, "HOME": str(tmp_path)})
+    assert made.returncode == 0 and "Warning" not in made.stderr, made.stderr  # no library warning leaks
+    summary = pd.read_csv(sweep_path / "report" / "summary.csv")
+    short = summary[(summary["depth"] == 18) & ~summary["residual"]].iloc[0]
+    assert short["epochs"] == 2 and short["planned_epochs"] == EPOCHS and not short["full_length"] and short["best"]
+    d10 = summary[(summary["depth"] == 10) & summary["residual"]]
+    assert d10.iloc[0]["train.lr"] == pytest.approx(1.0001e-3)  # the early-stopped one scores higher ...
+    assert list(d10["best"]) == [False, True] and d10.iloc[1]["full_length"]  # ... the full-length one is the best
+    markdown = (sweep_path / "report" / "summary.md").read_text()
+    assert f"| 2/{EPOCHS}† |" in markdown and "† stopped early" in markdown, markdown
+    page = (sweep_path / "report" / "report.html").read_text()
+    assert "† stopped early" in page and "hollow point" in page
+
+
 def test_error_figure_needs_two_depths(tmp_path: Path) -> None:
     from pielab.report.figures import error_figure
     from pielab.report.tables import group_table
