@@ -19,12 +19,13 @@ killed mid-run, still reads, reports, exports and resumes: its pickles name the 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
+
+from helpers import sweep_env
 
 OLD_FOLDER = Path(__file__).parent / "data" / "sweep_855f3eb_killed.tar.gz"
 
@@ -34,12 +35,6 @@ def old_sweep(tmp_path: Path) -> Path:
     with tarfile.open(OLD_FOLDER) as tar:
         tar.extractall(tmp_path, filter="data")
     return tmp_path / "sweep"
-
-
-def _env(tmp_path: Path, shared_data_dir: Path) -> dict[str, str]:
-    env = dict(os.environ, HOME=str(tmp_path / "home"), PIELAB_DATA_DIR=str(shared_data_dir))
-    Path(env["HOME"]).mkdir(exist_ok=True)
-    return env
 
 
 def _ended(sweep: Path) -> dict[str, str]:
@@ -62,7 +57,7 @@ def test_the_pickles_name_the_old_module_paths():
 
 @pytest.mark.slow
 def test_an_old_killed_folder_reads_reports_exports_and_resumes(old_sweep, tmp_path, shared_data_dir, pielab_exe):
-    env = _env(tmp_path, shared_data_dir)
+    env = sweep_env(tmp_path, PIELAB_DATA_DIR=str(shared_data_dir))
     before = _ended(old_sweep)
     assert len(before) == 2, before  # two trials had completed when the driver was killed
 
