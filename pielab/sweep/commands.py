@@ -14,11 +14,9 @@ stops as on Ctrl-C and exits 2.
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +37,7 @@ from pielab.sweep.folder import (
 )
 from pielab.sweep.lease import LEASE_FILE, DriverLease, LeaseHeld
 from pielab.sweep.storage import local_dir, remove_tree
-from pielab.sweep.session import stop_signals_caught
+from pielab.sweep.signals import interrupt_when, stop_signals_caught
 from pielab.sweep.started_spec import (
     STARTED_SPEC_FILE, check_unchanged, describe_changes, read_started_spec, record_started_spec, spec_changes,
 )
@@ -136,24 +134,14 @@ def _new_sweep_dir(spec, out: str | None) -> tuple[Path, DriverLease]:
 def _holding(lease: DriverLease) -> Iterator[DriverLease]:
     """Hold ``lease`` for the block: a lost lease stops the sweep as Ctrl-C does (Tune saves and stops);
     the lease is released however the block ends."""
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.5):
-            if lease.lost.is_set():
-                os.kill(os.getpid(), signal.SIGINT)  # handled on the main thread: Tune's graceful stop
-                return
-
-    watcher = threading.Thread(target=watch, name="pielab-lease-watch", daemon=True)
-    watcher.start()
     try:
-        yield lease
+        with interrupt_when(lease.lost):  # SIGINT, handled on the main thread: Tune's graceful stop
+            yield lease
     except KeyboardInterrupt:
         if lease.lost.is_set():
             raise _lost(lease) from None
         raise
     finally:
-        done.set()
         lease.release()
 
 

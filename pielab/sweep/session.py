@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 from contextlib import contextmanager
@@ -25,6 +24,11 @@ from typing import Any, Iterator
 
 from pielab.errors import PielabError
 from pielab.sweep.folder import one_line
+# The stop signals live in pielab.sweep.signals; these names stay importable from here as before.
+from pielab.sweep.signals import (  # noqa: F401
+    STOP_SIGNALS, Stopped, catch_stop_signals, restore_stop_signals, stop_signals_caught,
+)
+
 
 # --------------------------------------------------------------------------- the sweep running now
 
@@ -71,52 +75,6 @@ def running(active: ActiveSweep) -> Iterator[ActiveSweep]:
 def active_sweep() -> ActiveSweep | None:
     """The sweep this driver runs now (inside :func:`running`), else None."""
     return _ACTIVE[-1] if _ACTIVE else None
-
-
-# --------------------------------------------------------------------------- stop signals
-
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
-
-
-class Stopped(KeyboardInterrupt):
-    """A stop signal (SIGTERM, SIGUSR1) outside Tune's graceful stop. ``signum``: the signal; the CLI
-    exits ``128 + signum`` (143 for SIGTERM, 138 for SIGUSR1) and prints ``pielab: <what>``."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = int(signum)
-        name = signal.Signals(self.signum).name
-        self.what = f"terminated ({name})" if self.signum == getattr(signal, "SIGTERM", -1) else f"stopped ({name})"
-
-
-def _raise_stopped(signum, frame) -> None:
-    raise Stopped(signum)
-
-
-_CATCHING: list[dict[int, Any]] = []  # the handlers each active stop_signals_caught() replaced
-
-
-def catch_stop_signals() -> None:
-    """SIGTERM and SIGUSR1 raise :class:`Stopped` in this (main) thread from now on; a no-op elsewhere."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _raise_stopped)
-
-
-@contextmanager
-def stop_signals_caught() -> Iterator[None]:
-    """:func:`catch_stop_signals` for the block (a driver command); the previous handlers come back after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _CATCHING.append({sig: signal.getsignal(sig) for sig in STOP_SIGNALS})
-    catch_stop_signals()
-    try:
-        yield
-    finally:
-        for sig, handler in _CATCHING.pop().items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 # --------------------------------------------------------------------------- Ray
@@ -221,19 +179,13 @@ def start_ray(address: str | None) -> bool:
         except Exception as exc:  # ConnectionError, auth problems, version mismatch
             raise PielabError(f"cannot join the Ray cluster at {address}: {one_line(str(exc), 200)}") from None
         finally:
-            _restore_stop_signals()
+            restore_stop_signals()  # ray.init replaced the SIGTERM handler
         return True
     try:
         ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, **common)
     finally:
-        _restore_stop_signals()
+        restore_stop_signals()
     return True
-
-
-def _restore_stop_signals() -> None:
-    """``ray.init`` replaces the SIGTERM handler (exit with a native stack dump): put ours back."""
-    if _CATCHING:
-        catch_stop_signals()
 
 
 def check_resources(needs: dict[str, float]) -> None:
