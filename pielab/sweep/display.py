@@ -8,6 +8,7 @@ Imports neither Ray nor Optuna; ``rich`` is imported where a console or a table 
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -184,3 +185,32 @@ class LiveStatus:
         if self._live is not None:
             self._live.stop()
             self._live = None
+
+
+class DisplayHook:
+    """What the recorder shows on the terminal, through ``display`` (a :class:`LiveStatus`, or None).
+
+    ``source`` is whatever answers ``status()`` with status.json's dict (the recorder). Without a
+    display, warnings still reach the user: one line on stderr.
+    """
+
+    def __init__(self, display=None) -> None:
+        self.display = display
+
+    def start(self, source) -> None:
+        if self.display is not None:
+            self.display.start(source)
+
+    def trial_ended(self, source, rec: TrialRecord) -> None:
+        if self.display is not None:
+            self.display.trial_ended(source, rec)
+
+    def warn(self, line: str) -> None:
+        if self.display is not None and hasattr(self.display, "warn"):
+            self.display.warn(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        if self.display is not None:
+            self.display.stop()
