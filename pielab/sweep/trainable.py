@@ -36,17 +36,6 @@ _PREPARED: "OrderedDict[str, Any]" = OrderedDict()
 _PREPARED_MAX = 2
 
 
-def trial_config(base: dict[str, Any], params: dict[str, Any]):
-    """The resolved Config of one trial: the base config with the sampled dotted values on top.
-
-    The same rule as ``SweepSpec.trial_config`` (values go in as YAML would, not as ``--set`` text),
-    without needing the spec in the worker.
-    """
-    from pielab.config import apply_params
-
-    return apply_params(base, params)
-
-
 def _prepared_for(config) -> Any:
     from pielab.data import prepare
 
@@ -284,7 +273,11 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | lis
         tune.report({"epoch": int(ended.get("epochs") or 0), **closing})
         return
     try:
-        config = trial_config(base, params)  # base.train.threads is the trial's CPU share (runner.trial_base)
+        from pielab.config import apply_params
+
+        # The one merge rule (the driver's recorder applies it to the same base); base.train.threads is
+        # the trial's CPU share (tuner.trial_base).
+        config = apply_params(base, params)
         prepared = _prepared_for(config)
         state = _load_state(tune.get_checkpoint())
         if state is not None:
