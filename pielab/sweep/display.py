@@ -122,7 +122,8 @@ class LiveStatus:
 
     On a terminal it is a rich ``Live`` display refreshed twice a second from the recorder's state;
     elsewhere (CI logs, a pipe) it prints one line per finished trial. The recorder calls
-    :meth:`start`, :meth:`trial_ended` and :meth:`stop`; ``recorder.status()`` is status.json's dict.
+    :meth:`start`, :meth:`trial_ended` and :meth:`stop` through :class:`DisplayHook`;
+    ``recorder.status()`` is status.json's dict.
     """
 
     def __init__(self, console, name: str, metric: str) -> None:

@@ -23,11 +23,12 @@ class SweepRun:
 
     ``settings``: the recorder, read for its plain settings only (name, folder, metric, budgets, ...);
     ``previous``: the status.json of the earlier runs (``{}`` for a new sweep); ``t0``: when this run
-    started (``time.time()``); ``started``: the sweep's first start (ISO text, status.json ``started``).
+    started (``time.time()``); ``started``: the sweep's first start (ISO text, status.json ``started``; None
+    before Tune's setup); ``writer``: the previous run's writer, whose queue this run goes on with.
     """
 
     def __init__(self, settings, records: dict[str, TrialRecord], previous: dict[str, Any], t0: float,
-                 started: str, writer=None) -> None:
+                 started: str | None, writer=None) -> None:
         from pielab.sweep.accounting import Accounting
         from pielab.sweep.display import DisplayHook
         from pielab.sweep.folder_writer import FolderWriter
