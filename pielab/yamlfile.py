@@ -2,7 +2,7 @@
 
 Every file pielab reads (configs, sweep specs, search spaces, a sweep folder's ``sweep.yaml``) goes
 through :func:`load_yaml`, which returns the data and a map ``{dotted key: line}``. Types and ranges
-are checked by pydantic (``pielab.config``, ``pielab.sweep.spec``, ``pielab.sweep.space``);
+are checked by pydantic (``pielab.config``, ``pielab.spec.sweep_spec``, ``pielab.spec.space``);
 :class:`Problems` turns each pydantic error, and each check pydantic cannot express, into one line
 ``FILE:LINE: key: message``, and raises every problem of one input together in one ``ConfigError``.
 """

@@ -254,7 +254,7 @@ def lease_racer(setup: str, acquire: str) -> str:
     return textwrap.dedent("""
         import os, sys, time
         from pathlib import Path
-        from pielab.sweep.lease import LeaseHeld
+        from pielab.folder.lease import LeaseHeld
         where, go, marks, others = sys.argv[1], float(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
         {setup}
         while time.time() < go:

@@ -10,8 +10,8 @@ import subprocess
 import pytest
 
 from pielab.errors import ConfigError
-from pielab.sweep.folder import METRIC_KEYS, TrialRecord, budget_reached, held_seconds, resource_usage, trial_resources
-from pielab.sweep.spec import load_spec
+from pielab.folder import METRIC_KEYS, TrialRecord, budget_reached, held_seconds, resource_usage, trial_resources
+from pielab.spec.sweep_spec import load_spec
 
 from helpers import results, run_sweep, sweep_env, tiny_spec
 

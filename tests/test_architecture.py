@@ -21,7 +21,7 @@ def _module_name(path: Path) -> str:
 MODULES = {_module_name(p): p for p in sorted(PIELAB.rglob("*.py"))}
 # Kept at their old paths only because pickles in existing sweep folders name them (docs/ARCHITECTURE.md).
 ALIASES = {"pielab.sweep.folder", "pielab.sweep.storage", "pielab.sweep.lease", "pielab.sweep.dblease",
-           "pielab.sweep.started_spec"}
+           "pielab.sweep.started_spec", "pielab.sweep.space", "pielab.sweep.spec"}
 
 
 def _imports(name: str) -> list[tuple[str, int]]:
@@ -91,6 +91,8 @@ def _in(prefixes: tuple[str, ...]) -> list[str]:
     # `pielab train` must run on a machine that has only torch
     (("pielab.train", "pielab.models", "pielab.data", "pielab.config"),
      ("ray", "optuna", "wandb", "pielab.sweep", "pielab.cli", "pielab.report")),
+    # a spec is checked before Ray starts (Optuna only for a space's distributions)
+    (("pielab.spec",), ("ray", "wandb", "pielab.sweep", "pielab.cli", "pielab.report", "pielab.train")),
     # reports are made from a folder copied off the cluster, without Ray (Optuna only for its figures)
     (("pielab.report",), ("ray", "wandb", "pielab.sweep", "pielab.cli")),
     # the engine and the reader never call back up into the commands
@@ -114,7 +116,7 @@ def test_the_folder_package_imports_only_the_shared_helpers():
 def test_the_aliases_at_old_paths_only_point_at_their_new_home():
     for name in ALIASES:
         targets = {m for m, _ in _imports(name) if m.startswith("pielab")}
-        assert targets and all(t.startswith("pielab.folder") or t in ("pielab.errors", "pielab.text")
+        assert targets and all(t.startswith(("pielab.folder", "pielab.spec")) or t in ("pielab.errors", "pielab.text")
                                for t in targets), (name, targets)
 
 

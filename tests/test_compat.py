@@ -15,7 +15,7 @@ import pytest
 
 from pielab.sweep import compat
 from pielab.sweep.search import PielabOptunaSearch, make_sampler
-from pielab.sweep.space import SearchSpace
+from pielab.spec.space import SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -75,7 +75,7 @@ def test_search_generator_restored_state_follows_a_moved_folder(tmp_path):
     from ray.tune.experiment import Experiment
     from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 
-    from pielab.sweep.session import ActiveSweep, running
+    from pielab.sweep.active import ActiveSweep, running
 
     def make(cls):
         searcher = PielabOptunaSearch(SPACE, metric="val/acc", mode="max", storage=None, study_name="gen",
@@ -290,7 +290,7 @@ def _finish(searcher, trial_id: str, acc: float) -> None:
 
 
 def _cases():
-    from pielab.sweep.spec import ALGORITHMS, MULTI_OBJECTIVE_ALGORITHMS
+    from pielab.spec.sweep_spec import ALGORITHMS, MULTI_OBJECTIVE_ALGORITHMS
 
     return [(a, 1) for a in ALGORITHMS] + [(a, 2) for a in MULTI_OBJECTIVE_ALGORITHMS]
 
@@ -303,7 +303,7 @@ def test_searcher_state_pickles_and_restores_for_every_sampler(tmp_path, algorit
     from ray import cloudpickle
     from ray.tune.search import ConcurrencyLimiter
 
-    from pielab.sweep.session import ActiveSweep, running
+    from pielab.sweep.active import ActiveSweep, running
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     what = f"{_versions()}: pielab needs the {algorithm} sampler's searcher ({n_objectives} objective(s))"
@@ -351,7 +351,7 @@ def test_searcher_pickled_before_recipes_gets_the_running_sweeps_sampler(tmp_pat
     """A searcher state written before samplers pickled as recipes holds Optuna's own sampler object
     (under optuna 5.1 an NSGAIISampler unpickled from 5.0 lacks its lock); on a resume the sampler is
     rebuilt from the running sweep's recipe."""
-    from pielab.sweep.session import ActiveSweep, running
+    from pielab.sweep.active import ActiveSweep, running
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     with running(ActiveSweep(sweep_dir=tmp_path, optuna_url=url)):
@@ -440,7 +440,7 @@ def test_search_generator_gives_back_places_of_trials_the_restore_lost():
     restored experiment lacks; replace_lost_trials lowers the count so a new trial takes its place."""
     from ray.tune.search import ConcurrencyLimiter
 
-    from pielab.sweep.session import ActiveSweep, running
+    from pielab.sweep.active import ActiveSweep, running
 
     searcher = PielabOptunaSearch(SPACE, metric="val/acc", mode="max", sampler=make_sampler("random", 0, {}, SPACE),
                                   storage=None, study_name="compat", base_epochs=2)

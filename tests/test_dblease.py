@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 
 from helpers import lease_racer
-from pielab.sweep.dblease import TABLE, DatabaseLease, lease_for, read_db_lease
-from pielab.sweep.lease import DriverLease, LeaseHeld
-from pielab.sweep.storage import ObjectPath
+from pielab.folder.dblease import TABLE, DatabaseLease, lease_for, read_db_lease
+from pielab.folder.lease import DriverLease, LeaseHeld
+from pielab.folder.storage import ObjectPath
 
 FOLDER = "s3://bucket/sweeps/one"
 
@@ -82,7 +82,7 @@ def test_stale_rows_are_taken_over_and_the_old_holder_learns_it(tmp_path: Path) 
 def test_a_dead_holder_on_this_machine_is_stale_at_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    from pielab.sweep.lease import _boot_id
+    from pielab.folder.lease import _boot_id
     import socket
 
     _insert(url, host=socket.gethostname(), boot_id=_boot_id(), pid=int(proc.stdout), ttl_s=600.0)
@@ -91,7 +91,7 @@ def test_a_dead_holder_on_this_machine_is_stale_at_once(tmp_path: Path) -> None:
 
 
 RACER = lease_racer(setup="""\
-from pielab.sweep.dblease import DatabaseLease
+from pielab.folder.dblease import DatabaseLease
 lease = DatabaseLease("s3://bucket/race", where, ttl_s=30)
 lease._db()  # connect before the start line""", acquire="lease.acquire()")
 

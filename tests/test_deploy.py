@@ -143,7 +143,7 @@ def rayjob_problems(doc: dict) -> list[str]:
 def entrypoint_problems(args: list[str]) -> list[str]:
     from pielab.cli import build_parser
     from pielab.errors import PielabError
-    from pielab.sweep.spec import load_spec
+    from pielab.spec.sweep_spec import load_spec
 
     try:
         ns = build_parser().parse_args(["sweep", *args])

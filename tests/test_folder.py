@@ -1,4 +1,4 @@
-"""pielab.sweep.folder: the one definition of the sweep folder's record, per-epoch rule, ranking and study name."""
+"""pielab.folder: the one definition of the sweep folder's record, per-epoch rule, ranking and study name."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from pielab import files, text
 from pielab.errors import PielabError
 from pielab.sweep import folder as f
-from pielab.sweep.folder import SweepFolder, TrialRecord, rank_records, study_name
+from pielab.folder import SweepFolder, TrialRecord, rank_records, study_name
 
 
 def fit_rows(val_loss: list[float], val_acc: list[float]) -> list[dict]:
@@ -127,7 +127,7 @@ def test_study_name_is_the_recorded_one_and_survives_a_rename(tmp_path: Path) ->
 def test_shared_helpers_are_re_exported_not_copied(tmp_path: Path, monkeypatch) -> None:
     from pielab.sweep import storage
 
-    # the folder's file helpers are pielab.sweep.storage's (local folder or object storage) ...
+    # the folder's file helpers are pielab.folder.storage's (local folder or object storage) ...
     assert f.write_atomic is storage.write_atomic and f.write_json is storage.write_json
     assert f.read_json is storage.read_json and f.one_line is text.one_line
     # ... which hand a local path to pielab.files' one atomic writer

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from helpers import lease_racer
-from pielab.sweep.lease import LEASE_FILE, DriverLease, LeaseHeld, read_lease
+from pielab.folder.lease import LEASE_FILE, DriverLease, LeaseHeld, read_lease
 
-RACER = lease_racer(setup="from pielab.sweep.lease import DriverLease",
+RACER = lease_racer(setup="from pielab.folder.lease import DriverLease",
                     acquire="lease = DriverLease(Path(where), ttl_s=30).acquire()")
 
 
@@ -53,7 +53,7 @@ def test_a_live_lease_of_another_host_is_respected_until_it_expires(tmp_path: Pa
 def test_a_dead_holder_on_this_machine_is_taken_over_at_once(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
-    from pielab.sweep.lease import _boot_id
+    from pielab.folder.lease import _boot_id
     import socket
 
     _write_record(tmp_path, host=socket.gethostname(), boot_id=_boot_id(), pid=pid, ttl_s=600.0)

@@ -20,7 +20,7 @@ import optuna
 import pytest
 
 from pielab.errors import PielabError
-from pielab.sweep.folder import load_records
+from pielab.folder import load_records
 from helpers import metrics_epochs_safe, results, start_sweep, sweep_env, tiny_spec, wait_for
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -31,7 +31,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def test_storage_pickle_names_no_password_and_no_folder(tmp_path):
     from pielab.sweep.search import SWEEP_DB_URL, make_storage
-    from pielab.sweep.session import ActiveSweep, running
+    from pielab.sweep.active import ActiveSweep, running
 
     first, moved = tmp_path / "a", tmp_path / "b"
     first.mkdir()

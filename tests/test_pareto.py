@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pielab.sweep.folder import END_COMPLETED, END_EARLY, TrialRecord, pareto_records
+from pielab.folder import END_COMPLETED, END_EARLY, TrialRecord, pareto_records
 
 OBJECTIVES = [("val/acc", "max"), ("model/params", "min")]
 
@@ -104,7 +104,7 @@ def pareto_sweep(pielab_exe: list[str], cifar_path: str, tmp_path_factory) -> Pa
 
 @pytest.mark.slow
 def test_front_equals_optuna_best_trials(pareto_sweep: Path) -> None:
-    from pielab.sweep.folder import SweepFolder
+    from pielab.folder import SweepFolder
 
     folder = SweepFolder.open(pareto_sweep)
     assert folder.objectives == OBJECTIVES
@@ -124,7 +124,7 @@ def test_front_equals_optuna_best_trials(pareto_sweep: Path) -> None:
 
 @pytest.mark.slow
 def test_status_report_and_export_show_the_front(pielab_exe: list[str], pareto_sweep: Path, tmp_path: Path) -> None:
-    from pielab.sweep.folder import SweepFolder
+    from pielab.folder import SweepFolder
 
     front = [r.trial_id for r in SweepFolder.open(pareto_sweep).pareto()]
     status = run(pielab_exe, "status", str(pareto_sweep), home=tmp_path).stdout
@@ -222,7 +222,7 @@ def test_warm_start_from_a_two_objective_sweep(pielab_exe: list[str], pareto_swe
 def test_warm_start_that_cannot_work_is_one_line(pielab_exe: list[str], cifar_path: str, tmp_path: Path,
                                                   old_changes: dict, new_changes: dict, message: str) -> None:
     """--from a sweep whose trials cannot be values of the new study is refused before anything is made."""
-    from pielab.sweep.spec import load_spec
+    from pielab.spec.sweep_spec import load_spec
 
     old = tmp_path / "old"
     old.mkdir()

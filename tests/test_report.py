@@ -21,8 +21,8 @@ from pielab.cli import main
 from pielab.config import load_config, save_config
 from pielab.errors import PielabError
 from pielab.report import build_report, export_configs, load_sweep
-from pielab.sweep.folder import METRIC_KEYS, TrialRecord, write_json
-from pielab.sweep.spec import SweepSpec
+from pielab.folder import METRIC_KEYS, TrialRecord, write_json
+from pielab.spec.sweep_spec import SweepSpec
 
 CHROMIUM = Path("/usr/bin/chromium")
 FIGURES = ("fig_curves.png", "fig_depth_accuracy.png", "fig_error_curves.png", "fig_grad_ratio.png", "fig_importance.png",
@@ -81,7 +81,7 @@ def write_trial(sweep: Path, trial_id: str, config, rows: list[dict], record: Tr
 
 
 def make_sweep(root: Path, *, trials: list[dict], spec: dict = SPEC, optuna_db: bool = True) -> Path:
-    """A sweep folder in the runner's format (pielab.sweep.folder's own TrialRecord writes result.json).
+    """A sweep folder in the runner's format (pielab.folder's own TrialRecord writes result.json).
 
     Each trial: depth, residual, lr, seed, state[, epochs, reason, result=False for a trial that has no
     result.json yet]."""

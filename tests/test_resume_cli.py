@@ -138,7 +138,7 @@ def test_resume_if_exists_first_run_rerun_and_changed_spec(tmp_path, cifar_path,
 
 
 def test_spec_changes_name_dotted_keys_old_and_new():
-    from pielab.sweep.started_spec import describe_changes, spec_changes
+    from pielab.folder.started_spec import describe_changes, spec_changes
 
     started = {"num_trials": 3, "base": {"train": {"lr": 0.001, "epochs": 2}}, "seeds": [0], "time_budget_s": None}
     now = {"num_trials": 5, "base": {"train": {"lr": 0.001, "epochs": 3}}, "seeds": [0, 1], "time_budget_s": 60}

@@ -161,7 +161,7 @@ def test_locations_parse_without_contacting_anything(tmp_path, monkeypatch):
     import pickle
 
     from pielab.errors import PielabError
-    from pielab.sweep.storage import ObjectPath, is_remote, local_dir, location, tune_storage
+    from pielab.folder.storage import ObjectPath, is_remote, local_dir, location, tune_storage
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
@@ -187,7 +187,7 @@ def test_storage_operations_on_s3_and_no_secret_in_pickles(s3, monkeypatch):
     import pickle
 
     from pielab.sweep import folder as f
-    from pielab.sweep.storage import location, read_json, read_text, tune_storage, write_atomic, write_json
+    from pielab.folder.storage import location, read_json, read_text, tune_storage, write_atomic, write_json
 
     for key, value in s3.env().items():
         monkeypatch.setenv(key, value)
@@ -360,7 +360,7 @@ def test_write_behind_keeps_the_newest_version_and_flush_waits(tmp_path):
     retried and flush() says so in one line when the queue does not drain."""
     import time
 
-    from pielab.sweep.storage import ObjectPath, WriteBehind
+    from pielab.folder.storage import ObjectPath, WriteBehind
 
     store = SlowStore(tmp_path, delay_s=0.05)
     (tmp_path / "b").mkdir()

@@ -18,8 +18,8 @@ import yaml
 
 from pielab.sweep.compat import searcher_study
 from pielab.sweep.search import PielabOptunaSearch, make_sampler, warm_start
-from pielab.sweep.space import SearchSpace
-from pielab.sweep.spec import parse_constraint
+from pielab.spec.space import SearchSpace
+from pielab.spec.sweep_spec import parse_constraint
 from helpers import journal, sweep_env, tiny_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

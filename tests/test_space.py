@@ -11,7 +11,7 @@ import pytest
 from helpers import one_line_config_error
 from pielab.config import apply_params, default_config
 from pielab.errors import ConfigError
-from pielab.sweep.space import SearchSpace, load_space
+from pielab.spec.space import SearchSpace, load_space
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
@@ -374,7 +374,7 @@ def test_bool_conditions_do_not_match_integers():
 def test_pickle_round_trip_gives_equal_suggestions():
     space = load_space(REPO / "search_spaces/cifar10_resnet.yaml")
     data = pickle.dumps(space)
-    assert b"pielab.sweep.space" in data and b"SearchSpace" in data  # pickled by reference to an importable class
+    assert b"pielab.spec.space" in data and b"SearchSpace" in data  # pickled by reference to an importable class
     clone = pickle.loads(data)
     assert clone == space
     assert samples(clone, 10, tell=True) == samples(space, 10, tell=True)

@@ -10,7 +10,7 @@ import yaml
 
 from pielab.config import Config
 from pielab.errors import ConfigError
-from pielab.sweep.spec import SweepSpec, load_spec
+from pielab.spec.sweep_spec import SweepSpec, load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))

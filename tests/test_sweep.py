@@ -34,11 +34,11 @@ from pielab.errors import PielabError
 from pielab.sweep import tracking
 from pielab.sweep.compat import searcher_study, searcher_trials
 from pielab.cli.sweep import dashboard_command, resume_command, status_command
-from pielab.sweep.folder import METRIC_KEYS, STATES, load_records
+from pielab.folder import METRIC_KEYS, STATES, load_records
 from pielab.sweep.runner import start_ray
 from pielab.sweep.search import PielabOptunaSearch, make_sampler, optuna_grid
-from pielab.sweep.space import SearchSpace
-from pielab.sweep.spec import SweepSpec
+from pielab.spec.space import SearchSpace
+from pielab.spec.sweep_spec import SweepSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -595,7 +595,7 @@ def test_fractional_gpu_trials_share_one_gpu(tmp_path, cifar_path):
 def test_a_resume_never_rewrites_an_ended_trial(tmp_path, state):
     """Tune's snapshot can predate a trial's end (or restart an errored one with resume_errored): the
     trainable then returns at once, and the recorder must keep the recorded end, failed ones too."""
-    from pielab.sweep.folder import TrialRecord
+    from pielab.folder import TrialRecord
     from pielab.sweep.recorder import SweepRecorder
 
     recorder = SweepRecorder(tmp_path, name="s", base={}, metric="val/acc", mode="max", max_t=None, num_trials=1,

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pielab import provenance
-from pielab.sweep.spec import load_spec
+from pielab.spec.sweep_spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -337,7 +337,7 @@ def _main(argv: list[str] | None = None) -> int:
         for line in str(exc).splitlines() or [""]:  # a ConfigError lists every problem, one line each
             print(f"pielab: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt as exc:  # also pielab.sweep.session.Stopped (SIGTERM, SIGUSR1) outside Tune's loop
+    except KeyboardInterrupt as exc:  # also pielab.sweep.signals.Stopped (SIGTERM, SIGUSR1) outside Tune's loop
         signum = getattr(exc, "signum", None)
         print(f"pielab: {getattr(exc, 'what', 'interrupted')}", file=sys.stderr)
         return exit_code_for_signal(signum) if signum else EXIT_INTERRUPTED

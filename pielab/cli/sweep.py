@@ -1,6 +1,6 @@
 """``pielab sweep | resume | status | dashboard``: what the command line calls.
 
-What they print is formatted in :mod:`pielab.sweep.display`; what they read of a sweep folder is read
+What they print is formatted in :mod:`pielab.cli.display`; what they read of a sweep folder is read
 through :mod:`pielab.folder`. Each command returns an exit code (the table is in
 :mod:`pielab.cli`); bad input raises a :class:`~pielab.errors.PielabError` subclass with one line,
 which the CLI prints before exiting 2. Ray and Optuna are imported only by the commands that run
@@ -14,11 +14,9 @@ stops as on Ctrl-C and exits 2.
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import Any, Iterator
 
 from pielab.cli.codes import EXIT_FAILED, EXIT_FINISHED, exit_code_for_signal
 from pielab.errors import ConfigError, PielabError
-from pielab.sweep.display import (  # noqa: F401  (best_table and LiveStatus: importable from here as before)
+from pielab.cli.display import (  # noqa: F401  (best_table and LiveStatus: importable from here as before)
     LiveStatus, best_table, best_text, counts_text, failed_line, make_console, pareto_table, pareto_text,
     running_line,
 )
@@ -41,7 +39,7 @@ from pielab.folder import (
 )
 from pielab.folder.lease import LEASE_FILE, DriverLease, LeaseHeld
 from pielab.folder.storage import local_dir, remove_tree
-from pielab.sweep.session import stop_signals_caught
+from pielab.sweep.signals import interrupt_when, stop_signals_caught
 from pielab.folder.started_spec import (
     check_unchanged, describe_changes, read_started_spec, record_started_spec, spec_changes,
 )
@@ -136,24 +134,14 @@ def _new_sweep_dir(spec, out: str | None) -> tuple[Path, DriverLease]:
 def _holding(lease: DriverLease) -> Iterator[DriverLease]:
     """Hold ``lease`` for the block: a lost lease stops the sweep as Ctrl-C does (Tune saves and stops);
     the lease is released however the block ends."""
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.5):
-            if lease.lost.is_set():
-                os.kill(os.getpid(), signal.SIGINT)  # handled on the main thread: Tune's graceful stop
-                return
-
-    watcher = threading.Thread(target=watch, name="pielab-lease-watch", daemon=True)
-    watcher.start()
     try:
-        yield lease
+        with interrupt_when(lease.lost):  # SIGINT, handled on the main thread: Tune's graceful stop
+            yield lease
     except KeyboardInterrupt:
         if lease.lost.is_set():
             raise _lost(lease) from None
         raise
     finally:
-        done.set()
         lease.release()
 
 
@@ -166,7 +154,7 @@ def _lost(lease: DriverLease) -> LeaseHeld:
 
 def _load_saved_spec(folder: Path):
     from pielab.config import load_yaml
-    from pielab.sweep.spec import SweepSpec
+    from pielab.spec.sweep_spec import SweepSpec
 
     raw, lines = load_yaml(folder / SWEEP_FILE)
     return SweepSpec.from_dict(raw, source=str(folder / SWEEP_FILE), lines=lines,
@@ -249,14 +237,14 @@ def sweep_command(spec_path: str, overrides: list[str], out: str | None, address
     """
     t0 = time.time()
     from pielab.sweep.session import cluster_address, localize_paths
-    from pielab.sweep.spec import load_spec
+    from pielab.spec.sweep_spec import load_spec
 
     address = cluster_address(address)  # a Ray Job's driver has RAY_ADDRESS and no --address
 
     with stop_signals_caught():
         spec = load_spec(spec_path, overrides or [])  # every file it names is validated before Ray starts
         if out:
-            from pielab.sweep.spec import storage_problems
+            from pielab.spec.sweep_spec import storage_problems
 
             for key, problem in storage_problems(out, spec.storage.optuna, spec.storage.endpoint, key="--out"):
                 raise ConfigError(f"{key}: {problem}")
@@ -340,7 +328,7 @@ def _continue_with(folder: Path, overrides: list[str]):
     :data:`CONTINUE_KEYS` and a ``num_trials`` below the trials already started. Returns
     ``(spec, spec_dict, changes)``; the caller records the new spec once it is sure to run."""
     from pielab.config import load_yaml
-    from pielab.sweep.spec import SweepSpec
+    from pielab.spec.sweep_spec import SweepSpec
 
     raw, lines = load_yaml(folder / SWEEP_FILE)
     saved = SweepSpec.from_dict(raw, source=str(folder / SWEEP_FILE), lines=lines, base_dir=folder)

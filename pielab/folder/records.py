@@ -316,7 +316,7 @@ def resource_usage(records: dict[str, TrialRecord], resources: dict[str, float],
             "gpu_hours": round(held * resources.get("gpu", 0.0) / 3600, 6)}
 
 
-# The spec's ``budget`` keys (pielab.sweep.spec.BudgetConfig) and the usage field each one caps.
+# The spec's ``budget`` keys (pielab.spec.sweep_spec.BudgetConfig) and the usage field each one caps.
 BUDGET_KEYS = {"cpu_hours": "CPU-hours", "gpu_hours": "GPU-hours"}
 
 

@@ -286,7 +286,7 @@ def group_table(sweep: Sweep) -> pd.DataFrame:
     return table.reset_index(drop=True)[columns]
 
 
-# The fields of a spec's ``reference:`` entry that the summary table shows (pielab.sweep.spec.ReferenceResult).
+# The fields of a spec's ``reference:`` entry that the summary table shows (pielab.spec.sweep_spec.ReferenceResult).
 REFERENCE_FIELDS = ("val_acc", "best_val_acc", "epochs", "time_s")
 
 

@@ -148,13 +148,13 @@ class MovableSearchGenerator(SearchGenerator):
     trials restored from the experiment state move with the folder (Tune rewrites their storage),
     but every *new* trial the restored generator created would write to the old place ("Unable to
     set up cluster storage" after ``mv A B; pielab resume B``). While a sweep runs
-    (:func:`pielab.sweep.session.running`) this one points that storage at the folder where it is now.
+    (:func:`pielab.sweep.active.running`) this one points that storage at the folder where it is now.
     """
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)
         from pielab.folder import TUNE_DIR
-        from pielab.sweep.session import active_sweep
+        from pielab.sweep.active import active_sweep
 
         active, experiment = active_sweep(), self._experiment
         if active is not None:

@@ -18,12 +18,11 @@ from typing import Any
 from pielab.sweep.compat import (
     count_lost_nodes_as_preemptions, keep_credentials_out_of_runtime_env, tolerate_already_deleted_checkpoints,
 )
-from pielab.sweep.folder import STATUS_FILE, TUNE_DIR, TrialRecord, load_records, location, read_json
+from pielab.folder import STATUS_FILE, TUNE_DIR, TrialRecord, load_records, location, read_json
 from pielab.sweep.recorder import SweepRecorder, SweepStopper
-from pielab.sweep.session import (
-    ActiveSweep, check_resources, localize_env, localize_paths, running, set_quiet_env, start_ray,
-)
-from pielab.sweep.storage import tune_storage
+from pielab.sweep.active import ActiveSweep, running
+from pielab.sweep.session import check_resources, localize_env, localize_paths, set_quiet_env, start_ray
+from pielab.folder.storage import tune_storage
 from pielab.sweep.tuner import (
     make_trainable, make_tuner, optuna_url, sampler_recipe, tracking_settings, trial_base,
 )
@@ -48,9 +47,15 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
               extend: dict[str, int] | None = None) -> SweepOutcome:
     """Run (or continue, ``restore=True``) the sweep ``spec`` in ``sweep_dir``; returns its final status.
 
-    Starts (or joins) Ray unless it is already initialised; ``owns_ray=True`` says the caller started
-    it for this sweep, so it is shut down at the end either way. ``extend`` (with ``restore``):
-    ``{"num_trials", "max_concurrent"}`` from ``pielab resume --set``, for the restored search generator.
+    The command has prepared the spec once before: its data paths absolute (``localize_paths``, before
+    ``sweep.yaml`` was written) and Ray started or joined (``start_ray``); ``owns_ray=True`` says it
+    started Ray for this sweep, so it is shut down at the end either way. The rest of the set-up
+    happens here, once: the resource check, the data on the driver, the trials' base config (one for
+    the recorder and the trainable). ``extend`` (with ``restore``): ``{"num_trials", "max_concurrent"}``
+    from ``pielab resume --set``, for the restored search generator.
+
+    Raises:
+        RuntimeError: Ray is not initialised in this process (the command did not start it).
     """
     import ray
     from ray import tune
@@ -59,8 +64,9 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
 
     sweep_dir = location(sweep_dir)  # a resolved local Path, or an ObjectPath (s3://, gs://)
     started_at = started_at or time.time()
-    localize_paths(spec)
-    started = start_ray(address) or owns_ray
+    if not ray.is_initialized():
+        raise RuntimeError("run_sweep needs Ray: start or join it first (pielab.sweep.session.start_ray)")
+    started = owns_ray
     tolerate_already_deleted_checkpoints()
     count_lost_nodes_as_preemptions()  # a lost node restarts its trials without using up max_failures
     keep_credentials_out_of_runtime_env()  # no secret in Ray's session logs
@@ -76,8 +82,9 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
         # A moved folder keeps the study it was created with (named after the folder's first name).
         study = ((read_json(sweep_dir / STATUS_FILE) or {}).get("study") if restore else None) or sweep_dir.name
         remove_stale_staging(study)  # checkpoint staging folders of trials killed in an earlier run
+        base = trial_base(spec)  # the recorder's and the trainable's: one dict, made once
         settings = dict(
-            sweep_dir=sweep_dir, name=spec.name, base=trial_base(spec), metric=spec.metric, mode=spec.mode,
+            sweep_dir=sweep_dir, name=spec.name, base=base, metric=spec.metric, mode=spec.mode,
             max_t=spec.max_t if spec.scheduler.name != "fifo" else None, num_trials=spec.num_trials,
             slots=spec.max_concurrent, time_budget_s=spec.time_budget_s, scheduler=spec.scheduler.name,
             tracking=tracking_settings(spec), address=address, started_at=started_at,
@@ -91,7 +98,7 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
                                  extend=extend if restore else None, sampler=sampler_recipe(spec))):
             if restore:
                 tune_path, tune_fs = tune_storage(sweep_dir / TUNE_DIR)
-                tuner = tune.Tuner.restore(tune_path, trainable=make_trainable(spec, sweep_dir),
+                tuner = tune.Tuner.restore(tune_path, trainable=make_trainable(spec, sweep_dir, base),
                                            resume_unfinished=True, resume_errored=True, storage_filesystem=tune_fs)
             else:
                 tuner = make_tuner(spec, sweep_dir, SweepRecorder(**settings))
@@ -100,7 +107,7 @@ def run_sweep(spec, sweep_dir: Path, *, address: str | None = None, restore: boo
             except Exception as exc:
                 # Tune closes its callbacks on the way out, and the recorder may have called the sweep
                 # finished: it did not finish, and `pielab resume` must continue it.
-                from pielab.sweep.recorder import record_crash
+                from pielab.sweep.folder_writer import record_crash
 
                 record_crash(sweep_dir, exc)
                 raise

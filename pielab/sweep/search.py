@@ -72,7 +72,7 @@ from pielab.sweep.compat import searcher_study, searcher_told, searcher_trials
 from pielab.folder import (
     END_COMPLETED, END_EARLY, OPTUNA_DB, SEED_KEY, TrialRecord, end_state, is_finite_number, planned_epochs,
 )
-from pielab.sweep.spec import ALGORITHMS, Constraint
+from pielab.spec.sweep_spec import ALGORITHMS, Constraint
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class PielabOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch with early-stopped trials told to Optuna as PRUNED, and seed repeats.
 
     Args:
-        space: the define-by-run function (a picklable :class:`~pielab.sweep.space.SearchSpace`).
+        space: the define-by-run function (a picklable :class:`~pielab.spec.space.SearchSpace`).
         metric, mode: the objective, such as ``"val/acc"`` and ``"max"``; lists of them (the first
             is the scheduler's) for a multi-objective study.
         sampler, storage, study_name: as for :class:`OptunaSearch` (storage: an ``RDBStorage``).
@@ -377,7 +377,7 @@ class PielabOptunaSearch(OptunaSearch):
         samplers pickled as recipes (whose unpickled sampler may lack what its class now needs, such
         as Optuna 5.1 NSGA-II's lock), the running sweep's (:attr:`ActiveSweep.sampler`).
         """
-        from pielab.sweep.session import active_sweep
+        from pielab.sweep.active import active_sweep
 
         recipe = getattr(self._sampler, "pielab_recipe", None)
         if recipe is None:
@@ -579,7 +579,7 @@ class SweepStorage(optuna.storages.RDBStorage):
 
     Pickled, the URL is the spec's without its password, or :data:`SWEEP_DB_URL` for the folder's own
     ``optuna.db`` (``sweep_local``). Unpickled while a sweep runs in this process
-    (:func:`pielab.sweep.session.running`), it connects to that sweep's URL now: the moved folder's
+    (:func:`pielab.sweep.active.running`), it connects to that sweep's URL now: the moved folder's
     ``optuna.db``, or the spec's URL (with the password this process was given, else libpq's
     PGPASSWORD / ~/.pgpass). Unpickled anywhere else (``Tuner.restore`` by hand), a folder-local
     storage stays unconnected and says so when used; a database URL connects as it is.
@@ -599,7 +599,7 @@ class SweepStorage(optuna.storages.RDBStorage):
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
-        from pielab.sweep.session import active_sweep
+        from pielab.sweep.active import active_sweep
 
         active = active_sweep()
         if active is not None:

@@ -1,4 +1,4 @@
-"""This driver's session: starting or joining Ray, and the sweep it is running now.
+"""This driver's session: starting or joining Ray (the sweep it is running now: :mod:`pielab.sweep.active`).
 
 Ray: a local instance with every socket on 127.0.0.1, or a cluster at ``--address``; the
 environment Ray reads when it starts; a resource check; relative data paths made absolute before
@@ -15,108 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+
 
 from pielab.errors import PielabError
-from pielab.sweep.folder import one_line
-
-# --------------------------------------------------------------------------- the sweep running now
-
-
-@dataclass
-class ActiveSweep:
-    """Where the sweep that this driver runs now lives, for objects unpickled from Tune's state.
-
-    ``sweep_dir``: the folder as it is now (absolute). ``optuna_url``: the study's storage URL now,
-    ``sqlite:///<sweep_dir>/optuna.db`` or the spec's URL (with its password when this process was
-    given one, else libpq's PGPASSWORD / ~/.pgpass apply). ``recorder``: the recorder's settings for
-    this run (:class:`~pielab.sweep.recorder.SweepRecorder` keyword arguments). ``display``: the
-    live terminal status, or None. ``extend``: ``{"num_trials", "max_concurrent"}`` when ``pielab
-    resume --set`` continues the sweep past what it started with (the restored search generator
-    takes them: :meth:`pielab.sweep.compat.MovableSearchGenerator.extend`), else None. ``sampler``: the
-    spec's :class:`~pielab.sweep.search.SamplerRecipe`, for a searcher pickled before samplers pickled
-    as recipes.
-    """
-
-    sweep_dir: Path
-    optuna_url: str
-    recorder: dict[str, Any] = field(default_factory=dict)
-    display: Any = None
-    extend: dict[str, int] | None = None
-    sampler: Any = None  # the spec's SamplerRecipe (pielab.sweep.search): rebuilds the sampler on a resume
-    generator: Any = None  # the restored MovableSearchGenerator (pielab.sweep.compat), set when Tune restores it
-
-
-# One sweep at a time per driver process (Tune's fit runs on the main thread); a stack only so that
-# a nested use restores the outer one. Driver-only: trial workers never read it.
-_ACTIVE: list[ActiveSweep] = []
-
-
-@contextmanager
-def running(active: ActiveSweep) -> Iterator[ActiveSweep]:
-    """Make ``active`` the sweep that objects unpickled in this process bind to, for the block."""
-    _ACTIVE.append(active)
-    try:
-        yield active
-    finally:
-        _ACTIVE.remove(active)
-
-
-def active_sweep() -> ActiveSweep | None:
-    """The sweep this driver runs now (inside :func:`running`), else None."""
-    return _ACTIVE[-1] if _ACTIVE else None
-
-
-# --------------------------------------------------------------------------- stop signals
-
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
-
-
-class Stopped(KeyboardInterrupt):
-    """A stop signal (SIGTERM, SIGUSR1) outside Tune's graceful stop. ``signum``: the signal; the CLI
-    exits ``128 + signum`` (143 for SIGTERM, 138 for SIGUSR1) and prints ``pielab: <what>``."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = int(signum)
-        name = signal.Signals(self.signum).name
-        self.what = f"terminated ({name})" if self.signum == getattr(signal, "SIGTERM", -1) else f"stopped ({name})"
-
-
-def _raise_stopped(signum, frame) -> None:
-    raise Stopped(signum)
-
-
-_CATCHING: list[dict[int, Any]] = []  # the handlers each active stop_signals_caught() replaced
-
-
-def catch_stop_signals() -> None:
-    """SIGTERM and SIGUSR1 raise :class:`Stopped` in this (main) thread from now on; a no-op elsewhere."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _raise_stopped)
-
-
-@contextmanager
-def stop_signals_caught() -> Iterator[None]:
-    """:func:`catch_stop_signals` for the block (a driver command); the previous handlers come back after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _CATCHING.append({sig: signal.getsignal(sig) for sig in STOP_SIGNALS})
-    catch_stop_signals()
-    try:
-        yield
-    finally:
-        for sig, handler in _CATCHING.pop().items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+from pielab.sweep.signals import restore_stop_signals
+from pielab.text import one_line
 
 
 # --------------------------------------------------------------------------- Ray
@@ -221,19 +127,13 @@ def start_ray(address: str | None) -> bool:
         except Exception as exc:  # ConnectionError, auth problems, version mismatch
             raise PielabError(f"cannot join the Ray cluster at {address}: {one_line(str(exc), 200)}") from None
         finally:
-            _restore_stop_signals()
+            restore_stop_signals()  # ray.init replaced the SIGTERM handler
         return True
     try:
         ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, **common)
     finally:
-        _restore_stop_signals()
+        restore_stop_signals()
     return True
-
-
-def _restore_stop_signals() -> None:
-    """``ray.init`` replaces the SIGTERM handler (exit with a native stack dump): put ours back."""
-    if _CATCHING:
-        catch_stop_signals()
 
 
 def check_resources(needs: dict[str, float]) -> None:

@@ -27,24 +27,13 @@ import torch
 from ray import tune
 
 from pielab.errors import Diverged, PielabError
-from pielab.sweep.folder import PARAMS_KEY, PROVENANCE_KEY  # reported with every epoch: the model's parameter count
+from pielab.folder import PARAMS_KEY, PROVENANCE_KEY  # reported with every epoch: the model's parameter count
 
 STATE_FILE = "state.pt"
 
 # Per-process memo of prepared data: a cache of file-backed tensors, not configuration.
 _PREPARED: "OrderedDict[str, Any]" = OrderedDict()
 _PREPARED_MAX = 2
-
-
-def trial_config(base: dict[str, Any], params: dict[str, Any]):
-    """The resolved Config of one trial: the base config with the sampled dotted values on top.
-
-    The same rule as ``SweepSpec.trial_config`` (values go in as YAML would, not as ``--set`` text),
-    without needing the spec in the worker.
-    """
-    from pielab.config import apply_params
-
-    return apply_params(base, params)
 
 
 def _prepared_for(config) -> Any:
@@ -161,7 +150,7 @@ def _sweep_study(sweep_dir: str | None) -> str | None:
     """The study name of the sweep this trial belongs to (status.json's, as the driver recorded it)."""
     if sweep_dir is None:
         return None
-    from pielab.sweep.folder import study_name
+    from pielab.folder import study_name
 
     try:
         return study_name(sweep_dir)
@@ -186,7 +175,7 @@ class _Journal:
         try:
             storage = tune.get_context().get_storage()
             folder = storage.trial_fs_path
-            if storage.custom_fs_provided:  # object storage (pielab.sweep.storage)
+            if storage.custom_fs_provided:  # object storage (pielab.folder.storage)
                 fs, path = storage.storage_filesystem, f"{folder}/{JOURNAL_FILE}"
                 if self.text is None:
                     try:
@@ -244,7 +233,7 @@ def _recorded_end(sweep_dir: Any) -> dict[str, Any] | None:
     """
     if sweep_dir is None:
         return None
-    from pielab.sweep.folder import ENDED_STATES, TRIALS_DIR, location, read_json
+    from pielab.folder import ENDED_STATES, TRIALS_DIR, location, read_json
 
     try:  # sweep_dir: a local path, or an ObjectPath (object storage)
         result = read_json(location(sweep_dir) / TRIALS_DIR / tune.get_context().get_trial_id() / "result.json")
@@ -284,7 +273,11 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | lis
         tune.report({"epoch": int(ended.get("epochs") or 0), **closing})
         return
     try:
-        config = trial_config(base, params)  # base.train.threads is the trial's CPU share (runner.trial_base)
+        from pielab.config import apply_params
+
+        # The one merge rule (the driver's recorder applies it to the same base); base.train.threads is
+        # the trial's CPU share (tuner.trial_base).
+        config = apply_params(base, params)
         prepared = _prepared_for(config)
         state = _load_state(tune.get_checkpoint())
         if state is not None:

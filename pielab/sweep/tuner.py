@@ -3,7 +3,7 @@
 Tune keeps its experiment in ``<sweep>/tune`` (with its standard per-trial ``result.json``,
 ``progress.csv`` and TensorBoard event files, so Ray's own tools read a pielab sweep); the Optuna
 study lives in ``<sweep>/optuna.db`` unless the spec's ``storage.optuna`` names another database.
-A sweep folder on object storage (:mod:`pielab.sweep.storage`) is Tune's ``storage_path`` on its
+A sweep folder on object storage (:mod:`pielab.folder.storage`) is Tune's ``storage_path`` on its
 ``pyarrow.fs`` filesystem; its study is always in ``storage.optuna``.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from pielab.errors import PielabError
-from pielab.sweep.folder import OPTUNA_DB, TUNE_DIR, is_remote
-from pielab.sweep.storage import tune_storage
+from pielab.folder import OPTUNA_DB, TUNE_DIR, is_remote
+from pielab.folder.storage import tune_storage
 from pielab.sweep.recorder import SweepRecorder, SweepStopper
 
 
@@ -57,8 +57,9 @@ def trial_base(spec) -> dict:
     return base
 
 
-def make_trainable(spec, sweep_dir: Path):
-    """The trial function with the base config, the metric and the sweep folder bound, and its resources."""
+def make_trainable(spec, sweep_dir: Path, base: dict[str, Any]):
+    """The trial function with ``base`` (:func:`trial_base`, made once by the runner), the metric and the
+    sweep folder bound, and its resources."""
     from ray import tune
 
     from pielab.sweep.trainable import run_trial
@@ -67,7 +68,7 @@ def make_trainable(spec, sweep_dir: Path):
     metric = spec.objective_metrics if spec.multi_objective else spec.metric
     # A local folder as text; one on object storage as its ObjectPath (pickled as URI + endpoint).
     where = sweep_dir if is_remote(sweep_dir) else str(sweep_dir)
-    fn = tune.with_parameters(run_trial, base=trial_base(spec), metric=metric, sweep_dir=where)
+    fn = tune.with_parameters(run_trial, base=base, metric=metric, sweep_dir=where)
     return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
@@ -132,7 +133,8 @@ def make_scheduler(spec):
 
 
 def make_tuner(spec, sweep_dir: Path, recorder: SweepRecorder):
-    """A new Tuner for the sweep: its experiment in ``<sweep_dir>/tune``, ``recorder`` as its callback."""
+    """A new Tuner for the sweep: its experiment in ``<sweep_dir>/tune``, ``recorder`` as its callback
+    (the trainable gets the recorder's base config: the same dict the recorder resolves trials from)."""
     from ray import tune
 
     tune_config = tune.TuneConfig(
@@ -158,4 +160,4 @@ def make_tuner(spec, sweep_dir: Path, recorder: SweepRecorder):
         verbose=0,
         log_to_file=True,  # a trial's stdout/stderr go to tune/<trial>/ (log_to_driver is off)
     )
-    return tune.Tuner(make_trainable(spec, sweep_dir), tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(make_trainable(spec, sweep_dir, recorder.base), tune_config=tune_config, run_config=run_config)

@@ -13,9 +13,9 @@ from typing import Any
 
 from pielab.config import Config
 from pielab.errors import ConfigError
-from pielab.sweep.folder import mask_password
-from pielab.sweep.space import SearchSpace
-from pielab.sweep.spec_fields import (
+from pielab.folder import mask_password
+from pielab.spec.space import SearchSpace
+from pielab.spec.fields import (
     _ASHA_ONLY, _SAMPLER_OPTIONS, ALGORITHMS, CONSTRAINED_ALGORITHMS, DEFAULT_NUM_TRIALS, MULTI_OBJECTIVE_ALGORITHMS,
     OBJECTIVE_ALIASES, OBJECTIVE_METRICS, SpecFields, goal, parse_constraint,
 )
@@ -29,7 +29,7 @@ def check_spec(f: SpecFields, bad: set[str], raw: dict[str, Any], base: Config, 
                problems: Problems) -> None:
     """What types and ranges cannot say: keys that contradict each other or the base config.
 
-    ``f`` and ``bad`` are :func:`~pielab.sweep.spec_fields.check_fields`' answer for ``raw`` (the spec
+    ``f`` and ``bad`` are :func:`~pielab.spec.fields.check_fields`' answer for ``raw`` (the spec
     as written, ``--set`` included); a key in ``bad`` was reported already and is not checked again.
     ``space`` is None when it had problems of its own. Each problem is added to ``problems``.
     """
@@ -162,7 +162,7 @@ def storage_problems(path: str, optuna: str | None, endpoint: str | None,
     cannot live on object storage, and every driver that resumes the sweep must reach the study.
     """
     from pielab.errors import PielabError
-    from pielab.sweep.storage import check_endpoint, is_remote, location, split_uri
+    from pielab.folder.storage import check_endpoint, is_remote, location, split_uri
 
     remote = is_remote(path)
     try:

@@ -2,8 +2,8 @@
 
 Each section is a dataclass whose field annotations pydantic checks (strict types, ranges), so a
 section's defaults, its checks and the messages about it are one definition. :func:`check_fields`
-checks a spec's own keys together; what keys say about each other is :mod:`pielab.sweep.spec_checks`,
-and the spec as a whole is :mod:`pielab.sweep.spec`.
+checks a spec's own keys together; what keys say about each other is :mod:`pielab.spec.checks`,
+and the spec as a whole is :mod:`pielab.spec.sweep_spec`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, with_config
 
 from pielab.config import Bool, Int, NonNegativeFloat, Str, TrackingConfig
-from pielab.sweep.folder import METRIC_KEYS, PARAMS_KEY
+from pielab.folder import METRIC_KEYS, PARAMS_KEY
 from pielab.yamlfile import Problems
 
 ALGORITHMS = ("tpe", "random", "grid", "cmaes", "gp", "nsga2")
@@ -141,7 +141,7 @@ class StorageConfig:
     """Where results go."""
 
     # the parent folder of sweep folders: a local or NFS path (relative to the working directory), or
-    # object storage, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX (pielab.sweep.storage)
+    # object storage, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX (pielab.folder.storage)
     path: Annotated[str, Strict(), Field(min_length=1)] = "sweep_results"
     optuna: Str | None = None  # None: SQLite optuna.db inside the sweep folder; else an RDB URL
     # an S3-compatible server for s3:// paths (http://127.0.0.1:9000); None: $AWS_ENDPOINT_URL, else AWS
@@ -165,7 +165,7 @@ class ReferenceResult:
 class BudgetConfig:
     """Resource budgets: the sweep stops as with ``time_budget_s`` (running trials at their next epoch
     boundary, no new trials; exit 0, "budget reached") once its trials have used this much. Usage is
-    each trial's ``resources`` times the wall time it held them (:mod:`pielab.sweep.folder`), summed over
+    each trial's ``resources`` times the wall time it held them (:mod:`pielab.folder`), summed over
     the sweep's trials, every run and resume together."""
 
     cpu_hours: Annotated[float | None, Strict(), Field(gt=0)] = None

@@ -2,7 +2,7 @@
 
 Values go through :func:`pielab.text.fmt_value` and :func:`pielab.text.fmt_duration` (booleans read
 ``yes``/``no``, as in the report); the best trial, its epoch and its test accuracy follow
-:mod:`pielab.sweep.folder`'s rules, so these lines name the trial that ``pielab report`` names.
+:mod:`pielab.folder`'s rules, so these lines name the trial that ``pielab report`` names.
 Imports neither Ray nor Optuna; ``rich`` is imported where a console or a table is made.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pielab.sweep.folder import (
+from pielab.folder import (
     END_COMPLETED, END_DIVERGED, END_EARLY, END_FAILED, RUNNING, STATE_LABELS, TrialRecord, rank_records,
     test_acc_note,
 )
@@ -91,7 +91,7 @@ def pareto_text(front: list[TrialRecord], records: dict[str, TrialRecord], objec
 
 
 def pareto_table(front: list[TrialRecord], objectives: list[tuple[str, str]], title: str | None = None):
-    """A rich table of the Pareto trials (:func:`pielab.sweep.folder.pareto_records` order): each objective's value."""
+    """A rich table of the Pareto trials (:func:`pielab.folder.pareto_records` order): each objective's value."""
     from rich.table import Table
 
     param_keys: list[str] = []
@@ -121,7 +121,8 @@ class LiveStatus:
 
     On a terminal it is a rich ``Live`` display refreshed twice a second from the recorder's state;
     elsewhere (CI logs, a pipe) it prints one line per finished trial. The recorder calls
-    :meth:`start`, :meth:`trial_ended` and :meth:`stop`; ``recorder.status()`` is status.json's dict.
+    :meth:`start`, :meth:`trial_ended` and :meth:`stop` through :class:`DisplayHook`;
+    ``recorder.status()`` is status.json's dict.
     """
 
     def __init__(self, console, name: str, metric: str) -> None:
