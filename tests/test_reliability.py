@@ -256,6 +256,16 @@ def test_driver_sigkill_then_ctrl_c_then_resume(tmp_path, cifar_path, pielab_exe
     wait_for(some_done_some_running, proc, what="a finished and a running trial")
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
+    # Ray's agents outlive the killed driver (they ignore SIGTERM); `pielab status` ends them by PID, and
+    # only them: each carries this folder's mark (pielab.sweep.leftovers)
+    from pielab.sweep import leftovers
+
+    left = leftovers.find(out)
+    assert any("Agent" in name for _, name in left), left
+    shown = subprocess.run([*pielab_exe, "status", str(out)], capture_output=True, text=True, env=env, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert f"ended {len(left)} Ray process(es) left by this folder's earlier driver" in shown.stdout, shown.stdout
+    assert not leftovers.find(out) and not any(leftovers.alive(pid) for pid, _ in left), left
     before = snapshot(out)
     numbers_before = optuna_trials(out)
     done_before = {t for t, s in before.items() if s["result"]["state"] == "completed"}

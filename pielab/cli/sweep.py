@@ -218,11 +218,26 @@ def _finish_report(console, outcome, spec, lease: DriverLease | None = None) -> 
 # --------------------------------------------------------------------------- commands
 
 
-def _start_ray_for(spec, address: str | None) -> bool:
-    """Start (or join) Ray once the spec has loaded and validated: bad input never pays for Ray."""
-    from pielab.sweep import runner
+def _start_ray_for(spec, address: str | None, folder) -> bool:
+    """Start (or join) Ray once the spec has loaded and validated: bad input never pays for Ray. A local Ray's
+    processes carry the folder's mark (:mod:`pielab.sweep.leftovers`), so that what a killed driver leaves is
+    found and ended by the next resume or status."""
+    from pielab.sweep import leftovers, runner
 
+    if not address and not is_remote(folder):
+        leftovers.mark(folder)
     return runner.start_ray(address)
+
+
+def _end_leftovers(folder, console) -> None:
+    """End the Ray processes an earlier driver of this (local) folder left behind, and say so."""
+    if is_remote(folder):
+        return
+    from pielab.sweep import leftovers
+
+    ended = leftovers.end(folder)
+    if ended:
+        console.print(leftovers.describe(ended), markup=False, highlight=False)
 
 
 def sweep_command(spec_path: str, overrides: list[str], out: str | None, address: str | None, *,
@@ -277,7 +292,7 @@ def _start_sweep(spec, spec_dict: dict[str, Any], folder: Path, address: str | N
             from pielab.sweep.warm import warm_start_study
 
             console.print(warm_start_study(spec, folder, *source))
-        owns_ray = _start_ray_for(spec, address)
+        owns_ray = _start_ray_for(spec, address, folder)
         from pielab.sweep.runner import run_sweep
 
         display = LiveStatus(console, spec.name, spec.metric)
@@ -371,6 +386,7 @@ def _refuse_damaged(folder: Path, console) -> None:
 def _resume(folder: Path, lease: DriverLease, t0: float, given, overrides: list[str]) -> int:
     changes: list = []
     _refuse_damaged(folder, make_console())
+    _end_leftovers(folder, make_console())  # we hold the lease: the earlier driver is gone
     if given is not None:
         spec, spec_dict, what = given
         check_unchanged(folder, spec_dict, what=what)
@@ -405,7 +421,7 @@ def _resume(folder: Path, lease: DriverLease, t0: float, given, overrides: list[
     from pielab.sweep.session import cluster_address
 
     address = cluster_address(status.get("address"))
-    owns_ray = _start_ray_for(spec, address)
+    owns_ray = _start_ray_for(spec, address, folder)
     from pielab.sweep.runner import run_sweep
 
     console.print(f"resuming sweep {spec.name} in {folder}")
@@ -478,6 +494,8 @@ def status_command(sweep_dir: str) -> int:
         state = "not started"
     console = make_console()
     console.print(f"sweep {folder.name} ({folder.path}): {state}")
+    if not alive:
+        _end_leftovers(folder.path, console)
     for damaged in [*folder.damage, *engine]:
         console.print(damaged.line(), style="yellow", markup=False, highlight=False)
     elapsed = status.get("elapsed_s")

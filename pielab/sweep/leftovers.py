@@ -27,7 +27,7 @@ def mark(folder: str | os.PathLike) -> None:
     os.environ[DRIVER_VAR] = f"{Path(folder).resolve()}|{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """True for a running process (a zombie, ended but not yet reaped, is not)."""
     try:
         os.kill(pid, 0)
@@ -73,7 +73,7 @@ def find(folder: str | os.PathLike) -> list[tuple[int, str]]:
         if not value or "|" not in value:
             continue
         where, _, driver = value.rpartition("|")
-        if where != target or not driver.isdigit() or _alive(int(driver)):
+        if where != target or not driver.isdigit() or alive(int(driver)):
             continue
         try:
             name = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace") or entry.name
@@ -92,7 +92,7 @@ def end(folder: str | os.PathLike, wait_s: float = 5.0) -> list[tuple[int, str]]
         except (ProcessLookupError, PermissionError):
             pass
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and any(_alive(pid) for pid, _ in found):
+    while time.monotonic() < deadline and any(alive(pid) for pid, _ in found):
         time.sleep(0.1)
     return found
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pielab.errors import PielabError
-from pielab.folder import OPTUNA_DB, TUNE_DIR, is_remote
+from pielab.folder import TUNE_DIR, is_remote, study_url
 from pielab.folder.storage import tune_storage
 from pielab.sweep.recorder import SweepRecorder, SweepStopper
 
@@ -34,14 +33,8 @@ def tracking_settings(spec) -> dict[str, Any] | None:
 
 
 def optuna_url(spec, sweep_dir: Path) -> str:
-    """The study's storage URL: the spec's ``storage.optuna``, else ``sqlite:///<sweep_dir>/optuna.db``
-    for the folder where it is now (a local folder only: PielabError for one on object storage)."""
-    if spec.storage.optuna:
-        return spec.storage.optuna
-    if is_remote(sweep_dir):
-        raise PielabError(f"{sweep_dir} is on object storage, so the sweep's Optuna study needs a database: "
-                          "set storage.optuna (such as postgresql://USER@HOST/DB)")
-    return f"sqlite:///{(sweep_dir / OPTUNA_DB).resolve()}"
+    """The study's storage URL for ``spec`` in ``sweep_dir``: :func:`pielab.folder.study_url`, the one rule."""
+    return study_url(sweep_dir, spec.storage.optuna)
 
 
 def trial_base(spec) -> dict:
