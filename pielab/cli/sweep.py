@@ -33,8 +33,8 @@ from pielab.folder.damage import describe as describe_damage, engine_damage, top
 from pielab.folder.dblease import lease_for, read_lease_for
 from pielab.folder import (
     END_BUDGET, END_CRASHED, END_DIVERGED, END_FAILED, END_FINISHED, END_INTERRUPTED, END_RESOURCE_BUDGET,
-    END_TERMINATED, END_USR1, OPTUNA_DB, STARTED_SPEC_FILE, WARM_START_FILE, RESULTS_FILE, RUNNING, STATUS_FILE, SWEEP_FILE, TUNE_DIR,
-    SweepFolder, is_remote, load_records, location, pareto_records, read_json, recorded_slot_seconds, summarize_records,
+    END_TERMINATED, END_USR1, OPTUNA_DB, RESULTS_FILE, RUNNING, STARTED_SPEC_FILE, STATUS_FILE, SWEEP_FILE, TUNE_DIR,
+    TUNER_FILE, WARM_START_FILE, SweepFolder, is_remote, load_records, location, pareto_records, read_json, recorded_slot_seconds, summarize_records,
     write_atomic,
 )
 from pielab.folder.lease import LEASE_FILE, DriverLease, LeaseHeld
@@ -398,7 +398,7 @@ def _resume(folder: Path, lease: DriverLease, t0: float, given, overrides: list[
         check_unchanged(folder, spec_dict, what=str(folder / SWEEP_FILE))
     status = read_json(folder / STATUS_FILE) or {}
     console = make_console()
-    if changes and (folder / TUNE_DIR / "tuner.pkl").is_file():
+    if changes and (folder / TUNE_DIR / TUNER_FILE).is_file():
         # from now on this is the spec the sweep continues with (a later plain resume compares with it)
         write_atomic(folder / SWEEP_FILE, dump_yaml(spec_dict, sort_keys=False))
         record_started_spec(folder, spec_dict)
@@ -408,7 +408,7 @@ def _resume(folder: Path, lease: DriverLease, t0: float, given, overrides: list[
         how = status.get("end") if status.get("end") not in (None, END_FINISHED) else "every trial ran"
         console.print(f"sweep {folder} already finished ({how}; {counts_text(counts, running_label=None)}); nothing to resume")
         return EXIT_FINISHED if status.get("end") != "failed" else EXIT_FAILED
-    if not (folder / TUNE_DIR / "tuner.pkl").is_file():
+    if not (folder / TUNE_DIR / TUNER_FILE).is_file():
         if given is not None and set(_others(folder)) <= {SWEEP_FILE, STARTED_SPEC_FILE}:
             # --resume-if-exists after a stop before the first trial: nothing to continue, start it
             return _start_sweep(spec, spec_dict, folder, status.get("address"), lease, t0)

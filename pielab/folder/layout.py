@@ -138,6 +138,7 @@ STATUS_FILE = "status.json"
 RESULTS_FILE = "results.csv"
 TRIALS_DIR = "trials"
 TUNE_DIR = "tune"
+TUNER_FILE = "tuner.pkl"  # in tune/: Ray Tune's pickled Tuner (`Tuner.restore` reads it)
 OPTUNA_DB = "optuna.db"
 CONFIG_FILE = "config.yaml"  # in trials/<id>/
 METRICS_FILE = "metrics.csv"  # in trials/<id>/

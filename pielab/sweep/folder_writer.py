@@ -15,7 +15,8 @@ from typing import Any
 from pielab.errors import PielabError
 from pielab.files import json_text
 from pielab.folder import (
-    CRASH_KEY, END_CRASHED, METRIC_KEYS, STATUS_FILE, TRIALS_DIR, TrialRecord, csv_text, read_json, write_results_csv,
+    CONFIG_FILE, CRASH_KEY, END_CRASHED, METRIC_KEYS, METRICS_FILE, RESULT_FILE, STATUS_FILE, TRIALS_DIR, TrialRecord,
+    csv_text, read_json, write_results_csv,
 )
 from pielab.text import one_line
 from pielab.yamlfile import dump_yaml
@@ -74,7 +75,7 @@ class FolderWriter:
 
     def trial(self, rec: TrialRecord) -> None:
         """``trials/<id>/result.json``: the trial's record."""
-        self.put(self.trial_dir(rec.trial_id) / "result.json", json_text(rec.to_json()))
+        self.put(self.trial_dir(rec.trial_id) / RESULT_FILE, json_text(rec.to_json()))
 
     def config(self, trial_id: str, config, params: dict[str, Any]) -> None:
         """``trials/<id>/config.yaml``: the trial's resolved Config, or, when ``config`` is the
@@ -84,11 +85,11 @@ class FolderWriter:
             text = f"# this trial's config does not resolve: {config}\n" + dump_yaml({"params": params})
         else:
             text = dump_yaml(config.to_dict(), sort_keys=False)
-        self.put(self.trial_dir(trial_id) / "config.yaml", text)
+        self.put(self.trial_dir(trial_id) / CONFIG_FILE, text)
 
     def metrics(self, rec: TrialRecord) -> None:
         """``trials/<id>/metrics.csv``: one row per epoch recorded so far."""
-        self.put(self.trial_dir(rec.trial_id) / "metrics.csv",
+        self.put(self.trial_dir(rec.trial_id) / METRICS_FILE,
                  csv_text(list(METRIC_KEYS), [rec.rows[e] for e in sorted(rec.rows)]))
 
     def results(self, records: dict[str, TrialRecord], mode: str) -> None:

@@ -233,10 +233,10 @@ def _recorded_end(sweep_dir: Any) -> dict[str, Any] | None:
     """
     if sweep_dir is None:
         return None
-    from pielab.folder import ENDED_STATES, TRIALS_DIR, location, read_json
+    from pielab.folder import ENDED_STATES, RESULT_FILE, TRIALS_DIR, location, read_json
 
     try:  # sweep_dir: a local path, or an ObjectPath (object storage)
-        result = read_json(location(sweep_dir) / TRIALS_DIR / tune.get_context().get_trial_id() / "result.json")
+        result = read_json(location(sweep_dir) / TRIALS_DIR / tune.get_context().get_trial_id() / RESULT_FILE)
     except Exception:  # noqa: BLE001 - unreadable or absent (e.g. another node without the folder): train
         return None
     ended = bool(result) and bool(result.get("ended")) and result.get("state") in ENDED_STATES
