@@ -26,3 +26,8 @@ class DataError(PielabError):
 
 class Diverged(PielabError):
     """Training produced a non-finite loss; the trial ends as diverged."""
+
+
+class DiskFull(Exception):
+    """The disk a sweep writes to is full (a trial's checkpoint or the driver's own files). Not bad input: the
+    sweep stops with its state saved up to each trial's last checkpoint, and resumes once there is space."""

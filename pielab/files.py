@@ -83,3 +83,44 @@ def read_json(path: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+# --------------------------------------------------------------------------- a full disk
+
+# errno values that mean the disk (or the user's quota on it) is full
+_FULL = {28, 122}  # ENOSPC, EDQUOT (Linux numbering; errno.EDQUOT where the platform has it)
+_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+
+
+def disk_full(error: BaseException | str | None) -> bool:
+    """Whether ``error`` (an exception, with its causes, or an error's text as Tune keeps it for a trial) is
+    a full disk: ``OSError`` ENOSPC or EDQUOT anywhere in its chain (``__cause__``, ``__context__``, Ray's
+    ``cause``), or their message in its text."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, str):
+            return any(text in error for text in _FULL_TEXT)
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _FULL:
+            return True
+        if any(text in str(error) for text in _FULL_TEXT):
+            return True
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+    return False
+
+
+def free_space(path: str | os.PathLike) -> str:
+    """``"1.2 MiB free"`` on the disk that holds ``path`` (its nearest existing parent), or ``""`` if unknown."""
+    import shutil
+
+    probe = Path(path).absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return ""
+    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if free >= size:
+            return f"{free / size:.1f} {unit} free"
+    return f"{free} bytes free"

@@ -88,11 +88,19 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+# On a command line, NaN and infinity are written as Python and the shell user spell them (``nan``, ``inf``,
+# ``-inf``), not as YAML does (``.nan``, ``.inf``): read as numbers, so that a range check can name them.
+_COMMAND_LINE_FLOATS = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
 def parse_value(text: str) -> Any:
-    """One scalar or flow value read as a config file reads it (``--set KEY=TEXT``): ``1e-3`` is a float.
+    """One scalar or flow value read as a config file reads it (``--set KEY=TEXT``): ``1e-3`` is a float, and
+    so are ``nan``, ``inf`` and ``-inf`` (which YAML spells ``.nan``, ``.inf``).
 
     Text that is not valid YAML (``[1,``) is returned as it is.
     """
+    if text.strip().lower() in _COMMAND_LINE_FLOATS:
+        return float(text)
     try:
         return _plain(yaml.load(text, Loader=_LineLoader))
     except yaml.YAMLError:

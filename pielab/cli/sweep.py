@@ -449,9 +449,19 @@ def _driver_error(exc: BaseException | None) -> bool:
 def _driver_failed(folder) -> int:
     """The driver's loop raised after the sweep started: the traceback (what a bug report needs), then one
     line saying that the state is saved and how to continue; exit 1. The runner has marked the sweep
-    crashed in status.json, so `pielab status` shows it interrupted and `pielab resume` continues it."""
+    crashed in status.json, so `pielab status` shows it interrupted and `pielab resume` continues it.
+    A full disk is not a bug: one line naming the disk and its free space, no traceback."""
     import traceback
 
+    from pielab.files import disk_full, free_space
+
+    if disk_full(sys.exc_info()[1]):
+        where = folder if is_remote(folder) else Path(folder)
+        free = "" if is_remote(folder) else f" ({free_space(where)})"
+        print(f"pielab: error: no space left on the disk of {folder}{free}: the sweep stopped, each trial's last "
+              f"checkpoint is kept; free space, or copy the folder to a larger disk, then: "
+              f"pielab resume {shlex.quote(str(folder))}", file=sys.stderr)
+        return EXIT_FAILED
     traceback.print_exc()
     print(f"pielab: the sweep stopped on an error in its driver; its state is saved; continue it with: "
           f"pielab resume {shlex.quote(str(folder))}", file=sys.stderr)

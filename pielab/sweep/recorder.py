@@ -30,6 +30,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
+from pielab.errors import DiskFull
 from pielab.folder import STATUS_FILE, TrialRecord, load_records, location, now_iso, read_json
 from pielab.sweep.search import Deadline
 
@@ -198,16 +199,30 @@ class SweepRecorder(Callback):
         self._run().book.result(trial, result)
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        _stop_if_disk_full(trial)  # a retry would fill the same disk: stop the sweep, resumable
         self._run().book.recover(trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._run().book.complete(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        _stop_if_disk_full(trial)  # not the trial's failure: it resumes from its last checkpoint
         self._run().book.error(trial)
 
     def on_experiment_end(self, trials, **info) -> None:
         self._run().close(trials)
+
+
+def _stop_if_disk_full(trial) -> None:
+    """Raise :class:`~pielab.errors.DiskFull` when the trial's error is a full disk: the exception ends Tune's
+    loop (its callbacks raise through it), the sweep is recorded interrupted by it, and the command says so
+    in one line."""
+    from pielab.files import disk_full
+    from pielab.sweep.trial_errors import error_line
+
+    line = error_line(trial)
+    if disk_full(line):
+        raise DiskFull(f"trial {trial.trial_id}: {line}")
 
 
 class SweepStopper(Stopper):
