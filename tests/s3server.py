@@ -118,7 +118,9 @@ def s3_server(secret_key: str = "test-secret-key-0123456789", buckets: tuple[str
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)  # its own session: weed and nothing else
             try:
-                proc.wait(timeout=20)
+                # weed finishes its requests and then waits out a 20 s grace period; its data is thrown
+                # away below, so it gets 2 s before SIGKILL
+                proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)

@@ -51,11 +51,11 @@ def test_budget_keys_are_checked_with_their_line(tmp_path, cifar_path):
 
 @pytest.mark.slow
 def test_cpu_hours_budget_stops_the_sweep_and_status_shows_usage(tmp_path, cifar_path, pielab_exe):
-    """A sweep of up to 200 trials (one at a time, 1 CPU each) with a 14.4-CPU-second budget: the trials
+    """A sweep of up to 200 trials (one at a time, 1 CPU each) with a 7.2-CPU-second budget: the trials
     running when it is used up stop at their next epoch boundary, no new one starts, exit 0; status.json,
     `pielab status` and the report give the CPU-hours used (the budget plus at most one epoch) and why
     it ended."""
-    budget_h = 0.004  # 14.4 CPU-seconds
+    budget_h = 0.002  # 7.2 CPU-seconds
     # 200 trials, so that the budget ends the sweep on any machine (a quiet one ran 8 of these in 8 s)
     spec = tiny_spec(cifar_path, name="cpu-budget", num_trials=200, epochs=4, max_concurrent=1,
                      budget={"cpu_hours": budget_h})
@@ -65,7 +65,7 @@ def test_cpu_hours_budget_stops_the_sweep_and_status_shows_usage(tmp_path, cifar
     assert "the sweep finished: its budget was reached: CPU-hours budget of" in out, out[-3000:]
     status = json.loads((sweep.dir / "status.json").read_text())
     assert status["finished"] is True and status["end"] == "budget reached", status
-    assert status["budget_reason"].startswith("CPU-hours budget of 0.004 reached"), status
+    assert status["budget_reason"].startswith("CPU-hours budget of 0.002 reached"), status
     res = results(sweep.dir)
     assert 1 <= len(res) < 200, res  # it stopped before the searcher's trials ran out
     last = max(res.values(), key=lambda r: r["number"])
@@ -77,7 +77,7 @@ def test_cpu_hours_budget_stops_the_sweep_and_status_shows_usage(tmp_path, cifar
     used_s = sum(r["held_s"] for r in res.values())
     epoch_s = max(float(line.split(",")[METRIC_KEYS.index("time/epoch_s")]) for tid in res
                   for line in (sweep.dir / "trials" / tid / "metrics.csv").read_text().splitlines()[1:])
-    assert 14.4 <= used_s <= 14.4 + epoch_s + 5, (used_s, epoch_s, res)  # stopped at the first epoch past it
+    assert budget_h * 3600 <= used_s <= budget_h * 3600 + epoch_s + 5, (used_s, epoch_s, res)  # stopped at the first epoch past it
     assert status["usage"]["cpu_hours"] == pytest.approx(used_s / 3600, abs=2e-5)
     assert status["usage"]["gpu_hours"] == 0
 
@@ -89,7 +89,7 @@ def test_cpu_hours_budget_stops_the_sweep_and_status_shows_usage(tmp_path, cifar
     shown_h = re.search(r"resources used: (\S+) CPU-hours, 0 GPU-hours", shown.stdout)
     assert shown_h and float(shown_h[1]) == pytest.approx(used_s / 3600, abs=2e-6), shown.stdout
     assert shown_h[1] == f"{status['usage']['cpu_hours']:.4g}", (shown.stdout, status["usage"])
-    assert "budget: 0.004 CPU-hours" in shown.stdout and "ended: CPU-hours budget of" in shown.stdout
+    assert "budget: 0.002 CPU-hours" in shown.stdout and "ended: CPU-hours budget of" in shown.stdout
 
     made = subprocess.run([*pielab_exe, "report", str(sweep.dir)], capture_output=True, text=True,
                           env=sweep_env(tmp_path))
@@ -98,7 +98,7 @@ def test_cpu_hours_budget_stops_the_sweep_and_status_shows_usage(tmp_path, cifar
     report_h = re.search(r"\| CPU-hours \| (\S+) \|", usage_md)
     assert report_h and float(report_h[1]) == pytest.approx(used_s / 3600, abs=2e-6), usage_md
     assert "| GPU-hours | 0 |" in usage_md, usage_md
-    assert "| CPU-hours budget | 0.004 |" in usage_md and "| preempted trials (node lost) | 0 |" in usage_md
+    assert "| CPU-hours budget | 0.002 |" in usage_md and "| preempted trials (node lost) | 0 |" in usage_md
     page = (sweep.dir / "report" / "report.html").read_text()
     assert "Resources used" in page and "<td>CPU-hours</td>" in page and "<td>GPU-hours</td>" in page
 

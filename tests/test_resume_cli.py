@@ -88,10 +88,17 @@ def test_ctrl_c_then_edited_spec_is_refused_then_resume_finishes(tmp_path, cifar
 
 @pytest.mark.slow
 def test_time_budget_ends_as_finished_with_nothing_to_go(tmp_path, cifar_path, pielab_exe):
-    """The README's main job is time-budgeted: its end is exit 0, "time budget reached", no "N to go"."""
+    """The README's main job is time-budgeted: its end is exit 0, "time budget reached", no "N to go". The
+    budget stops each running trial at its next epoch boundary and no new trial starts: they are recorded
+    as stopped early in trials/ and in Optuna (PRUNED, not left RUNNING). (One sweep for what
+    test_sweep.py's time-budget test checked too.)"""
+    import optuna
+
+    from pielab.folder import load_records, read_metrics_csv
+
     env = sweep_env(tmp_path)
-    # 40 trials of 50 epochs: the 20 s budget ends it on any machine (a quiet one trained all of 4 such trials)
-    spec = tiny_spec(cifar_path, name="budget", num_trials=40, epochs=50, time_budget_s=20)
+    # 40 trials of 1000 epochs: the 15 s budget ends it on any machine, and stops every trial it started
+    spec = tiny_spec(cifar_path, name="budget", num_trials=40, epochs=1000, time_budget_s=15)
     proc, out = start_sweep(pielab_exe, spec, tmp_path, env=env)
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
@@ -100,6 +107,15 @@ def test_time_budget_ends_as_finished_with_nothing_to_go(tmp_path, cifar_path, p
     assert final["end"] == "time budget reached" and final["finished"] is True and final["pending"] == 0, final
     assert len(final.get("running") or {}) == 0
     assert len(results(out)) < 40  # the budget, not the count, ended it
+    records = load_records(out)
+    assert records and all(r.state == "early_stopped" for r in records.values())
+    assert all("time budget of 15 s reached" in r.reason for r in records.values())
+    assert all(r.epochs >= 1 and len(read_metrics_csv(out / "trials" / tid / "metrics.csv")) == r.epochs
+               for tid, r in records.items())  # stopped at an epoch boundary, none lost mid-epoch
+    study = optuna.load_study(study_name=out.name, storage=f"sqlite:///{out / 'optuna.db'}")
+    assert study.trials and all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert sorted(t.user_attrs["trial_id"] for t in pruned) == sorted(records)
     status = run(pielab_exe, "status", str(out), env=env)
     assert status.returncode == 0 and "finished (time budget reached)" in status.stdout, status.stdout
     assert "to go" not in status.stdout, status.stdout
