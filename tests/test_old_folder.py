@@ -1,19 +1,6 @@
 """A sweep folder made by an earlier pielab (commit 855f3eb, before the folder and command packages moved),
 killed mid-run, still reads, reports, exports and resumes: its pickles name the old module paths
-(tests/data/README.md says how it was made)::
-
-    name: old-folder
-    base:
-      model: {name: myresnet34, width: 4, depth: 10}
-      data: {train_size: 200, val_size: 100, test_size: 100}
-      train: {epochs: 4, batch_size: 50, device: cpu, threads: 1}
-    space: {parameters: {train.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}}}
-    search: {algorithm: tpe, seed: 0}
-    scheduler: {name: fifo}
-    num_trials: 4
-    max_concurrent: 2
-    resources: {cpu: 1, gpu: 0}
-    tracking: {wandb: false}
+(tests/data/README.md gives its spec and says how it was made).
 """
 
 from __future__ import annotations
