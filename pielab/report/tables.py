@@ -275,9 +275,8 @@ def group_table(sweep: Sweep) -> pd.DataFrame:
     table = pd.DataFrame(rows).sort_values("score_mean", ascending=sweep.mode == "min", kind="stable")
     family = table[["model", "depth", "residual"]].astype(str).agg("|".join, axis=1)
     # sorted best first: a family's best is its first full-length row, else its first row
-    has_full = table["full_length"].groupby(family).transform("any")
-    eligible = table["full_length"] | ~has_full
-    table["best"] = eligible & ~(family.where(eligible)).duplicated() & family.where(eligible).notna()
+    eligible = table["full_length"] | ~table["full_length"].groupby(family).transform("any")
+    table["best"] = table.index.isin(family[eligible].drop_duplicates().index)
     reference = reference_results(sweep)
     if reference:
         for field_ in REFERENCE_FIELDS:
