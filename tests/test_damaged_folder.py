@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pielab.cli import main
+from pielab.folder import LEASE_FILE
 
 OLD_FOLDER = Path(__file__).parent / "data" / "sweep_855f3eb_killed.tar.gz"
 BEST = "a432b515"
@@ -78,12 +79,13 @@ def test_a_file_cut_in_half_gets_one_defined_answer_from_every_command(damaged, 
     if f"trials/{BEST}/" in str(cut):
         assert f"pielab: warning: damaged: {cut}" in err, err  # the best trial is left out, and that is said
 
-    rc, out, err = _run(capsys, "resume", str(folder)) if resume_refuses else (2, "", f"damaged: {cut}")
-    assert rc == 2, (out, err)
-    error_lines = [line for line in err.splitlines() if line.startswith("pielab: error:")]
-    assert resume_refuses is False or (len(error_lines) == 1 and "cannot resume: damaged:" in error_lines[0]
-                                       and str(cut) in error_lines[0]), err
-    assert not (folder / "tune" / "driver.lease").exists()
+    if resume_refuses:  # status.json and results.csv are rewritten by a resume (tests/test_old_folder.py resumes such a folder)
+        rc, out, err = _run(capsys, "resume", str(folder))
+        assert rc == 2, (out, err)
+        error_lines = [line for line in err.splitlines() if line.startswith("pielab: error:")]
+        assert len(error_lines) == 1 and "cannot resume: damaged:" in error_lines[0], err
+        assert str(cut) in error_lines[0], err
+        assert not (folder / LEASE_FILE).exists()  # the refusing driver let go of the folder
 
 
 @pytest.mark.parametrize("damaged", [f"trials/{BEST}/result.json", "optuna.db"], indirect=True)

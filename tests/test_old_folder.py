@@ -65,9 +65,16 @@ def test_an_old_killed_folder_reads_reports_exports_and_resumes(old_sweep, tmp_p
     config = load_config(str(old_sweep / "best_configs.yaml"))
     assert config.train.epochs == 4 and config.model["depth"] == 10
 
+    # status.json and results.csv cut short (tests/test_damaged_folder.py has the other files): the resume says
+    # so and rewrites both
+    for name in ("status.json", "results.csv"):
+        data = (old_sweep / name).read_bytes()
+        (old_sweep / name).write_bytes(data[: len(data) // 2])
     resumed = subprocess.run([*pielab_exe, "resume", str(old_sweep)], capture_output=True, text=True, env=env,
                              timeout=900)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    for name in ("status.json", "results.csv"):
+        assert f"damaged: {old_sweep / name}" in resumed.stdout, resumed.stdout[-3000:]
     assert "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
     status = json.loads((old_sweep / "status.json").read_text())
     assert status["finished"] is True and status["counts"]["completed"] == 4, status
