@@ -28,21 +28,21 @@ from pielab.cli.display import (  # noqa: F401  (best_table and LiveStatus: impo
     LiveStatus, best_table, best_text, counts_text, failed_line, make_console, pareto_table, pareto_text,
     running_line,
 )
-from pielab.folder.damage import SPEC as DAMAGE_SPEC, TRIAL as DAMAGE_TRIAL
-from pielab.folder.damage import describe as describe_damage, engine_damage, top_level_damage
-from pielab.folder.dblease import lease_for, read_lease_for
 from pielab.folder import (
     END_BUDGET, END_CRASHED, END_DIVERGED, END_FAILED, END_FINISHED, END_INTERRUPTED, END_RESOURCE_BUDGET,
     END_TERMINATED, END_USR1, OPTUNA_DB, RESULTS_FILE, RUNNING, STARTED_SPEC_FILE, STATUS_FILE, SWEEP_FILE, TUNE_DIR,
-    TUNER_FILE, WARM_START_FILE, SweepFolder, is_remote, load_records, location, pareto_records, read_json, recorded_slot_seconds, summarize_records,
-    write_atomic,
+    TUNER_FILE, WARM_START_FILE, SweepFolder, is_remote, load_records, location, pareto_records, read_json,
+    recorded_slot_seconds, summarize_records, write_atomic,
 )
+from pielab.folder.damage import SPEC as DAMAGE_SPEC, TRIAL as DAMAGE_TRIAL
+from pielab.folder.damage import describe as describe_damage, engine_damage, top_level_damage
+from pielab.folder.dblease import lease_for, read_lease_for
 from pielab.folder.lease import LEASE_FILE, DriverLease, LeaseHeld
-from pielab.folder.storage import local_dir, remove_tree
-from pielab.sweep.signals import interrupt_when, stop_signals_caught
 from pielab.folder.started_spec import (
     check_unchanged, describe_changes, read_started_spec, record_started_spec, spec_changes,
 )
+from pielab.folder.storage import local_dir, remove_tree
+from pielab.sweep.signals import interrupt_when, stop_signals_caught
 from pielab.text import fmt_duration, one_line
 from pielab.yamlfile import dump_yaml
 
