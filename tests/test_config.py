@@ -111,3 +111,22 @@ def test_text_that_reads_as_a_number_is_quoted_when_written():
 
     values = {"code": "17469e9", "text_lr": "1e-3", "hash": "0731eed", "lr": 1e-3, "n": 3, "word": "yes"}
     assert load_text(dump_yaml(values, sort_keys=False)) == values
+
+
+def test_checking_a_model_on_the_meta_device_stays_cheap():
+    """The spec check builds every model on the meta device; ``normal_`` there would import torch._dynamo
+    (about a second of every `pielab sweep` start, found with cProfile). Each model still builds, and an
+    unsupported argument is still refused."""
+    import subprocess
+    import sys
+
+    # resnet34 is torchvision's, whose import brings torch._dynamo anyway: it is checked last
+    code = ("import sys\nfrom pielab.config import model_complaint\nfrom pielab.models import list_models\n"
+            "for name in list_models():\n    assert name == 'resnet34' or model_complaint(name, {}) is None, name\n"
+            "assert model_complaint('myresnet34', {'depth': 12}).startswith('unsupported ResNet depth 12')\n"
+            "assert model_complaint('lstm8', {'depth': 9}) == 'depth must be in 1..8, got 9'\n"
+            "print('torch._dynamo' in sys.modules)\n"
+            "assert model_complaint('resnet34', {}) is None")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False", "checking a model on the meta device imported torch._dynamo"
