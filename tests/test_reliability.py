@@ -200,6 +200,46 @@ def test_every_end_at_the_first_and_last_epoch_leaves_the_sweep_running(tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("case", END_CASES)
+def test_the_budget_stops_one_trial_at_its_last_epoch_and_another_at_its_first(tmp_path, cifar_path, pielab_exe,
+                                                                                case):
+    """The fourth end, the sweep's budget, at both edges: it runs out when one trial's last epoch (2)
+    reaches the stopper, while the other trial is held in epoch 1; the first trial ends completed (its
+    closing result is a full one), the second early-stopped at epoch 1 with the budget's reason; Optuna has
+    them COMPLETE and PRUNED (with two objectives too), no new trial starts, and
+    the sweep exits 0 as `budget reached`, which `pielab status` says."""
+    scheduler = case.split("-")[0]
+    over = {"scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2} if scheduler == "asha"
+            else {"name": "fifo"}}
+    two = case.endswith("two-objectives")
+    if two:
+        over.update(objectives=[{"metric": "val/acc", "mode": "max"}, {"metric": "params", "mode": "min"}],
+                    search={"algorithm": "nsga2", "seed": 0})
+    spec = tiny_spec(cifar_path, name=f"budget-{case}", num_trials=4, epochs=2, max_failures=0, **over)
+    # the held trial sleeps 8 s before reporting epoch 1: the other has reported epoch 2 long before
+    faults = "slow@epoch=1,seconds=8;budget@epoch=2"
+    sweep = run_sweep(pielab_exe, spec, tmp_path, env=sweep_env(tmp_path, PIELAB_FAULTS=faults))
+    assert sweep.rc == 0, ok(sweep)
+    assert "Traceback" not in sweep.stdout + sweep.stderr, ok(sweep)
+    res = results(sweep.dir)
+    assert len(res) == 2, res  # the budget ran out with two trials running: none started after it
+    held = (sweep.dir / "tune" / "faults" / "0-slow.claim").read_text().strip()
+    (last_id,) = set(res) - {held}
+    assert res[last_id]["state"] == "completed" and res[last_id]["epochs"] == 2, res[last_id]
+    assert res[held]["state"] == "early_stopped" and res[held]["epochs"] == 1, res[held]
+    assert "injected budget fault at epoch 2" in res[held]["reason"], res[held]
+    by_id = {t.user_attrs["trial_id"]: t for t in study_of(sweep.dir).trials}
+    assert by_id[last_id].state.name == "COMPLETE", by_id[last_id]
+    assert len(by_id[last_id].values) == (2 if two else 1), by_id[last_id].values
+    assert by_id[held].state.name == "PRUNED", by_id[held]
+    status = json.loads((sweep.dir / "status.json").read_text())
+    assert status["end"] == "budget reached" and status["finished"] is True, status
+    assert "injected budget fault at epoch 2" in status["budget_reason"], status
+    shown = run_cli(pielab_exe, "status", str(sweep.dir), env=sweep_env(tmp_path))
+    assert shown.returncode == 0 and "injected budget fault at epoch 2" in shown.stdout, shown.stdout
+
+
+@pytest.mark.slow
 def test_an_error_in_the_driver_leaves_the_sweep_interrupted_and_resume_continues_it(tmp_path, cifar_path,
                                                                                      pielab_exe):
     """Tune's loop raises in the driver (a bug in a callback, here injected when epoch 1 is recorded): the

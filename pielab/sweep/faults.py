@@ -8,6 +8,11 @@
 - ``nan``: the loss turned non-finite (``Diverged``, as ``fit`` raises it);
 - ``driver``: a RuntimeError in the *driver*, in the Tune callback that records epoch N of a trial (as a
   bug in the driver would): Tune's loop ends with it. It fires once per driver process; trials ignore it.
+- ``budget``: the sweep's budget runs out in the *driver* when the first result of epoch N reaches the
+  stopper (as ``budget.cpu_hours`` would), so that trial stops at epoch N and every other running trial at
+  its next result. Once per driver process; trials ignore it.
+- ``slow``: the trial sleeps ``seconds=S`` (default 5) before reporting epoch N, so that other trials run
+  ahead of it (with ``budget``: one trial stopped at its last epoch, another at its first).
 
 The fault fires in epoch N's ``on_epoch`` *before* that epoch is reported and checkpointed, so a retry
 resumes from epoch N-1's checkpoint and redoes epoch N only. ``times`` (default 1) counts how often a
@@ -27,8 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENV = "PIELAB_FAULTS"
-KINDS = ("raise", "oom", "kill", "nan", "driver")
-_DRIVER_FIRED: list[int] = []  # the driver fault fires once per process
+KINDS = ("raise", "oom", "kill", "nan", "driver", "budget", "slow")
+DRIVER_KINDS = ("driver", "budget")
+_DRIVER_FIRED: list[str] = []  # each driver fault fires once per process
 
 
 @dataclass
@@ -37,6 +43,7 @@ class Fault:
     epoch: int
     times: int = 1
     trial: str = "first"
+    seconds: float = 5.0
 
 
 def parse(text: str | None) -> list[Fault]:
@@ -50,7 +57,8 @@ def parse(text: str | None) -> list[Fault]:
         if kind not in KINDS or "epoch" not in opts:
             raise ValueError(f"{ENV}: cannot read {part!r} (expected KIND@epoch=N[,times=K][,trial=first|all], "
                              f"KIND one of {', '.join(KINDS)})")
-        faults.append(Fault(kind, int(opts["epoch"]), int(opts.get("times", 1)), opts.get("trial", "first")))
+        faults.append(Fault(kind, int(opts["epoch"]), int(opts.get("times", 1)), opts.get("trial", "first"),
+                            float(opts.get("seconds", 5.0))))
     return faults
 
 
@@ -84,7 +92,7 @@ def _claimed(path: Path, trial_id: str) -> bool:
 def maybe_fault(faults: list[Fault], trial_id: str, epoch: int) -> None:
     """Fire the fault planned for this trial at this epoch, if any (and if it has fired < times)."""
     for i, fault in enumerate(faults):
-        if fault.epoch != epoch or fault.kind == "driver":
+        if fault.epoch != epoch or fault.kind in DRIVER_KINDS:
             continue
         state = _state_dir()
         if fault.trial != "all" and not _claimed(state / f"{i}-{fault.kind}.claim", trial_id):
@@ -107,14 +115,30 @@ def maybe_fault(faults: list[Fault], trial_id: str, epoch: int) -> None:
             raise Diverged(f"loss is nan at epoch {epoch} ({message})")
         if fault.kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if fault.kind == "slow":
+            import time
+
+            time.sleep(fault.seconds)
 
 
 def maybe_driver_fault(epoch: int) -> None:
     """In the driver: raise the ``driver`` fault of ``PIELAB_FAULTS`` when a trial's epoch ``epoch`` is
     recorded (once per process). Nothing unless the variable is set."""
-    if not os.environ.get(ENV) or _DRIVER_FIRED:
+    if not os.environ.get(ENV) or "driver" in _DRIVER_FIRED:
         return
     for fault in parse(os.environ[ENV]):
         if fault.kind == "driver" and fault.epoch == epoch:
-            _DRIVER_FIRED.append(epoch)
+            _DRIVER_FIRED.append("driver")
             raise RuntimeError(f"injected driver fault at epoch {epoch}")
+
+
+def budget_fault(epoch: int) -> str | None:
+    """In the driver's stopper: the reason to end the sweep's budget now, when ``PIELAB_FAULTS`` holds
+    ``budget@epoch=N`` and this is the first result of epoch N (once per process); else None."""
+    if not os.environ.get(ENV) or "budget" in _DRIVER_FIRED:
+        return None
+    for fault in parse(os.environ[ENV]):
+        if fault.kind == "budget" and fault.epoch == epoch:
+            _DRIVER_FIRED.append("budget")
+            return f"injected budget fault at epoch {epoch}"
+    return None

@@ -24,6 +24,7 @@ before these modules existed, so a ``tuner.pkl`` written on either side of that 
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -32,6 +33,7 @@ from ray.tune.stopper import Stopper
 
 from pielab.errors import DiskFull
 from pielab.folder import STATUS_FILE, TrialRecord, load_records, location, now_iso, read_json
+from pielab.sweep import faults
 from pielab.sweep.search import Deadline
 
 
@@ -241,6 +243,10 @@ class SweepStopper(Stopper):
         self.deadline = deadline
 
     def __call__(self, trial_id: str, result: dict) -> bool:
+        if os.environ.get(faults.ENV):  # tests only: the budget runs out at a chosen epoch
+            injected = faults.budget_fault(int(result.get("epoch") or 0))
+            if injected:
+                self.deadline.exhaust(injected)
         return self.deadline.passed() or self.recorder.budget_spent() is not None
 
     def stop_all(self) -> bool:
