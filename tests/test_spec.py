@@ -275,6 +275,12 @@ ERRORS = {
     "negative max_failures": (dict(max_failures="max_failures: -3"), "max_failures:", "max_failures: must be at least -1, got -3"),
     "optuna storage not a URL": (dict(storage="storage: {path: out, optuna: optuna.db}"), "storage:",
                                  "storage.optuna: 'optuna.db' is not an RDB URL"),
+    "database driver not installed": (
+        dict(storage="storage: {path: out, optuna: 'mysql+pymysql://u:pw@127.0.0.1/db'}"), "storage:",
+        "storage.optuna: the database driver for 'mysql+pymysql' is not installed (no module 'pymysql'): "
+        "pip install pymysql"),
+    "database SQLAlchemy does not know": (dict(storage="storage: {path: out, optuna: 'nosuchdb://u:pw@h/db'}"),
+                                          "storage:", "'nosuchdb://u:***@h/db' names no database"),
     "bad name": (dict(name="name: my/sweep"), "name:", "it names the sweep folder"),
     "missing space file": (dict(space="space: ../search_spaces/nope.yaml"), "space:", "no such search space file"),
     "space is not a path or mapping": (dict(space="space: 3"), "space:", "needs a search space file path"),

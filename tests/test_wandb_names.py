@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import shlex
+import socket
 import subprocess
 from pathlib import Path
 
@@ -71,12 +72,13 @@ def wandb_spec(cifar_path: str) -> dict:
                      tracking={"wandb": True, "mode": "offline", "project": "pielab-tests"})
 
 
-def run_sweep(exe: list[str], root: Path, spec: dict, out: Path, *sets: str) -> subprocess.CompletedProcess:
+def run_sweep(exe: list[str], root: Path, spec: dict, out: Path, *sets: str,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     root.mkdir(parents=True, exist_ok=True)
     (root / "home").mkdir(exist_ok=True)
     spec_path = root / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
-    env = dict(os.environ)  # keeps PYTHONPATH: the worktree's code runs
+    env = {**os.environ, **(env or {})}  # keeps PYTHONPATH: the worktree's code runs
     env["HOME"] = str(root / "home")
     args = [a for s in sets for a in ("--set", s)]
     return subprocess.run([*exe, "sweep", str(spec_path), "--out", str(out), *args], capture_output=True, text=True,
@@ -87,12 +89,29 @@ def printed(proc: subprocess.CompletedProcess) -> str:
     return proc.stdout + proc.stderr
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.mark.slow
-def test_sweep_folder_w_and_b_rejects_as_a_name_still_tracks(tmp_path, cifar_path, pielab_exe):
+def test_an_unreachable_server_and_a_folder_w_and_b_rejects_as_a_name_still_track(tmp_path, cifar_path,
+                                                                                  pielab_exe):
+    """Two W&B troubles in one sweep: ``tracking.mode: online`` with a server that refuses connections
+    (W&B's client would wait 90 s at each run's start, then drop it) gives one warning line naming the
+    server, and the runs are kept offline; the folder's name, which W&B refuses in a run id, still gives
+    one valid offline run per trial and a `wandb sync` line that names exactly them."""
     out = tmp_path / "sweep ü #1"
-    proc = run_sweep(pielab_exe, tmp_path, wandb_spec(cifar_path), out)
+    server = f"http://127.0.0.1:{closed_port()}"
+    proc = run_sweep(pielab_exe, tmp_path, wandb_spec(cifar_path), out, "tracking.mode=online",
+                     env={"WANDB_BASE_URL": server, "WANDB_API_KEY": "k" * 40})
     text = printed(proc)
     assert proc.returncode == 0, text[-3000:]
+    warnings = [line for line in text.splitlines() if "warning" in line.lower()]
+    assert len(warnings) == 1 and f"W&B at {server} does not answer (connection refused)" in warnings[0], text
+    assert "kept offline" in warnings[0]
     trials = {p.name for p in (out / "trials").iterdir()}
     assert len(trials) == 2
     runs = sorted((out / "wandb").glob("offline-run-*"))
@@ -103,8 +122,8 @@ def test_sweep_folder_w_and_b_rejects_as_a_name_still_tracks(tmp_path, cifar_pat
     assert ids == {run_id(study, tid) for tid in trials}
     assert all(valid_run_id(i) for i in ids)
     assert all(len(list(run.glob("run-*.wandb"))) == 1 for run in runs)
-    assert json.loads((out / "status.json").read_text())["tracking_error"] is None
-    assert "warning" not in text.lower()
+    assert f"W&B at {server} does not answer" in json.loads((out / "status.json").read_text())["tracking_error"]
+    assert "k" * 40 not in text
 
     # The printed `wandb sync` line pastes into a shell: its words name the runs' folders.
     [line] = [line for line in proc.stdout.splitlines() if "wandb sync" in line]

@@ -108,9 +108,35 @@ def check_spec(f: SpecFields, bad: set[str], raw: dict[str, Any], base: Config, 
         add("storage.optuna",
             f"{mask_password(f.storage.optuna)!r} is not an RDB URL "
             "(sqlite:////abs/path.db, postgresql://user@host/db); null keeps optuna.db in the sweep folder")
+    elif "storage" not in bad and f.storage.optuna is not None:
+        missing = _missing_driver(f.storage.optuna)
+        if missing:
+            add("storage.optuna", missing)
     if "storage" not in bad:
         for key, problem in storage_problems(f.storage.path, f.storage.optuna, f.storage.endpoint):
             add(key, problem)
+
+
+# pip names of the database drivers whose module name differs
+_DRIVER_PACKAGES = {"MySQLdb": "mysqlclient", "psycopg2": "psycopg2-binary"}
+
+
+def _missing_driver(url: str) -> str | None:
+    """Why the database driver that ``url`` needs cannot be loaded here (not installed, or a database
+    SQLAlchemy does not know), else None: found with the spec, not after Ray has started."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect().import_dbapi()
+    except ImportError as exc:
+        module = (exc.name or "").split(".")[0] or "its driver"
+        return (f"the database driver for {parsed.drivername!r} is not installed (no module {module!r}): "
+                f"pip install {_DRIVER_PACKAGES.get(module, module)}")
+    except (NoSuchModuleError, ArgumentError):
+        return f"{mask_password(url)!r} names no database that SQLAlchemy knows"
+    return None
 
 def _check_objectives(f: SpecFields, bad: set[str], raw: dict[str, Any], problems: Problems) -> None:
     add = problems.add

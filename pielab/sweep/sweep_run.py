@@ -48,6 +48,8 @@ class SweepRun:
             from pielab.sweep.tracking_hook import TrackingHook
 
             self.tracking = TrackingHook(s.tracking, s.sweep_dir, s.study())
+            if self.tracking.offline_because:
+                self.display.warn(f"warning: {self.tracking.offline_because} (status.json: tracking_error)")
         self.accounting = Accounting(records, getattr(s, "resources", None), s.slots, previous, t0)
         self.policy = StopPolicy(s.deadline, getattr(s, "budget", None), s.num_trials, self.accounting.usage)
         self.book = TrialBook(records, base=s.base, max_t=s.max_t, metric=s.metric, mode=s.mode,

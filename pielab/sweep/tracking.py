@@ -13,7 +13,10 @@ when their trial ends, and all of them when the sweep ends, interrupted or not.
 Mode: ``online`` or ``offline`` as given; ``auto`` is online only when an API key is configured
 (``WANDB_API_KEY`` or a netrc entry for api.wandb.ai), offline otherwise. Offline runs land in
 ``<sweep>/wandb/offline-run-*`` and upload later with ``wandb sync <sweep>/wandb/offline-run-*``.
-The key itself is never read here beyond "is there one", and never written anywhere.
+The key itself is never read here beyond "is there one", and never written anywhere. An ``online`` run
+whose server (``WANDB_BASE_URL``, default https://api.wandb.ai) does not take a connection within 3 s is
+kept offline instead, with one warning line (:func:`unreachable`): W&B's own client would wait 90 s at
+each ``wandb.init`` and then drop the run.
 
 Names: W&B refuses a run id with ``:;,#?/'`` or surrounding whitespace, a tag outside 1-64 characters,
 a project with ``/\\#?%:`` or over 128 characters. Everything pielab derives (run id, group, run
@@ -33,6 +36,7 @@ import netrc
 import os
 import queue
 import re
+import socket
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -113,6 +117,27 @@ def api_key_configured() -> bool:
         return netrc.netrc(path).authenticators(WANDB_HOST) is not None
     except (OSError, netrc.NetrcParseError):
         return False
+
+
+def server_url() -> str:
+    """The W&B server online runs go to: ``WANDB_BASE_URL``, else W&B's cloud."""
+    return os.environ.get("WANDB_BASE_URL") or f"https://{WANDB_HOST}"
+
+
+def unreachable(timeout: float = 3.0) -> str | None:
+    """Why the W&B server (:func:`server_url`) does not take a TCP connection within ``timeout`` seconds
+    (``connection refused``, ``no answer within 3 s``, a name that does not resolve), or None when it does."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(server_url())
+    try:
+        port = url.port or (80 if url.scheme == "http" else 443)
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return None
+    except socket.timeout:
+        return f"no answer within {timeout:g} s"
+    except (OSError, ValueError) as exc:
+        return (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).lower()
 
 
 def resolve_mode(enabled: bool, mode: str | None) -> str:

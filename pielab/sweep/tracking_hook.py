@@ -20,13 +20,23 @@ class TrackingHook:
 
     def __init__(self, settings: dict[str, Any], sweep_dir, study: str) -> None:
         from pielab.folder.storage import local_dir
-        from pielab.sweep.tracking import WandbTracker
+        from pielab.sweep.tracking import WandbTracker, server_url, unreachable
 
         self.study = study
+        mode = settings["mode"]
+        # Checked by each run of the driver (a resume may find the server back): the first one that
+        # cannot reach it keeps the runs offline, with one line, rather than wait at every wandb.init.
+        self.offline_because: str | None = None
+        if mode == "online":
+            why = unreachable()
+            if why:
+                mode = "offline"
+                self.offline_because = (f"W&B at {server_url()} does not answer ({why}): this run's W&B runs are "
+                                        "kept offline in the sweep folder, to upload later")
         self.tracker = WandbTracker(sweep_dir=local_dir(sweep_dir), group=settings["group"],
                                     project=settings["project"], entity=settings.get("entity"),
-                                    mode=settings["mode"], tags=settings.get("tags"))
-        self.error: str | None = None  # the failure already shown and recorded (status.json tracking_error)
+                                    mode=mode, tags=settings.get("tags"))
+        self.error: str | None = self.offline_because  # shown and recorded (status.json tracking_error)
 
     def start(self, trial_id: str, config_flat: dict[str, Any]) -> None:
         """Open (or, after a resume, reopen) the trial's run with its resolved config."""
@@ -59,7 +69,7 @@ class TrackingHook:
 
     def new_error(self) -> str | None:
         """A W&B failure not yet reported, once: its one line (the tracker's worker thread only stores it)."""
-        if self.tracker.error is None or self.error is not None:
+        if self.tracker.error is None or self.error == self.tracker.error:
             return None
         self.error = self.tracker.error
         return self.error
