@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import textwrap
 import time
@@ -273,3 +274,10 @@ def lease_racer(setup: str, acquire: str) -> str:
             time.sleep(0.1)
         lease.release()
     """).format(setup=setup, acquire=acquire)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): a server that does not answer."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

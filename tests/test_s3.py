@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import assert_one_line_error, epochs_trained, sweep_env, tiny_spec, wait_for
+from helpers import assert_one_line_error, closed_port, epochs_trained, sweep_env, tiny_spec, wait_for
 
 BUCKET = "pielab"
 SECRET_KEY = "s3-secret-key-do-not-store-7f3a9c"
@@ -133,9 +133,12 @@ def assert_no_secret(fs, prefix: str, local_roots: list[Path], outputs: str) -> 
 # --------------------------------------------------------------------------- bad input, before Ray
 
 
+
+
 def test_remote_folder_without_a_study_database_is_one_line(tmp_path, cifar_path, pielab_exe):
     """(e) a folder on object storage needs storage.optuna: one line, exit 2, in seconds (no Ray, no
-    server contacted); the same for --out, for a malformed URI and for another scheme."""
+    server contacted); the same for --out, for a malformed URI and for another scheme; and an endpoint
+    where nothing answers is one line too."""
     spec_path = write_spec(tmp_path, tiny_spec(cifar_path, name="no-db"))
     env = sweep_env(tmp_path)
     cases = [
@@ -145,6 +148,10 @@ def test_remote_folder_without_a_study_database_is_one_line(tmp_path, cifar_path
         (["--set", "storage.path=hdfs://nn/sweeps"], "hdfs:// storage is not supported"),
         (["--set", "storage.path=s3://b/p", "--set", "storage.optuna=postgresql://u@h/db",
           "--set", "storage.endpoint=127.0.0.1:9000"], "storage.endpoint: '127.0.0.1:9000': expected http://HOST:PORT"),
+        # an object store that does not answer: one line naming the folder and the connection error
+        (["--out", "s3://bucket/sweeps/one", "--set", f"storage.endpoint=http://127.0.0.1:{closed_port()}",
+          "--set", f"storage.optuna=sqlite:///{tmp_path}/study.db"],
+         "cannot create the sweep folder in s3://bucket/sweeps/one"),
     ]
     for args, fragment in cases:
         proc = cli(pielab_exe, "sweep", str(spec_path), *args, env=env, timeout=120)

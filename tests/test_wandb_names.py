@@ -10,7 +10,6 @@ import glob
 import json
 import os
 import shlex
-import socket
 import subprocess
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import yaml
 from wandb.errors import UsageError
 from wandb.sdk.wandb_settings import Settings
 
-from helpers import tiny_spec
+from helpers import closed_port, tiny_spec
 from pielab.sweep.tracking import clean_tags, group_name, run_id, sweep_key
 
 NASTY = ["sweep ü #1", " lead and trail ", "a:b;c,d#e?f/g'h", "x" * 300, "", "-", "日本語",
@@ -88,12 +87,6 @@ def run_sweep(exe: list[str], root: Path, spec: dict, out: Path, *sets: str,
 def printed(proc: subprocess.CompletedProcess) -> str:
     return proc.stdout + proc.stderr
 
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow
