@@ -219,11 +219,17 @@ def _finish_report(console, outcome, spec, lease: DriverLease | None = None) -> 
 
 
 def _start_ray_for(spec, address: str | None, folder) -> bool:
-    """Start (or join) Ray once the spec has loaded and validated: bad input never pays for Ray. A local Ray's
+    """Start (or join) Ray once the spec has loaded and validated, and the study's database (when it is a
+    server) has answered: bad input and a database that is down never pay for Ray. A local Ray's
     processes carry the folder's mark (:mod:`pielab.sweep.leftovers`), so that what a killed driver leaves is
     found and ended by the next resume or status."""
     from pielab.sweep import leftovers, runner
 
+    url = spec.storage.optuna
+    if url and not url.startswith("sqlite"):
+        from pielab.sweep.search import check_storage
+
+        check_storage(url)
     if not address and not is_remote(folder):
         leftovers.mark(folder)
     return runner.start_ray(address)

@@ -617,6 +617,15 @@ class SweepStorage(optuna.storages.RDBStorage):
         raise AttributeError(name)
 
 
+CONNECT_TIMEOUT_S = 10
+
+
+def check_storage(url: str) -> None:
+    """Open the study database ``url`` once and close it, so that a server that does not answer (or
+    refuses the login) is one line before Ray starts, not after. Raises ConfigError as :func:`make_storage`."""
+    make_storage(url).engine.dispose()
+
+
 def make_storage(url: str, *, sweep_local: bool = False) -> optuna.storages.RDBStorage:
     """A :class:`SweepStorage` for ``url`` (Ray's OptunaSearch needs an instance, not a URL string).
 
@@ -626,6 +635,9 @@ def make_storage(url: str, *, sweep_local: bool = False) -> optuna.storages.RDBS
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    elif url.startswith(("postgresql", "mysql")):
+        # a server behind a firewall that drops packets: one line after 10 s, not the OS's two-minute wait
+        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     try:
         return SweepStorage(url, sweep_local=sweep_local, **kwargs)
     except Exception as exc:
