@@ -487,14 +487,15 @@ def status_command(sweep_dir: str) -> int:
     pending = 0 if finished else max(0, int(num_trials) - len(records) - len(left_out))
 
     # Who drives it now: the lease (any host), not a pid, which only this host could check.
-    holder = read_lease_for(folder.path, folder.optuna_storage)
-    alive = holder is not None and not holder.stale()
-    if finished:
+    holder = folder.driver()
+    word = folder.state(records, holder)
+    alive = word == "running"
+    if word == "finished":
         end = status.get("end")
         state = "finished" + (f" ({end})" if end and end != END_FINISHED else "")
     elif alive:
         state = f"running on host {holder.host} (pid {holder.pid}, lease renewed {max(0.0, holder.age()):.0f} s ago)"
-    elif records or status:
+    elif word == "interrupted":
         how = {END_TERMINATED: " by SIGTERM", END_USR1: " by SIGUSR1"}.get(status.get("end") or "", "")
         if status.get("end") == END_CRASHED:
             how = f" by an error in the driver ({status.get('crash') or 'no message'})"
