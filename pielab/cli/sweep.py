@@ -125,17 +125,6 @@ def _finish_report(console, outcome, spec, lost: Exception | None = None) -> int
 # --------------------------------------------------------------------------- commands
 
 
-def _end_leftovers(folder, console) -> None:
-    """End the Ray processes an earlier driver of this (local) folder left behind, and say so."""
-    if is_remote(folder):
-        return
-    from pielab.sweep import leftovers
-
-    ended = leftovers.end(folder)
-    if ended:
-        console.print(leftovers.describe(ended), markup=False, highlight=False)
-
-
 def _live(console):
     """The command's live view of a running sweep, for :mod:`pielab.sweep.driver`."""
     return lambda spec: LiveStatus(console, spec.name, spec.metric)
@@ -248,7 +237,9 @@ def status_command(sweep_dir: str) -> int:
     console = make_console()
     console.print(f"sweep {folder.name} ({folder.path}): {state}")
     if not alive:
-        _end_leftovers(folder.path, console)
+        from pielab.sweep.driver import end_leftovers  # Ray-free: the leftovers are found by their environment
+
+        end_leftovers(folder.path, console)
     for damaged in [*folder.damage, *engine]:
         console.print(damaged.line(), style="yellow", markup=False, highlight=False)
     elapsed = status.get("elapsed_s")

@@ -187,7 +187,7 @@ def _start_ray_for(spec, address: str | None, folder) -> bool:
     return runner.start_ray(address)
 
 
-def _end_leftovers(folder, console) -> None:
+def end_leftovers(folder, console) -> None:
     """End the Ray processes an earlier driver of this (local) folder left behind, and say so."""
     if is_remote(folder):
         return
@@ -357,7 +357,7 @@ def _refuse_damaged(folder: Path, console) -> None:
 def _resume(folder: Path, lease: DriverLease, t0: float, given, overrides, console, display: Display) -> Driven:
     changes: list = []
     _refuse_damaged(folder, console)
-    _end_leftovers(folder, console)  # we hold the lease: the earlier driver is gone
+    end_leftovers(folder, console)  # we hold the lease: the earlier driver is gone
     if given is not None:
         spec, spec_dict, what = given
         check_unchanged(folder, spec_dict, what=what)
