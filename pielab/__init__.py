@@ -30,6 +30,8 @@ def __getattr__(name: str):
         from pielab.api import launching
 
         value = getattr(launching, name)
+    elif name == "errors":
+        import pielab.errors as value  # pielab.errors.PielabError and its subclasses, without a separate import
     elif name == "train":
         import pielab.train as value  # the training loop's module, callable as pielab.train(config, out)
     else:

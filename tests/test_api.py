@@ -194,5 +194,7 @@ def test_every_name_the_readme_shows_from_python_is_called_here():
     untested = sorted(name for name in shown if name != "errors" and f".{name}" not in here)
     assert not untested, f"README's From Python shows names no test calls: {untested}"
     assert set(pielab.__all__) >= {"load_sweep", "run_sweep", "resume_sweep", "train", "Sweep"}
+    assert issubclass(pielab.errors.SweepInterrupted, KeyboardInterrupt)
+    assert issubclass(pielab.errors.UnknownTrial, pielab.errors.PielabError)
     for name in pielab.__all__:
         assert getattr(pielab, name).__doc__ or name == "__version__", name
