@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from pielab.errors import PielabError
+
 
 def write_atomic(path: str | Path, data: str | bytes | Callable[[Path], None], *, fsync: bool = False) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
@@ -124,3 +126,19 @@ def free_space(path: str | os.PathLike) -> str:
         if free >= size:
             return f"{free / size:.1f} {unit} free"
     return f"{free} bytes free"
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any work when the output folder cannot be created or written: :class:`PielabError`, one line."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise PielabError(f"{path}: cannot write here, {probe} is a file")
+    try:  # a real write: os.access says yes to root even where the filesystem refuses
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise PielabError(f"{path}: cannot write here, {probe} is not writable ({exc.strerror})") from None

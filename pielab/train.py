@@ -586,3 +586,135 @@ def fit(
         plot_curves(history, out, title=config.model_name)
     log(f"Training completed in {elapsed:.2f} seconds.")
     return summary
+
+
+# --------------------------------------------------------------------------- a run folder: `pielab train` / pielab.train()
+
+
+def _check_out(out: Path, target: str | None, overwrite: bool) -> None:
+    """Refuse an --out folder that holds anything (unless --overwrite), and always one where the run would
+    write over the config file being read."""
+    import os
+
+    if target and Path(target).is_file() and out.is_dir():
+        written = out / CONFIG_FILE
+        if written.exists() and os.path.samefile(written, target):
+            raise PielabError(f"--out {out}: the run would write its config.yaml over {target}, the config being "
+                              "read; pick another --out (--overwrite never replaces the input config)")
+    if not out.is_dir():
+        return
+    try:
+        entries = sorted(p.name for p in out.iterdir())
+    except OSError as exc:
+        raise PielabError(f"--out {out}: cannot list it ({exc.strerror or exc})") from None
+    if not entries:
+        return
+    if (out / CHECKPOINT_FILE).exists() and not overwrite:
+        raise PielabError(f"{out} already holds a run; continue it with `pielab train --resume {out}`, "
+                          "pick another --out, or pass --overwrite to replace it")
+    if not overwrite:
+        shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
+        raise PielabError(f"--out {out} is not empty ({shown}); pick an empty or new folder, "
+                          "or pass --overwrite to write the run's files there")
+
+
+def _clean_failed_start(out: Path, created: bool) -> None:
+    """A run that failed before its first checkpoint leaves nothing behind: its files, and the folder if it made it."""
+    if (out / CHECKPOINT_FILE).exists():
+        return  # a resumable run: keep it
+    for name in RUN_FILES:
+        try:
+            (out / name).unlink(missing_ok=True)
+        except OSError:
+            pass
+    if created:
+        try:
+            out.rmdir()  # only when empty: never anything but our own files
+        except OSError:
+            pass
+
+
+def fit_one_line(func, *args, **kwargs):
+    """Run ``fit``; what the machine cannot give (memory) becomes one line instead of a traceback."""
+    try:
+        return func(*args, **kwargs)
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        from pielab.text import one_line
+
+        raise PielabError(f"out of memory ({one_line(exc, 160)}); lower train.batch_size, the model's size "
+                          "or data.max_len") from None
+
+
+def run(config: str | Path | dict[str, Any] | Config, out: str | Path | None = None, *,
+        overrides: dict[str, Any] | list[str] | None = None, overwrite: bool = False, progress: bool = False,
+        warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train one model into a run folder: what ``pielab train`` does, and ``pielab.train(config, out)``.
+
+    Args:
+        config: a registered model name (``"myresnet34"``), a config YAML path (``pielab export``'s files), a
+            nested dict in the config's YAML form (``Sweep.config(trial_id)``), or a :class:`Config`.
+        out: the run folder (default ``runs/MODEL-TIMESTAMP``); it must be new or empty unless ``overwrite``.
+        overrides: ``{"train.epochs": 2}`` or ``["train.epochs=2"]``, as ``--set`` (dict or Config: applied on it).
+        overwrite: replace pielab's own run files in a non-empty ``out`` (``--overwrite``).
+        progress: show the per-epoch progress lines (the command does); warn: where a provenance mismatch
+            warning goes (default :func:`warnings.warn`).
+
+    Returns:
+        The run's summary (``summary.json``): ``best_val_acc``, ``test_acc`` (fractions), ``best_epoch``,
+        ``epochs_run``, ``train_time_s`` (seconds), ``params``, ``provenance``; plus ``run_dir``, the folder.
+
+    Raises:
+        ConfigError: a bad config or override (every problem, one line each); DataError: the data cannot be
+        found; PielabError: an unusable ``out``, out of memory; Diverged: a non-finite loss. A run that fails
+        before its first checkpoint leaves nothing behind.
+    """
+    from pielab.config import build_config, load_config, parse_set
+
+    if isinstance(overrides, (list, tuple)):
+        overrides = parse_set(overrides)
+    source = None
+    if isinstance(config, Config):
+        config = build_config(config.to_dict(), overrides=overrides) if overrides else config
+    elif isinstance(config, dict):
+        config = build_config(config, overrides=overrides)
+    else:
+        source = str(config)
+        config = load_config(config, overrides)
+    if config.provenance is not None:  # a saved or exported config: say when it was recorded with other versions
+        warning = provenance.mismatch_warning(config.provenance, source or "the config")
+        if warning:
+            if warn is None:
+                import warnings
+
+                warnings.warn(warning, stacklevel=2)
+            else:
+                warn(warning)
+    out = Path(out) if out else Path("runs") / f"{config.model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from pielab.files import check_writable
+
+    check_writable(out)
+    _check_out(out, source, overwrite)
+    if overwrite:
+        for name in RUN_FILES:  # the previous run's files: the new run writes its own
+            try:
+                (out / name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise PielabError(f"--overwrite: cannot remove {out / name} ({exc.strerror or exc})") from None
+    created = not out.exists()
+    try:
+        summary = fit_one_line(fit, config, out_dir=out, progress=progress, log=print if progress else None)
+    except BaseException:
+        _clean_failed_start(out, created)
+        raise
+    return {**summary, "run_dir": out}
+
+
+class _CallableModule(type(sys)):
+    """``pielab.train`` is this module (the training loop, which ``import pielab.train`` binds to that name
+    anyway) and, called, the public :func:`run`: ``pielab.train(config, out=None) -> dict``."""
+
+    def __call__(self, config, out=None, **kwargs):
+        return run(config, out, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -87,16 +87,20 @@ def _in(prefixes: tuple[str, ...]) -> list[str]:
 @pytest.mark.parametrize("layer, forbidden", [
     # the sweep folder: below data/ and train.py, readable on a machine with none of the engines
     (("pielab.folder",), ("ray", "optuna", "wandb", "torch", "pielab.sweep", "pielab.cli", "pielab.report",
-                          "pielab.train", "pielab.data", "pielab.models", "pielab.config")),
+                          "pielab.train", "pielab.data", "pielab.models", "pielab.config", "pielab.api")),
     # `pielab train` must run on a machine that has only torch
     (("pielab.train", "pielab.models", "pielab.data", "pielab.config"),
-     ("ray", "optuna", "wandb", "pielab.sweep", "pielab.cli", "pielab.report")),
+     ("ray", "optuna", "wandb", "pielab.sweep", "pielab.cli", "pielab.report", "pielab.api")),
     # a spec is checked before Ray starts (Optuna only for a space's distributions)
-    (("pielab.spec",), ("ray", "wandb", "pielab.sweep", "pielab.cli", "pielab.report", "pielab.train")),
+    (("pielab.spec",), ("ray", "wandb", "pielab.sweep", "pielab.cli", "pielab.report", "pielab.train", "pielab.api")),
     # reports are made from a folder copied off the cluster, without Ray (Optuna only for its figures)
-    (("pielab.report",), ("ray", "wandb", "pielab.sweep", "pielab.cli")),
-    # the engine and the reader never call back up into the commands
-    (("pielab.sweep",), ("pielab.cli",)),
+    (("pielab.report",), ("ray", "wandb", "pielab.sweep", "pielab.cli", "pielab.api")),
+    # the engine and the reader never call back up into the commands or the Python API
+    (("pielab.sweep",), ("pielab.cli", "pielab.api")),
+    # the Python API sits under the commands: it raises, they print
+    (("pielab.api",), ("wandb", "pielab.cli")),
+    # pielab.load_sweep in a process without Ray (and Optuna only when Sweep.study() asks, via report.tables)
+    (("pielab.api.reading",), ("ray", "optuna", "wandb", "pielab.sweep", "pielab.cli", "pielab.api.launching")),
 ])
 def test_layers_import_only_what_is_below_them(layer, forbidden):
     found = [f"{MODULES[n].relative_to(PIELAB.parent)}:{line}: imports {m}"

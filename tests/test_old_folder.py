@@ -42,6 +42,18 @@ def test_the_pickles_name_the_old_module_paths():
         assert name in tuner_pkl, name
 
 
+def test_an_old_folder_loads_from_python(old_sweep):
+    """pielab.load_sweep (issue 24) reads the previous release's killed folder as `pielab status` does."""
+    import pielab
+
+    sweep = pielab.load_sweep(old_sweep)
+    trials = sweep.trials_dataframe()
+    assert trials.shape[0] == 4 and sweep.status == "interrupted", trials
+    assert sorted(trials["state"]) == ["completed", "completed", "running", "running"]
+    assert sweep.best_trial["state"] == "completed" and sweep.config(sweep.best_trial["trial_id"])["train"]["epochs"] == 4
+    assert set(sweep.history()["trial_id"]) == set(trials["trial_id"])
+
+
 @pytest.mark.slow
 def test_an_old_killed_folder_reads_reports_exports_and_resumes(old_sweep, tmp_path, shared_data_dir, pielab_exe):
     env = sweep_env(tmp_path, PIELAB_DATA_DIR=str(shared_data_dir))

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -283,6 +284,13 @@ def test_sweep_on_s3_then_status_report_export(tmp_path, cifar_path, pielab_exe,
 
     wrong = cli(pielab_exe, "status", f"s3://{BUCKET}/nothing-here", env=env, cwd=tmp_path)
     assert_one_line_error(wrong, "no such sweep folder")
+
+    # the Python API reads the same URI (issue 24), in a process that never imports Ray
+    code = ("import pielab, sys; s = pielab.load_sweep(sys.argv[1]); print(s.trials_dataframe().shape, s.status); "
+            "assert 'ray' not in sys.modules")
+    api = subprocess.run([sys.executable, "-c", code, uri], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=120)
+    assert api.returncode == 0 and api.stdout.startswith("(3, ") and "finished" in api.stdout, api.stderr[-2000:]
 
     outputs = "".join(p.stdout + p.stderr for p in (sweep, status_out, report, default, export))
     assert_no_secret(fs, BUCKET, [tmp_path, Path(os.environ["RAY_TMPDIR"])], outputs)

@@ -10,30 +10,12 @@ Exit codes: :mod:`pielab.cli.codes` (the one definition; ``--help`` of ``sweep``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 from pielab.cli.codes import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERRUPTED, exit_code_for_signal
 from pielab.errors import PielabError
-
-
-def _check_writable(path: Path) -> None:
-    """Fail before any work when the output folder cannot be created or written."""
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise PielabError(f"{path}: cannot write here, {probe} is a file")
-    try:  # a real write: os.access says yes to root even where the filesystem refuses
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as exc:
-        raise PielabError(f"{path}: cannot write here, {probe} is not writable ({exc.strerror})") from None
+from pielab.files import check_writable
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -55,67 +37,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_out(out: Path, target: str | None, overwrite: bool) -> None:
-    """Refuse an --out folder that holds anything (unless --overwrite), and always one where the run would
-    write over the config file being read."""
-    from pielab.train import CHECKPOINT_FILE, CONFIG_FILE
-
-    if target and Path(target).is_file() and out.is_dir():
-        written = out / CONFIG_FILE
-        if written.exists() and os.path.samefile(written, target):
-            raise PielabError(f"--out {out}: the run would write its config.yaml over {target}, the config being "
-                              "read; pick another --out (--overwrite never replaces the input config)")
-    if not out.is_dir():
-        return
-    try:
-        entries = sorted(p.name for p in out.iterdir())
-    except OSError as exc:
-        raise PielabError(f"--out {out}: cannot list it ({exc.strerror or exc})") from None
-    if not entries:
-        return
-    if (out / CHECKPOINT_FILE).exists() and not overwrite:
-        raise PielabError(f"{out} already holds a run; continue it with `pielab train --resume {out}`, "
-                          "pick another --out, or pass --overwrite to replace it")
-    if not overwrite:
-        shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
-        raise PielabError(f"--out {out} is not empty ({shown}); pick an empty or new folder, "
-                          "or pass --overwrite to write the run's files there")
-
-
-def _clean_failed_start(out: Path, created: bool) -> None:
-    """A run that failed before its first checkpoint leaves nothing behind: its files, and the folder if it made it."""
-    from pielab.train import CHECKPOINT_FILE, RUN_FILES
-
-    if (out / CHECKPOINT_FILE).exists():
-        return  # a resumable run: keep it
-    for name in RUN_FILES:
-        try:
-            (out / name).unlink(missing_ok=True)
-        except OSError:
-            pass
-    if created:
-        try:
-            out.rmdir()  # only when empty: never anything but our own files
-        except OSError:
-            pass
-
-
-def _fit_one_line(func, *args, **kwargs):
-    """Run ``fit``; what the machine cannot give (memory) becomes one line instead of a traceback."""
-    import torch
-
-    try:
-        return func(*args, **kwargs)
-    except (MemoryError, torch.OutOfMemoryError) as exc:
-        from pielab.text import one_line
-
-        raise PielabError(f"out of memory ({one_line(exc, 160)}); lower train.batch_size, the model's size "
-                          "or data.max_len") from None
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from pielab.config import load_config
-    from pielab.train import CHECKPOINT_FILE, fit
+    from pielab.train import CHECKPOINT_FILE, fit, fit_one_line, run
 
     if args.resume:
         if args.target or args.set:
@@ -128,47 +51,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         # fit loads the checkpoint and refuses, in one line, one that is missing, unreadable, weights only
         # (a copied best.pt) or from other data, before it writes anything
-        _fit_one_line(fit, None, out_dir=run_dir, resume=run_dir / CHECKPOINT_FILE, progress=True)
+        fit_one_line(fit, None, out_dir=run_dir, resume=run_dir / CHECKPOINT_FILE, progress=True)
         print(f"Run folder: {run_dir}")
         return 0
     if not args.target:
         raise PielabError("pielab train needs a model name or a config YAML (see `pielab models`)")
-    config = load_config(args.target, args.set)
-    if config.provenance is not None:  # a saved or exported config: say when it was recorded with other versions
-        from pielab.provenance import mismatch_warning
-
-        warning = mismatch_warning(config.provenance, args.target)
-        if warning:
-            print(warning, file=sys.stderr, flush=True)
-    out = Path(args.out) if args.out else Path("runs") / f"{config.model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    _check_writable(out)
-    _check_out(out, args.target, args.overwrite)
-    if args.overwrite:
-        from pielab.train import RUN_FILES
-
-        for name in RUN_FILES:  # the previous run's files: the new run writes its own
-            try:
-                (out / name).unlink(missing_ok=True)
-            except OSError as exc:
-                raise PielabError(f"--overwrite: cannot remove {out / name} ({exc.strerror or exc})") from None
-    created = not out.exists()
-    try:
-        _fit_one_line(fit, config, out_dir=out, progress=True)
-    except BaseException:
-        _clean_failed_start(out, created)
-        raise
-    print(f"Run folder: {out}")
+    summary = run(args.target, args.out, overrides=args.set, overwrite=args.overwrite, progress=True,
+                  warn=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"Run folder: {summary['run_dir']}")
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pielab.cli.sweep import sweep_command
-    from pielab.folder.storage import is_remote
 
-    if args.out and not is_remote(args.out):  # object storage is checked when the folder is made
-        _check_writable(Path(args.out))
-    if args.resume_if_exists and not args.out:
-        raise PielabError("--resume-if-exists needs --out DIR (the folder that a rerun continues)")
     return sweep_command(args.spec, args.set, args.out, args.address, resume_if_exists=args.resume_if_exists,
                          warm_from=args.warm_from)
 
@@ -195,7 +91,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pielab.cli.report import report_command
 
     if args.out:
-        _check_writable(Path(args.out))
+        check_writable(Path(args.out))
     return report_command(args.sweep_dir, args.out)
 
 
@@ -203,7 +99,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pielab.cli.report import export_command
 
     if args.out:
-        _check_writable(Path(args.out))
+        check_writable(Path(args.out))
     return export_command(args.sweep_dir, args.top, args.out, pareto=args.pareto)
 
 

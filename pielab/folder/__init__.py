@@ -31,7 +31,7 @@ from pielab.folder.records import (  # noqa: F401
     budget_reached, results_rows, write_results_csv,
 )
 from pielab.folder.reader import (  # noqa: F401
-    load_records, metric_mode, objectives_of, study_name, SweepFolder,
+    load_records, metric_mode, objectives_of, study_name, SweepFolder, SWEEP_STATES,
 )
 from pielab.folder.storage import (  # noqa: F401
     ObjectPath, SweepPath, is_remote, location, read_json, read_text, write_atomic, write_json,

@@ -92,6 +92,10 @@ def study_name(sweep_dir: str | SweepPath) -> str:
     return str(recorded) if isinstance(recorded, str) and recorded else folder.name
 
 
+# SweepFolder.state()'s answers
+SWEEP_STATES = ("finished", "running", "interrupted", "not started")
+
+
 @dataclass
 class SweepFolder:
     """A sweep folder opened for reading: its spec, its status and its trials, by this module's rules.
@@ -198,6 +202,25 @@ class SweepFolder:
     def usage(self, records: dict[str, TrialRecord] | None = None) -> dict[str, float]:
         """CPU-hours and GPU-hours used so far (:func:`resource_usage` with the spec's resources)."""
         return resource_usage(self.records() if records is None else records, trial_resources(self.spec))
+
+    def driver(self):
+        """The lease record of the driver that holds (or last held) the folder, or None: a lease file, or on object
+        storage a row in the study's database (:func:`pielab.folder.dblease.read_lease_for`)."""
+        from pielab.folder.dblease import read_lease_for
+
+        return read_lease_for(self.path, self.optuna_storage)
+
+    def state(self, records: dict[str, TrialRecord] | None = None, holder=None) -> str:
+        """What the sweep is doing, in one word of :data:`SWEEP_STATES`: ``finished`` (status.json says so),
+        ``running`` (a driver holds a live lease, on any host), ``interrupted`` (it has trials or a status.json
+        but no live driver: ``pielab resume`` continues it) or ``not started``. ``holder``: :meth:`driver`'s
+        answer when the caller already has it."""
+        if self.status.get("finished"):
+            return "finished"
+        holder = self.driver() if holder is None else holder
+        if holder is not None and not holder.stale():
+            return "running"
+        return "interrupted" if (self.records() if records is None else records) or self.status else "not started"
 
     def pareto(self, records: dict[str, TrialRecord] | None = None) -> list[TrialRecord]:
         """The Pareto front (:func:`pareto_records`); empty for a single-objective sweep."""

@@ -20,9 +20,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from pielab.errors import PielabError
-from pielab.folder import OPTUNA_DB, STATUS_FILE, STUDY_KEY
-from pielab.report.tables import Sweep
+from pielab.report.tables import Sweep, load_study
 from pielab.text import fmt_value
 
 DPI = 120
@@ -334,25 +332,8 @@ def grad_figure(sweep: Sweep) -> Figure:
 
 
 def _load_study(sweep: Sweep):
-    """The sweep's Optuna study (``optuna.db`` or ``storage.optuna``), or (None, why not)."""
-    try:
-        import optuna
-    except ImportError:
-        return None, "optuna is not installed"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        url = sweep.folder.study_url(must_exist=True)
-    except PielabError:
-        return None, f"the sweep folder has no {OPTUNA_DB}"
-    name = sweep.folder.study  # recorded by the runner (pielab.folder.study_name)
-    try:
-        names = optuna.study.get_all_study_names(storage=url)  # names only: summaries read every trial
-        if name not in names:
-            return None, (f"no study named {name!r} (from {STATUS_FILE} {STUDY_KEY!r}, else the folder's name) in the "
-                          f"Optuna storage (found: {', '.join(names) or 'none'})")
-        return optuna.load_study(study_name=name, storage=url), ""
-    except Exception as exc:  # a locked, foreign or unreachable database must not stop the report
-        return None, f"could not open the Optuna study ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})"
+    """The sweep's Optuna study, or (None, why not): :func:`pielab.report.tables.load_study`."""
+    return load_study(sweep.folder)
 
 
 def _importance_caveat(message: Warning | str) -> str:

@@ -30,7 +30,7 @@ import pandas as pd
 from pielab.config import config_from_dict, flatten, load_yaml
 from pielab.errors import PielabError
 from pielab.folder import (
-    CONFIG_FILE, END_COMPLETED, FAILED_STATES, STATES, TRIALS_DIR, SweepFolder, TrialRecord, pareto_records, rank_records,
+    CONFIG_FILE, OPTUNA_DB, STATUS_FILE, STUDY_KEY, END_COMPLETED, FAILED_STATES, STATES, TRIALS_DIR, SweepFolder, TrialRecord, pareto_records, rank_records,
     trial_resources,
 )
 from pielab.text import fmt_value
@@ -57,6 +57,7 @@ class Sweep:
     hparams: list[str]  # dotted config keys that vary across trials (seed and OWN_COLUMNS excluded)
     notes: list[str] = field(default_factory=list)  # what was skipped and why, for the HTML page
     pareto_ids: list[str] = field(default_factory=list)  # the Pareto front (multi-objective), first objective best first
+    flats: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial id -> config.yaml by dotted key
 
     @property
     def objectives(self) -> list[tuple[str, str]]:
@@ -184,10 +185,12 @@ def _varying_keys(flats: list[dict[str, Any]], order: list[str]) -> list[str]:
     return ranked + [k for k in varying if k not in ranked]
 
 
-def load_sweep(sweep_dir: str | Path) -> Sweep:
-    """Read a sweep folder; a folder that is not one, or has no trials yet, raises PielabError (one line)."""
-    folder = SweepFolder.open(sweep_dir)
-    if not (folder.path / TRIALS_DIR).is_dir():
+def load_sweep(sweep_dir: str | Path | SweepFolder, *, allow_empty: bool = False) -> Sweep:
+    """Read a sweep folder (a path, a URI, or a :class:`SweepFolder` already opened); a folder that is not one,
+    or has no trials yet, raises PielabError (one line). ``allow_empty`` (the Python API, which reads a sweep
+    that has just started): no trials yet gives a ``Sweep`` with an empty ``trials`` frame instead."""
+    folder = sweep_dir if isinstance(sweep_dir, SweepFolder) else SweepFolder.open(sweep_dir)
+    if not (folder.path / TRIALS_DIR).is_dir() and not allow_empty:
         raise PielabError(f"{folder.path} is not a sweep folder (no {TRIALS_DIR}/)")
     space = folder.spec.get("space") if isinstance(folder.spec.get("space"), dict) else {}
     space_keys = list((space.get("parameters") or {}) if isinstance(space, dict) else {})
@@ -206,6 +209,9 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
         records[trial_id], configs[trial_id] = rec, config
         metrics[trial_id] = pd.DataFrame([rec.rows[e] for e in sorted(rec.rows)])
     notes[:0] = folder.damage_lines()  # damaged files first: what they leave out changes what the report says
+    if not records and allow_empty:
+        return Sweep(folder=folder, records={}, trials=pd.DataFrame(columns=_EMPTY_COLUMNS), metrics={}, configs={},
+                     hparams=[], notes=notes)
     if not records:
         raise PielabError(f"{folder.path}: no trials yet ({TRIALS_DIR}/ has no trial with a {CONFIG_FILE})"
                           + (f"; {folder.damage_lines()[0]}" if folder.damage else ""))
@@ -228,7 +234,36 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     if folder.objectives:
         trials["pareto"] = trials["trial_id"].isin(pareto_ids)
     return Sweep(folder=folder, records=records, trials=trials, metrics=metrics, configs=configs, hparams=hparams,
-                 notes=notes, pareto_ids=pareto_ids)
+                 notes=notes, pareto_ids=pareto_ids, flats=dict(zip(trials["trial_id"], flats)))
+
+
+# The columns of _trial_row, for a sweep without trials yet (load_sweep(allow_empty=True)).
+_EMPTY_COLUMNS = ["trial_id", "state", "reason", "model", "depth", "residual", "seed", "best_val_acc", "best_epoch",
+                  "test_acc", "test_epoch", "epochs", "planned_epochs", "full", "train_time_s", "params",
+                  "grad_ratio_mean", "grad_ratio_epoch1", "score", "rank", "group"]
+
+
+def load_study(folder: SweepFolder):
+    """The sweep's Optuna study (``optuna.db`` or ``storage.optuna``), or (None, why not): the importance
+    figure's and the Python API's (``Sweep.study()``). Optuna is imported here, only when called."""
+    try:
+        import optuna
+    except ImportError:
+        return None, "optuna is not installed"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        url = folder.study_url(must_exist=True)
+    except PielabError:
+        return None, f"the sweep folder has no {OPTUNA_DB}"
+    name = folder.study  # recorded by the runner (pielab.folder.study_name)
+    try:
+        names = optuna.study.get_all_study_names(storage=url)  # names only: summaries read every trial
+        if name not in names:
+            return None, (f"no study named {name!r} (from {STATUS_FILE} {STUDY_KEY!r}, else the folder's name) in the "
+                          f"Optuna storage (found: {', '.join(names) or 'none'})")
+        return optuna.load_study(study_name=name, storage=url), ""
+    except Exception as exc:  # a locked, foreign or unreachable database must not stop the report
+        return None, f"could not open the Optuna study ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})"
 
 
 # --------------------------------------------------------------------------- tables
