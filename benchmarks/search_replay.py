@@ -176,14 +176,14 @@ def suggest(trial) -> dict:
     }
 
 
-def simulate(curves, sampler, asha: bool, budget: int, target: float) -> tuple[float, bool, int]:
+def simulate(curves, sampler, asha: bool, budget: int, target: float, rungs=RUNGS) -> tuple[float, bool, int]:
     """Run ``budget`` trials on SLOTS simulated slots; returns (trial-epoch seconds spent until the target was
     first reached, or all spent; whether it was reached; trial-epochs spent)."""
     import numpy as np
     import optuna
 
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    recorded: dict[int, list[float]] = {r: [] for r in RUNGS[:-1]}  # ASHA's values at each rung so far
+    recorded: dict[int, list[float]] = {r: [] for r in rungs[:-1]}  # ASHA's values at each rung so far
     events: list[tuple[float, int, int]] = []  # (finish time of the trial's next epoch, tie-break, trial index)
     running: dict[int, dict] = {}
     order = itertools.count()
@@ -250,12 +250,13 @@ def replay(args) -> None:
     target = finals[int(math.ceil(args.percentile / 100 * len(finals))) - 1]
     print(f"{len(curves)} configurations recorded ({missing} missing), target val/acc {target:.3f} (the "
           f"{args.percentile:g}th percentile of {len(finals)} final accuracies; best {finals[-1]:.3f})")
+    rungs = tuple(int(r) for r in args.rungs.split(","))
     ratios = []
     for seed in range(args.seeds):
         rand = simulate(curves, optuna.samplers.RandomSampler(seed=seed), False, args.budget, target)
         tpe_sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=args.startup, multivariate=True,
                                                  constant_liar=True)
-        tpe = simulate(curves, tpe_sampler, True, args.budget, target)
+        tpe = simulate(curves, tpe_sampler, True, args.budget, target, rungs)
         ratio = rand[0] / tpe[0]
         bound = "" if rand[1] and tpe[1] else (" (random never reached it: at least)" if tpe[1] else
                                                 " (TPE+ASHA never reached it: at most)" if rand[1] else " (neither)")
@@ -280,6 +281,8 @@ def main() -> None:
     rep.add_argument("--budget", type=int, default=48, help="trials per arm and seed")
     rep.add_argument("--startup", type=int, default=8, help="TPE's random start-up trials")
     rep.add_argument("--percentile", type=float, default=90.0)
+    rep.add_argument("--rungs", default=",".join(map(str, RUNGS)),
+                     help="ASHA's rungs, the last one the full length (default 1,3,9: grace period 1, factor 3)")
     args = parser.parse_args()
     record(args) if args.command == "record" else replay(args)
 
