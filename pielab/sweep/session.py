@@ -80,16 +80,23 @@ def check_reachable(address: str, timeout: float = 3.0) -> None:
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit():
         raise PielabError(f"--address {address}: expected HOST:PORT (such as 10.0.0.1:6379), ray://HOST:PORT or auto")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        if isinstance(exc, socket.timeout):
-            reason = f"no answer within {timeout:g} s"
+    reason = tcp_problem(host.strip("[]"), int(port), timeout)
+    if reason:
         raise PielabError(
             f"cannot reach a Ray cluster at {address} ({reason}); start one with `ray start --head` or fix --address"
         ) from None
+
+
+def tcp_problem(host: str, port: int, timeout: float) -> str | None:
+    """Why nothing at ``host:port`` takes a TCP connection within ``timeout`` seconds (the OS's reason, such
+    as ``Connection refused``, or ``no answer within 3 s``), or None when something does."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except socket.timeout:
+        return f"no answer within {timeout:g} s"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
 
 
 def cluster_address(address: str | None) -> str | None:

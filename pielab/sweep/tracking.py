@@ -36,7 +36,6 @@ import netrc
 import os
 import queue
 import re
-import socket
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -129,15 +128,15 @@ def unreachable(timeout: float = 3.0) -> str | None:
     (``connection refused``, ``no answer within 3 s``, a name that does not resolve), or None when it does."""
     from urllib.parse import urlsplit
 
+    from pielab.sweep.session import tcp_problem
+
     url = urlsplit(server_url())
     try:
         port = url.port or (80 if url.scheme == "http" else 443)
-        with socket.create_connection((url.hostname or "", port), timeout=timeout):
-            return None
-    except socket.timeout:
-        return f"no answer within {timeout:g} s"
-    except (OSError, ValueError) as exc:
-        return (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).lower()
+    except ValueError as exc:  # a port that is not a number
+        return str(exc).lower()
+    why = tcp_problem(url.hostname or "", port, timeout)
+    return why.lower() if why else None
 
 
 def resolve_mode(enabled: bool, mode: str | None) -> str:
