@@ -121,24 +121,24 @@ def maybe_fault(faults: list[Fault], trial_id: str, epoch: int) -> None:
             time.sleep(fault.seconds)
 
 
+def _driver_fault(kind: str, epoch: int) -> bool:
+    """Whether the driver fault ``kind`` of ``PIELAB_FAULTS`` fires at ``epoch`` now (once per process)."""
+    if not os.environ.get(ENV) or kind in _DRIVER_FIRED:
+        return False
+    if any(f.kind == kind and f.epoch == epoch for f in parse(os.environ[ENV])):
+        _DRIVER_FIRED.append(kind)
+        return True
+    return False
+
+
 def maybe_driver_fault(epoch: int) -> None:
     """In the driver: raise the ``driver`` fault of ``PIELAB_FAULTS`` when a trial's epoch ``epoch`` is
     recorded (once per process). Nothing unless the variable is set."""
-    if not os.environ.get(ENV) or "driver" in _DRIVER_FIRED:
-        return
-    for fault in parse(os.environ[ENV]):
-        if fault.kind == "driver" and fault.epoch == epoch:
-            _DRIVER_FIRED.append("driver")
-            raise RuntimeError(f"injected driver fault at epoch {epoch}")
+    if _driver_fault("driver", epoch):
+        raise RuntimeError(f"injected driver fault at epoch {epoch}")
 
 
 def budget_fault(epoch: int) -> str | None:
     """In the driver's stopper: the reason to end the sweep's budget now, when ``PIELAB_FAULTS`` holds
     ``budget@epoch=N`` and this is the first result of epoch N (once per process); else None."""
-    if not os.environ.get(ENV) or "budget" in _DRIVER_FIRED:
-        return None
-    for fault in parse(os.environ[ENV]):
-        if fault.kind == "budget" and fault.epoch == epoch:
-            _DRIVER_FIRED.append("budget")
-            return f"injected budget fault at epoch {epoch}"
-    return None
+    return f"injected budget fault at epoch {epoch}" if _driver_fault("budget", epoch) else None
