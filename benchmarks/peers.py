@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 
 import yaml
+from soak import rss_bytes
+from sweep_overhead import first_batches
 
 REPO = Path(__file__).resolve().parents[1]
 SLOTS = 2
@@ -83,13 +85,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return (rss_bytes(pid) or 0) / 2**20
 
 
 class TreeMemory(threading.Thread):
@@ -152,12 +148,7 @@ def arm_pielab(base: dict, args, seed: int, tmp: Path) -> dict:
     exe = Path(sys.executable).with_name("pielab")
     began, wall, driver, tree = run_measured([str(exe), "sweep", str(spec_path), "--out", str(out)], env,
                                              tmp / "pielab.log")
-    firsts = []
-    for journal in (out / "tune").glob("*/epochs.log"):
-        for line in journal.read_text().splitlines():
-            if "first_batch_at=" in line:
-                firsts.append(float(line.split("first_batch_at=")[1].split()[0]))
-                break
+    firsts = [began + t for t in first_batches(out, began)]  # from the trials' journals
     results = [json.loads(p.read_text()) for p in (out / "trials").glob("*/result.json")]
     ends = [p.stat().st_mtime for p in (out / "trials").glob("*/metrics.csv")]
     best = max((r.get("best_val_acc") or 0.0) for r in results) if results else float("nan")
