@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -409,8 +410,8 @@ def test_optuna_study_on_postgresql(tmp_path, cifar_path, pielab_exe):
 
 
 def test_database_password_never_shown(tmp_path, cifar_path, pielab_exe):
-    """An unreachable PostgreSQL URL with a password: one line, exit 2, the password masked, and no
-    half-made sweep folder left behind."""
+    """An unreachable PostgreSQL URL with a password, and a server that never answers: one line each, exit 2,
+    the password masked, and no half-made sweep folder left behind."""
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(tiny_spec(cifar_path, name="pg-bad")))
     out = tmp_path / "out"
@@ -426,6 +427,17 @@ def test_database_password_never_shown(tmp_path, cifar_path, pielab_exe):
     proc = run_cli(pielab_exe, "sweep", str(spec_path), "--set", "storage.optuna=postgres:/u:s3cret-pw-42@h",
                    "--out", str(out), env=sweep_env(tmp_path))
     assert proc.returncode == 2 and "s3cret-pw-42" not in proc.stdout + proc.stderr, proc.stderr
+    # a server that takes the connection and never answers (as one behind a firewall's proxy): without
+    # pielab's connect_timeout, psycopg would wait for ever and this call would hit its 120 s timeout
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"postgresql://pielab:s3cret-pw-42@127.0.0.1:{silent.getsockname()[1]}/pielab"
+        proc = run_cli(pielab_exe, "sweep", str(spec_path), "--set", f"storage.optuna={url}", "--out", str(out),
+                       env=sweep_env(tmp_path))
+    line = assert_one_line_error(proc, "connection timeout expired")
+    assert "s3cret-pw-42" not in proc.stdout + proc.stderr, line
+    assert not out.exists() or not any(out.rglob("*")), list(out.rglob("*"))
 
 
 # --------------------------------------------------------------------------- 6. bad input to the sweep commands

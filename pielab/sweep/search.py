@@ -636,7 +636,8 @@ def make_storage(url: str, *, sweep_local: bool = False) -> optuna.storages.RDBS
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     elif url.startswith(("postgresql", "mysql")):
-        # a server behind a firewall that drops packets: one line after 10 s, not the OS's two-minute wait
+        # a server that takes the connection and never answers (a proxy, a hung server): one line after
+        # 10 s; without it psycopg waits for ever
         kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     try:
         return SweepStorage(url, sweep_local=sweep_local, **kwargs)
