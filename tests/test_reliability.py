@@ -468,6 +468,9 @@ def test_sweep_commands_bad_input_one_line_exit_2(tmp_path, cifar_path, pielab_e
         (["resume", str(tmp_path)], "not a sweep folder"),
         (["report", str(tmp_path)], "not a sweep folder"),
         (["resume", str(tmp_path / "nope")], "no such sweep folder"),
+        (["sweep", spec_file("driver"), "--set", "storage.optuna=mysql+pymysql://u:pw@127.0.0.1/db", "--out",
+          str(out)], "the database driver for 'mysql+pymysql' is not installed (no module 'pymysql'): "
+                     "pip install pymysql"),
     ]
     for args, fragment in cases:
         assert_one_line_error(run_cli(pielab_exe, *args, env=env), fragment)
