@@ -4,6 +4,7 @@ matplotlib and the pielab data cache are pointed there before anything imports t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -46,6 +47,31 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
+
+# Tests that kill or signal processes (a driver's kill -9, Ctrl-C, SIGTERM, a lost node, a Slurm time limit)
+# run one at a time, in one xdist group; every other test spreads over both workers (`-n 2 --dist loadgroup`
+# in pyproject.toml). Under two workers, two such tests at once raced each other's timing. The rule reads
+# the files, so a new test of that kind joins the group with no list to keep: a test module is in it when
+# its source sends a signal, or imports a helper module of tests/ that does.
+INTERRUPTS = re.compile(r"SIGKILL|SIGINT|SIGTERM|SIGUSR1|os\.kill\(|send_signal\(|\.kill\(\)|killpg")
+INTERRUPT_GROUP = "interrupts"
+
+
+def interrupting_modules(folder: Path) -> set[str]:
+    """Stems of the test modules in ``folder`` that belong to the interrupts group."""
+    sources = {path.stem: path.read_text() for path in folder.glob("*.py")}
+    helpers = {stem for stem, text in sources.items() if not stem.startswith("test_") and INTERRUPTS.search(text)}
+    uses_helper = re.compile(rf"^\s*(?:from|import)\s+({'|'.join(map(re.escape, helpers)) or '(?!)'})\b", re.M)
+    return {stem for stem, text in sources.items()
+            if stem.startswith("test_") and (INTERRUPTS.search(text) or uses_helper.search(text))}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    grouped = interrupting_modules(Path(__file__).parent)
+    for item in items:
+        if item.path.stem in grouped:
+            item.add_marker(pytest.mark.xdist_group(INTERRUPT_GROUP))
 
 
 @pytest.fixture(scope="session")
