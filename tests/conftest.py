@@ -52,26 +52,48 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # Tests that kill or signal processes (a driver's kill -9, Ctrl-C, SIGTERM, a lost node, a Slurm time limit)
 # run one at a time, in one xdist group; every other test spreads over both workers (`-n 2 --dist loadgroup`
 # in pyproject.toml). Under two workers, two such tests at once raced each other's timing. The rule reads
-# the files, so a new test of that kind joins the group with no list to keep: a test module is in it when
-# its source sends a signal, or imports a helper module of tests/ that does.
+# the test files, so a new test of that kind joins the group with no list to keep: a test is in it when its
+# own code sends a signal, or names a function or fixture of its module that does, or uses a helper module
+# of tests/ that does (the Slurm cluster, the S3 server).
 INTERRUPTS = re.compile(r"SIGKILL|SIGINT|SIGTERM|SIGUSR1|os\.kill\(|send_signal\(|\.kill\(\)|killpg")
 INTERRUPT_GROUP = "interrupts"
+_TOP_LEVEL_DEF = re.compile(r"^(?:async\s+)?def\s+(\w+)", re.M)
 
 
-def interrupting_modules(folder: Path) -> set[str]:
-    """Stems of the test modules in ``folder`` that belong to the interrupts group."""
+def top_level_blocks(text: str) -> dict[str, str]:
+    """``{name: source}`` of a module's top-level functions, each from its ``def`` to the next one."""
+    found = list(_TOP_LEVEL_DEF.finditer(text))
+    return {m.group(1): text[m.start():(found[i + 1].start() if i + 1 < len(found) else len(text))]
+            for i, m in enumerate(found)}
+
+
+def interrupting_tests(folder: Path) -> set[tuple[str, str]]:
+    """``(module stem, test function name)`` of every test in ``folder`` that belongs to the interrupts group."""
     sources = {path.stem: path.read_text() for path in folder.glob("*.py")}
     helpers = {stem for stem, text in sources.items() if not stem.startswith("test_") and INTERRUPTS.search(text)}
-    uses_helper = re.compile(rf"^\s*(?:from|import)\s+({'|'.join(map(re.escape, helpers)) or '(?!)'})\b", re.M)
-    return {stem for stem, text in sources.items()
-            if stem.startswith("test_") and (INTERRUPTS.search(text) or uses_helper.search(text))}
+    grouped = set()
+    for stem, text in sources.items():
+        if not stem.startswith("test_"):
+            continue
+        blocks = top_level_blocks(text)
+        imported = {h for h in helpers if re.search(rf"^\s*(?:from|import)\s+{re.escape(h)}\b", text, re.M)}
+        senders = {name for name, block in blocks.items() if INTERRUPTS.search(block)}
+        names = senders | imported
+        for name, block in blocks.items():
+            body = block.split("\n", 1)[0] + "\n" + block.split("\n", 1)[-1]
+            if name.startswith("test_") and (name in senders or any(
+                    re.search(rf"\b{re.escape(other)}\b", body) for other in names - {name})):
+                grouped.add((stem, name))
+    return grouped
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    grouped = interrupting_modules(Path(__file__).parent)
+    """Each test's xdist group: the interrupts group, else its module (a module's tests stay on one worker, so
+    a module-scoped fixture, often a whole sweep, runs once)."""
+    grouped = interrupting_tests(Path(__file__).parent)
     for item in items:
-        if item.path.stem in grouped:
-            item.add_marker(pytest.mark.xdist_group(INTERRUPT_GROUP))
+        interrupts = (item.path.stem, getattr(item, "originalname", item.name)) in grouped
+        item.add_marker(pytest.mark.xdist_group(INTERRUPT_GROUP if interrupts else item.path.stem))
 
 
 @pytest.fixture(scope="session")

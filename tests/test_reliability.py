@@ -617,4 +617,9 @@ def test_a_full_disk_stops_the_sweep_in_one_line_and_a_copy_resumes(tmp_path, ci
     resumed = subprocess.run([*pielab_exe, "resume", str(big)], capture_output=True, text=True, env=env, timeout=900)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     res = results(big)
-    assert len(res) == 4 and all(r["state"] == "completed" for r in res.values()), res
+    # A trial that had started when the disk filled, before Tune could save it, is not resumed: it is recorded
+    # with that reason and a new trial takes its place (RELIABILITY 1c), so num_trials still complete.
+    done = [r for r in res.values() if r["state"] == "completed"]
+    replaced = [r for r in res.values() if r["state"] != "completed"]
+    assert len(done) == 4, res
+    assert all(r["state"] == "failed" and "a new trial took its place" in r["reason"] for r in replaced), replaced
