@@ -29,9 +29,17 @@ its ratio is a bound). The last line prints the median over seeds with a 95% boo
 
     .venv/bin/python benchmarks/search_replay.py record [--out benchmarks/tables/cifar10_cpu.csv] [--workers 2]
     .venv/bin/python benchmarks/search_replay.py replay [--table ...] [--seeds 20] [--budget 48]
+    .venv/bin/python benchmarks/search_replay.py confirm [--seeds 3] [--budget 48] [--keep DIR]
 
 ``record`` trains the 240 configurations (about 15 minutes on 2 quiet cores) and can be stopped and
 rerun: it keeps the rows it has. ``replay`` needs only the table (committed).
+
+``confirm`` checks the replay against the real thing: for each seed, two real ``pielab sweep`` runs (through
+``benchmarks/search.py``'s runner) on the same task and space, random + FIFO and TPE + ASHA with the replay's
+settings, the sampler seed shared by both arms and the training seed 0 as in the table. Compute is counted as
+in the replay (trial-epoch seconds from each trial's ``metrics.csv``, in completion order, up to the first
+epoch at the table's target), and each seed's real ratio is printed beside the replay's for the same seed.
+About 4 minutes a seed on 2 quiet cores.
 """
 
 from __future__ import annotations
@@ -240,32 +248,146 @@ def bootstrap_median(values: list[float], rounds: int = 10000, seed: int = 0) ->
     return medians[int(0.025 * rounds)], medians[int(0.975 * rounds) - 1]
 
 
+def target_of(curves, percentile: float) -> tuple[float, list[float]]:
+    """The target val/acc (the ``percentile``-th percentile of the recorded final accuracies) and those finals."""
+    finals = sorted(c[-1][0] for c in curves.values() if len(c) == EPOCHS and not math.isnan(c[-1][0]))
+    return finals[int(math.ceil(percentile / 100 * len(finals))) - 1], finals
+
+
+def bound_of(rand_reached: bool, tpe_reached: bool) -> str:
+    if rand_reached and tpe_reached:
+        return ""
+    if tpe_reached:
+        return " (random never reached it: at least)"
+    return " (TPE+ASHA never reached it: at most)" if rand_reached else " (neither)"
+
+
+def replay_seed(curves, seed: int, args, target: float) -> tuple[tuple, tuple]:
+    """One paired seed on the simulated clock: (random's, TPE+ASHA's) ``simulate`` results."""
+    import optuna
+
+    rungs = tuple(int(r) for r in args.rungs.split(","))
+    rand = simulate(curves, optuna.samplers.RandomSampler(seed=seed), False, args.budget, target)
+    tpe_sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=args.startup, multivariate=True,
+                                             constant_liar=True)
+    return rand, simulate(curves, tpe_sampler, True, args.budget, target, rungs)
+
+
 def replay(args) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     curves = load_table(Path(args.table))
     missing = len(configs()) - len(curves)
-    finals = sorted(c[-1][0] for c in curves.values() if len(c) == EPOCHS and not math.isnan(c[-1][0]))
-    target = finals[int(math.ceil(args.percentile / 100 * len(finals))) - 1]
+    target, finals = target_of(curves, args.percentile)
     print(f"{len(curves)} configurations recorded ({missing} missing), target val/acc {target:.3f} (the "
           f"{args.percentile:g}th percentile of {len(finals)} final accuracies; best {finals[-1]:.3f})")
-    rungs = tuple(int(r) for r in args.rungs.split(","))
     ratios = []
     for seed in range(args.seeds):
-        rand = simulate(curves, optuna.samplers.RandomSampler(seed=seed), False, args.budget, target)
-        tpe_sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=args.startup, multivariate=True,
-                                                 constant_liar=True)
-        tpe = simulate(curves, tpe_sampler, True, args.budget, target, rungs)
+        rand, tpe = replay_seed(curves, seed, args, target)
         ratio = rand[0] / tpe[0]
-        bound = "" if rand[1] and tpe[1] else (" (random never reached it: at least)" if tpe[1] else
-                                                " (TPE+ASHA never reached it: at most)" if rand[1] else " (neither)")
         ratios.append(ratio)
         print(f"seed {seed:2d}: random {rand[0]:7.1f} s ({rand[2]:3d} trial-epochs), TPE+ASHA {tpe[0]:7.1f} s "
-              f"({tpe[2]:3d}): {ratio:.2f}x{bound}")
+              f"({tpe[2]:3d}): {ratio:.2f}x{bound_of(rand[1], tpe[1])}")
     low, high = bootstrap_median(ratios)
     print(f"median over {len(ratios)} seeds: {statistics.median(ratios):.2f}x less compute for TPE+ASHA to reach "
           f"the target (95% bootstrap interval {low:.2f}-{high:.2f}; target >= 3x)")
+
+
+# --------------------------------------------------------------------------- confirm with real sweeps
+
+# The replay's space as a pielab spec: the same ranges and choices as ``suggest``.
+SPACE = {
+    "train.lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True},
+    "train.optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+    "train.weight_decay": {"type": "float", "low": 1.0e-6, "high": 1.0e-2, "log": True},
+    "model.depth": {"type": "categorical", "choices": [10, 18]},
+    "model.residual": {"type": "categorical", "choices": [True, False]},
+    "model.dropout": {"type": "float", "low": 0.0, "high": 0.5},
+}
+
+
+def confirm_spec(arm: str, seed: int, args, data: str, storage: Path) -> dict:
+    base = base_config(data)
+    del base["train"]["seed"]  # the spec's seeds: [0] sets it, as the table was recorded
+    if arm == "tpe_asha":
+        rungs = [int(r) for r in args.rungs.split(",")]
+        search = {"algorithm": "tpe", "seed": seed, "n_startup_trials": args.startup, "multivariate": True}
+        scheduler = {"name": "asha", "grace_period": rungs[0], "reduction_factor": REDUCTION}
+    else:
+        search, scheduler = {"algorithm": "random", "seed": seed}, {"name": "fifo"}
+    return {"name": f"confirm-{arm}-s{seed}", "base": base, "space": {"parameters": SPACE}, "search": search,
+            "scheduler": scheduler, "metric": "val/acc", "mode": "max", "num_trials": args.budget,
+            "max_concurrent": SLOTS, "resources": {"cpu": 1, "gpu": 0}, "seeds": [0], "max_failures": 2,
+            "tracking": {"wandb": False}, "storage": {"path": str(storage)}}
+
+
+def real_compute(trials: list[dict], target: float, diverged_s: float) -> tuple[float, bool, int]:
+    """``simulate``'s answer for a real sweep: trial-epoch seconds (each epoch's ``time/total_s`` step) in
+    completion order up to the first epoch at ``target``; a diverged trial's last epoch costs ``diverged_s``."""
+    from datetime import datetime
+
+    events = []
+    for t in trials:
+        started = datetime.fromisoformat(t["started"]).timestamp()
+        previous = 0.0
+        for epoch, (val_acc, total_s) in sorted(t["rows"].items()):
+            events.append((started + total_s, t["number"], epoch, val_acc, total_s - previous))
+            previous = total_s
+        if t["state"] == "diverged":
+            ended = datetime.fromisoformat(t["ended"]).timestamp() if t.get("ended") else math.inf
+            events.append((ended, t["number"], max(t["rows"], default=0) + 1, None, diverged_s))
+    spent, count = 0.0, 0
+    for _, _, _, val_acc, seconds in sorted(events, key=lambda e: e[:3]):
+        spent += seconds
+        count += 1
+        if val_acc is not None and val_acc >= target - 1e-9:
+            return spent, True, count
+    return spent, False, count
+
+
+def confirm(args) -> None:
+    import shutil
+    import tempfile
+
+    import optuna
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import search as live  # the live benchmark's runner: a real `pielab sweep` in a subprocess
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    curves = load_table(Path(args.table))
+    target, _ = target_of(curves, args.percentile)
+    diverged_s = statistics.median(s for c in curves.values() for _, s in c)
+    data = str(Path(args.data).resolve())
+    if not Path(data).is_file():
+        live.fail(f"no CIFAR-10 data at {data} (pass --data PATH to cifar10_subset.npz)")
+    tmp = tempfile.mkdtemp(prefix="pielab-confirm-")
+    work = Path(args.keep).resolve() if args.keep else Path(tmp)
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"target val/acc {target:.3f} (the table's {args.percentile:g}th percentile); {args.budget} trials per "
+          f"arm, {SLOTS} at a time; seeds {args.first_seed}..{args.first_seed + args.seeds - 1}", flush=True)
+    real_ratios, replayed = [], []
+    try:
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            found, walls = {}, {}
+            for arm in ("random", "tpe_asha"):
+                spec = confirm_spec(arm, seed, args, data, work)
+                folder, walls[arm] = live.run_arm(spec, work, Path(tmp) / "cache")
+                found[arm] = real_compute(live.read_trials(folder, args.budget), target, diverged_s)
+            rand, tpe = found["random"], found["tpe_asha"]
+            sim_rand, sim_tpe = replay_seed(curves, seed, args, target)
+            real_ratios.append(rand[0] / tpe[0])
+            replayed.append(sim_rand[0] / sim_tpe[0])
+            print(f"seed {seed}: real: random {rand[0]:6.1f} s ({rand[2]:3d} trial-epochs, sweep {walls['random']:.0f}"
+                  f" s), TPE+ASHA {tpe[0]:6.1f} s ({tpe[2]:3d}, sweep {walls['tpe_asha']:.0f} s): "
+                  f"{real_ratios[-1]:.2f}x{bound_of(rand[1], tpe[1])}; replayed: {replayed[-1]:.2f}x"
+                  f"{bound_of(sim_rand[1], sim_tpe[1])}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"real sweeps: median {statistics.median(real_ratios):.2f}x over {len(real_ratios)} seeds "
+          f"({', '.join(f'{r:.2f}' for r in real_ratios)}); the replay on the same seeds: median "
+          f"{statistics.median(replayed):.2f}x ({', '.join(f'{r:.2f}' for r in replayed)})")
 
 
 def main() -> None:
@@ -283,8 +405,18 @@ def main() -> None:
     rep.add_argument("--percentile", type=float, default=90.0)
     rep.add_argument("--rungs", default=",".join(map(str, RUNGS)),
                      help="ASHA's rungs, the last one the full length (default 1,3,9: grace period 1, factor 3)")
+    con = sub.add_parser("confirm", help="real sweeps on a few seeds, each ratio beside the replay's")
+    con.add_argument("--table", default=str(TABLE))
+    con.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10_subset.npz"))
+    con.add_argument("--seeds", type=int, default=3)
+    con.add_argument("--first-seed", type=int, default=0)
+    con.add_argument("--budget", type=int, default=48, help="trials per arm and seed")
+    con.add_argument("--startup", type=int, default=8, help="TPE's random start-up trials")
+    con.add_argument("--percentile", type=float, default=90.0)
+    con.add_argument("--rungs", default=",".join(map(str, RUNGS)))
+    con.add_argument("--keep", metavar="DIR", help="keep the sweep folders and logs in DIR (a rerun reuses them)")
     args = parser.parse_args()
-    record(args) if args.command == "record" else replay(args)
+    {"record": record, "replay": replay, "confirm": confirm}[args.command](args)
 
 
 if __name__ == "__main__":
