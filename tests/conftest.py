@@ -3,6 +3,8 @@ matplotlib and the pielab data cache are pointed there before anything imports t
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -94,6 +96,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if (item.path.stem, getattr(item, "originalname", item.name)) in grouped:
             item.add_marker(pytest.mark.xdist_group(INTERRUPT_GROUP))
+
+
+@contextlib.contextmanager
+def _turn(item: pytest.Item):
+    """Run ``item`` (setup, call, teardown) alone when it is marked ``exclusive``, else beside the other worker's
+    tests: a reader-writer lock on two files shared by this run's workers. An exclusive test first takes the
+    turnstile, so the other worker starts no new test, then waits for its current one to end."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:  # one process: every test runs alone anyway
+        yield
+        return
+    base = Path(tempfile.gettempdir()) / f"pielab-tests-{run}"
+    exclusive = item.get_closest_marker("exclusive") is not None
+    with open(f"{base}.turnstile", "a") as turnstile, open(f"{base}.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        if exclusive:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        else:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    # Around the whole protocol, so that a module-scoped fixture (often a sweep) set up for the other worker's
+    # next test is also held back while an exclusive test runs.
+    with _turn(item):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -32,3 +32,49 @@ def test_a_new_test_that_sends_a_signal_joins_the_group(tmp_path):
     assert interrupting_tests(tmp_path) == {("test_new", "test_direct"), ("test_new", "test_through_a_function"),
                                             ("test_new", "test_through_a_helper_module")}
     assert list(top_level_blocks("def a():\n    pass\n\n\nasync def b():\n    pass\n")) == ["a", "b"]
+
+
+class _Item:
+    def __init__(self, exclusive: bool) -> None:
+        self.exclusive = exclusive
+
+    def get_closest_marker(self, name: str):
+        return object() if name == "exclusive" and self.exclusive else None
+
+
+def test_an_exclusive_test_waits_for_the_running_one_and_holds_back_the_next(monkeypatch, tmp_path):
+    import tempfile
+    import threading
+    import time
+
+    from conftest import _turn
+
+    monkeypatch.setenv("PYTEST_XDIST_TESTRUNUID", f"selftest{time.time_ns()}")
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    events: list[str] = []
+    release_first = threading.Event()
+
+    def run(name: str, exclusive: bool, hold: threading.Event | None = None) -> None:
+        with _turn(_Item(exclusive)):
+            events.append(f"{name} in")
+            if hold is not None:
+                hold.wait(10)
+            else:
+                time.sleep(0.3)
+            events.append(f"{name} out")
+
+    first = threading.Thread(target=run, args=("plain", False, release_first))
+    first.start()
+    while "plain in" not in events:
+        time.sleep(0.01)
+    alone = threading.Thread(target=run, args=("exclusive", True))
+    alone.start()
+    time.sleep(0.3)  # the exclusive test now holds the turnstile and waits for the plain one
+    nxt = threading.Thread(target=run, args=("next", False))
+    nxt.start()
+    time.sleep(0.3)
+    assert events == ["plain in"], events  # neither has started beside the running test
+    release_first.set()
+    for t in (first, alone, nxt):
+        t.join(10)
+    assert events == ["plain in", "plain out", "exclusive in", "exclusive out", "next in", "next out"], events
