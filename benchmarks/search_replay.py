@@ -322,24 +322,27 @@ def confirm_spec(arm: str, seed: int, args, data: str, storage: Path) -> dict:
             "tracking": {"wandb": False}, "storage": {"path": str(storage)}}
 
 
+def _live():
+    """``benchmarks/search.py``: the live benchmark's runner, folder reader and timeline."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import search as live
+
+    return live
+
+
 def real_compute(trials: list[dict], target: float, diverged_s: float) -> tuple[float, bool, int]:
     """``simulate``'s answer for a real sweep: trial-epoch seconds (each epoch's ``time/total_s`` step) in
-    completion order up to the first epoch at ``target``; a diverged trial's last epoch costs ``diverged_s``."""
-    from datetime import datetime
-
-    events = []
+    completion order (``search.timeline``) up to the first epoch at ``target``; a diverged trial's last epoch
+    costs ``diverged_s``."""
+    steps = {}  # (trial number, epoch) -> that epoch's seconds
     for t in trials:
-        started = datetime.fromisoformat(t["started"]).timestamp()
         previous = 0.0
-        for epoch, (val_acc, total_s) in sorted(t["rows"].items()):
-            events.append((started + total_s, t["number"], epoch, val_acc, total_s - previous))
+        for epoch, (_, total_s) in sorted(t["rows"].items()):
+            steps[t["number"], epoch] = total_s - previous
             previous = total_s
-        if t["state"] == "diverged":
-            ended = datetime.fromisoformat(t["ended"]).timestamp() if t.get("ended") else math.inf
-            events.append((ended, t["number"], max(t["rows"], default=0) + 1, None, diverged_s))
     spent, count = 0.0, 0
-    for _, _, _, val_acc, seconds in sorted(events, key=lambda e: e[:3]):
-        spent += seconds
+    for _, number, epoch, val_acc in _live().timeline(trials):
+        spent += steps.get((number, epoch), diverged_s)
         count += 1
         if val_acc is not None and val_acc >= target - 1e-9:
             return spent, True, count
@@ -352,9 +355,7 @@ def confirm(args) -> None:
 
     import optuna
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import search as live  # the live benchmark's runner: a real `pielab sweep` in a subprocess
-
+    live = _live()  # the live benchmark's runner: a real `pielab sweep` in a subprocess
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     curves = load_table(Path(args.table))
     target, _ = target_of(curves, args.percentile)
