@@ -20,17 +20,19 @@ workers, or Optuna's two workers), and the best validation accuracy reached. The
 pielab's throughput as a ratio of the faster peer's (target >= 0.95) and its driver's peak RSS as a ratio
 of Ray Tune's driver (target <= 1.25).
 
-``--short`` runs the short-trial round instead: many trials of about a second each (one epoch on 100
-images), where bookkeeping dominates; Ray Tune's own documentation puts its overhead at about 14% for
-10,000 one-second trials on a large machine.
+``--short`` runs the short-trial round instead: many trials of one epoch of a width-4 ResNet-10 on 100
+images (0.1-0.2 s of training), where bookkeeping dominates; ``--short --train-size 1000`` makes them about
+one second, the length of Ray Tune's own published figure (about 14% overhead for 10,000 one-second
+trials on a large machine).
 
     .venv/bin/python benchmarks/peers.py [--rounds 3] [--trials 8] [--epochs 4] [--arms pielab,tune,optuna]
-    .venv/bin/python benchmarks/peers.py --short [--trials 200]
+    .venv/bin/python benchmarks/peers.py --short [--trials 200] [--train-size 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import statistics
@@ -49,12 +51,16 @@ from sweep_overhead import first_batches
 REPO = Path(__file__).resolve().parents[1]
 SLOTS = 2
 FIRST_BATCH_FILE = "first_batch.txt"  # peers append time.time() of each trial's first batch here
+TRAIN_FILE = "epoch_seconds.txt"  # peers append each epoch's time/epoch_s (fit's own clock) here
 
 
-def workload(data: str, epochs: int, short: bool) -> dict:
-    """The base config every arm trains (the quickstart's model; sizes for a benchmark on 2 cores)."""
+def workload(data: str, epochs: int, short: bool, train_size: int | None = None) -> dict:
+    """The base config every arm trains (the quickstart's model; sizes for a benchmark on 2 cores).
+    ``train_size``: training images per epoch (default 100 for the short round, 1,000 otherwise)."""
     sizes = ({"train_size": 100, "val_size": 100, "test_size": 100} if short else
              {"train_size": 1000, "val_size": 500, "test_size": 500})
+    if train_size:
+        sizes["train_size"] = train_size
     return {
         "model": {"name": "myresnet34", "width": 4 if short else 8, "depth": 10},
         "data": {"path": data, **sizes},
@@ -152,8 +158,10 @@ def arm_pielab(base: dict, args, seed: int, tmp: Path) -> dict:
     results = [json.loads(p.read_text()) for p in (out / "trials").glob("*/result.json")]
     ends = [p.stat().st_mtime for p in (out / "trials").glob("*/metrics.csv")]
     best = max((r.get("best_val_acc") or 0.0) for r in results) if results else float("nan")
+    train = sum(float(row["time/epoch_s"]) for p in (out / "trials").glob("*/metrics.csv")
+                for row in csv.DictReader(p.open()))
     return dict(began=began, wall=wall, driver=driver, tree=tree, firsts=firsts, ends=ends, trials=len(results),
-                best=best)
+                best=best, train=train)
 
 
 TUNE_SCRIPT = textwrap.dedent('''
@@ -163,7 +171,7 @@ TUNE_SCRIPT = textwrap.dedent('''
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    base, trials, epochs, seed, startup, out, first_file = json.loads(sys.argv[1])
+    base, trials, epochs, seed, startup, out, first_file, train_file = json.loads(sys.argv[1])
 
     def trainable(params):
         from pielab.config import build_config
@@ -178,8 +186,12 @@ TUNE_SCRIPT = textwrap.dedent('''
             with open(first_file, "a") as f:
                 f.write(f"{t}\\n")
 
-        fit(build_config(cfg), log=None, on_first_batch=first,
-            on_epoch=lambda m, s: tune.report({"val_acc": m["val/acc"], "epoch": m["epoch"]}))
+        def on_epoch(m, s):
+            with open(train_file, "a") as f:
+                f.write(f"{m['time/epoch_s']}\\n")
+            tune.report({"val_acc": m["val/acc"], "epoch": m["epoch"]})
+
+        fit(build_config(cfg), log=None, on_first_batch=first, on_epoch=on_epoch)
 
     space = {"model.residual": optuna.distributions.CategoricalDistribution([True, False]),
              "train.lr": optuna.distributions.FloatDistribution(3.0e-4, 1.0e-2, log=True)}
@@ -207,9 +219,9 @@ def arm_tune(base: dict, args, seed: int, tmp: Path) -> dict:
     base = json.loads(json.dumps(base))
     if not args.short:
         base["model"].pop("depth")  # searched
-    first_file = tmp / FIRST_BATCH_FILE
+    first_file, train_file = tmp / FIRST_BATCH_FILE, tmp / TRAIN_FILE
     payload = json.dumps([base, args.trials, base["train"]["epochs"], seed, args.startup, str(tmp / "ray"),
-                          str(first_file)])
+                          str(first_file), str(train_file)])
     env = {**os.environ, "PIELAB_CACHE_DIR": str(tmp / "cache"), "RAY_USAGE_STATS_ENABLED": "0"}
     script = tmp / "tune_peer.py"
     script.write_text(TUNE_SCRIPT)
@@ -217,14 +229,14 @@ def arm_tune(base: dict, args, seed: int, tmp: Path) -> dict:
     summary = json.loads((tmp / "tune.log").read_text().strip().splitlines()[-1])
     ends = [p.stat().st_mtime for p in (tmp / "ray" / "tune").glob("*/result.json")]
     return dict(began=began, wall=wall, driver=driver, tree=tree, firsts=_floats(first_file), ends=ends,
-                trials=summary["trials"], best=summary["best"])
+                trials=summary["trials"], best=summary["best"], train=sum(_floats(train_file)))
 
 
 OPTUNA_SCRIPT = textwrap.dedent('''
     import json, subprocess, sys, time
     import optuna
 
-    base, trials, epochs, seed, startup, url, first_file, ends_file = json.loads(sys.argv[1])
+    base, trials, epochs, seed, startup, url, first_file, ends_file, train_file = json.loads(sys.argv[1])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def worker(index):
@@ -248,6 +260,8 @@ OPTUNA_SCRIPT = textwrap.dedent('''
                     f.write(f"{t}\\n")
 
             def on_epoch(m, s):
+                with open(train_file, "a") as f:
+                    f.write(f"{m['time/epoch_s']}\\n")
                 last[0] = m["val/acc"]
                 trial.report(m["val/acc"], m["epoch"])
                 if trial.should_prune():
@@ -280,16 +294,16 @@ def arm_optuna(base: dict, args, seed: int, tmp: Path) -> dict:
     base = json.loads(json.dumps(base))
     if not args.short:
         base["model"].pop("depth")
-    first_file, ends_file = tmp / FIRST_BATCH_FILE, tmp / "ends.txt"
+    first_file, ends_file, train_file = tmp / FIRST_BATCH_FILE, tmp / "ends.txt", tmp / TRAIN_FILE
     payload = json.dumps([base, args.trials, base["train"]["epochs"], seed, args.startup,
-                          f"sqlite:///{tmp / 'optuna.db'}", str(first_file), str(ends_file)])
+                          f"sqlite:///{tmp / 'optuna.db'}", str(first_file), str(ends_file), str(train_file)])
     script = tmp / "optuna_peer.py"
     script.write_text(OPTUNA_SCRIPT)
     env = {**os.environ, "PIELAB_CACHE_DIR": str(tmp / "cache")}
     began, wall, driver, tree = run_measured([sys.executable, str(script), payload], env, tmp / "optuna.log")
     summary = json.loads((tmp / "optuna.log").read_text().strip().splitlines()[-1])
     return dict(began=began, wall=wall, driver=driver, tree=tree, firsts=_floats(first_file),
-                ends=_floats(ends_file), trials=summary["trials"], best=summary["best"])
+                ends=_floats(ends_file), trials=summary["trials"], best=summary["best"], train=sum(_floats(train_file)))
 
 
 def _floats(path: Path) -> list[float]:
@@ -316,6 +330,9 @@ def summarise(runs: list[dict]) -> dict:
         "best": med(r["best"] for r in runs),
         "trials": med(r["trials"] for r in runs),
         "walls": [round(r["wall"], 1) for r in runs],
+        # Of the slot-seconds the command held (wall x slots), the share not spent in fit's epochs: Ray
+        # Tune's "overhead" in its own benchmark's sense (start, scheduling, reporting, teardown).
+        "outside": med(1 - r["train"] / (r["wall"] * SLOTS) for r in runs),
     }
 
 
@@ -336,7 +353,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="round r uses seed + r in every arm")
     parser.add_argument("--arms", default="pielab,tune,optuna")
     parser.add_argument("--wandb", choices=("offline", "off"), default="offline", help="pielab's W&B runs")
-    parser.add_argument("--short", action="store_true", help="the short-trial round (about 1 s a trial)")
+    parser.add_argument("--short", action="store_true",
+                        help="the short-trial round (one epoch of a width-4 ResNet-10 on 100 images: 0.1-0.2 s)")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="training images per epoch (default 100 with --short, else 1000; --short "
+                             "--train-size 1000 makes trials of about one second)")
     args = parser.parse_args()
     args.trials = args.trials or (200 if args.short else 8)
     epochs = args.epochs or (1 if args.short else 4)
@@ -346,7 +367,7 @@ def main() -> None:
     unknown = set(arms) - set(ARMS)
     if unknown:
         sys.exit(f"--arms: unknown {', '.join(sorted(unknown))} (known: {', '.join(ARMS)})")
-    base = workload(args.data, epochs, args.short)
+    base = workload(args.data, epochs, args.short, args.train_size)
     runs: dict[str, list[dict]] = {a: [] for a in arms}
     print(f"{args.trials} trials x {epochs} epochs per arm, {SLOTS} at a time, {args.rounds} round(s), "
           f"load average before: {load_average()}", flush=True)
@@ -360,12 +381,13 @@ def main() -> None:
                   f"tree peak {result['tree']:.0f} MiB (load {load_average()})", flush=True)
     stats = {a: summarise(runs[a]) for a in arms}
     print()
-    print("| arm | wall s (median; each) | trials/h | first batch s | tail s | driver peak MiB | tree peak MiB "
-          "| best val/acc |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| arm | wall s (median; each) | trials/h | first batch s | tail s | slot-seconds outside epochs "
+          "| driver peak MiB | tree peak MiB | best val/acc |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for arm, s in stats.items():
         print(f"| {arm} | {s['wall']:.1f} ({', '.join(map(str, s['walls']))}) | {s['per_hour']:.0f} | "
-              f"{s['first']:.1f} | {s['tail']:.1f} | {s['driver']:.0f} | {s['tree']:.0f} | {s['best']:.3f} |")
+              f"{s['first']:.1f} | {s['tail']:.1f} | {s['outside']:.0%} | {s['driver']:.0f} | {s['tree']:.0f} | "
+              f"{s['best']:.3f} |")
     print(f"load average after: {load_average()}")
     peers = [a for a in arms if a != "pielab"]
     if "pielab" in stats and peers:
