@@ -7,7 +7,7 @@ build their sweep from ``tiny_spec`` too.
 
 Most helpers read a sweep folder as ``pielab sweep --out DIR`` writes it: ``trials/<id>/result.json``,
 ``trials/<id>/metrics.csv`` and Tune's per-trial journal ``tune/<id>/epochs.log`` (every start with the
-checkpoint it resumed from, every epoch reported).
+checkpoint it resumed from, every epoch trained as it goes to Tune's report).
 """
 
 from __future__ import annotations
@@ -281,3 +281,47 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- a trial's checkpoints
+
+
+def check_resume_past_a_deleted_checkpoint(fs, trial: str) -> None:
+    """RELIABILITY.md 9b on ``fs`` (a pyarrow filesystem) under the folder ``trial``: Tune restores
+    checkpoint_000001, which it had deleted before the kill; checkpoint_000002 lost its state file (a
+    copy cut short), checkpoint_000003 is whole. The trainable resumes from 000003, leaves a present
+    checkpoint alone, and a present but corrupt one still fails the trial."""
+    import io
+
+    import torch
+    from ray import tune
+
+    from pielab.errors import PielabError
+    from pielab.sweep.trainable import STATE_FILE, _load_state, _surviving
+
+    def put(path: str, data: bytes) -> None:
+        fs.create_dir(path.rsplit("/", 1)[0])  # a local filesystem makes no parents on its own
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+
+    def state(epoch: int) -> bytes:
+        buf = io.BytesIO()
+        torch.save({"epoch": epoch}, buf)
+        return buf.getvalue()
+
+    put(f"{trial}/checkpoint_000002/other.txt", b"x")  # a folder without the state file
+    put(f"{trial}/checkpoint_000003/{STATE_FILE}", state(3))
+    put(f"{trial}/checkpoint_000010/{STATE_FILE}", state(10))
+    gone = tune.Checkpoint(path=f"{trial}/checkpoint_000001", filesystem=fs)
+    chosen = _surviving(gone)
+    assert chosen.path.rstrip("/").endswith("checkpoint_000003"), chosen.path  # the oldest later whole one
+    assert _load_state(chosen) == {"epoch": 3}
+    present = tune.Checkpoint(path=f"{trial}/checkpoint_000010", filesystem=fs)
+    assert _surviving(present) is present
+    put(f"{trial}/checkpoint_000011/{STATE_FILE}", b"not a torch file")
+    corrupt = tune.Checkpoint(path=f"{trial}/checkpoint_000011", filesystem=fs)
+    assert _surviving(corrupt) is corrupt
+    with pytest.raises(PielabError, match="checkpoint_000011 is not a readable pielab trial state"):
+        _load_state(corrupt)
+    last = tune.Checkpoint(path=f"{trial}/checkpoint_000012", filesystem=fs)  # nothing later: unchanged
+    assert _surviving(last) is last

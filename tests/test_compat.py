@@ -27,6 +27,15 @@ def test_quiet_loggers_name_existing_modules():
         importlib.import_module(name)  # ModuleNotFoundError names the module that moved
 
 
+def test_tune_names_checkpoint_folders_as_compat_reads_them():
+    """ray 2.60.0: ``checkpoint_000007``; the trainable finds a trial's later checkpoints by it."""
+    from ray.train._internal.storage import StorageContext
+
+    for index in (0, 7, 123456):
+        assert compat.checkpoint_dir_index(StorageContext._make_checkpoint_dir_name(index)) == index
+    assert compat.checkpoint_dir_index("checkpoint_tmp12") is None and compat.checkpoint_dir_index("epochs.log") is None
+
+
 def test_optuna_search_bookkeeping_attributes():
     """Ray's OptunaSearch keeps asked trials, its study and the told trial ids where compat reads them."""
     searcher = PielabOptunaSearch(SPACE, metric="val/acc", mode="max", sampler=make_sampler("random", 0, {}, SPACE),

@@ -22,7 +22,7 @@ import optuna
 import pytest
 import yaml
 
-from helpers import (assert_one_line_error, epochs_trained, journal, metrics_epochs, metrics_epochs_safe, ok,
+from helpers import (assert_one_line_error, check_resume_past_a_deleted_checkpoint, epochs_trained, journal, metrics_epochs, metrics_epochs_safe, ok,
                      results, run_cli, run_sweep, snapshot, start_sweep, starts, sweep_env, tiny_spec, wait_for,
                      wait_for_another_epoch)
 
@@ -231,6 +231,8 @@ def test_the_budget_stops_one_trial_at_its_last_epoch_and_another_at_its_first(t
     (last_id,) = set(res) - {held}
     assert res[last_id]["state"] == "completed" and res[last_id]["epochs"] == 2, res[last_id]
     assert res[held]["state"] == "early_stopped" and res[held]["epochs"] == 1, res[held]
+    assert epochs_trained(journal(sweep.dir, held)) == [1]  # stopped inside its report, still listed
+    assert epochs_trained(journal(sweep.dir, last_id)) == [1, 2]
     assert "injected budget fault at epoch 2" in res[held]["reason"], res[held]
     by_id = {t.user_attrs["trial_id"]: t for t in study_of(sweep.dir).trials}
     assert by_id[last_id].state.name == "COMPLETE", by_id[last_id]
@@ -580,6 +582,14 @@ def test_tune_deleting_an_already_deleted_checkpoint_is_quiet(tmp_path, caplog):
     assert not dirs[1].exists()  # a real old checkpoint is still deleted
     assert dirs[2].exists()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+def test_a_restored_checkpoint_already_deleted_resumes_from_the_next(tmp_path):
+    """RELIABILITY.md 9b: Tune's restored snapshot named a checkpoint it had deleted (num_to_keep) once
+    newer ones were saved; the trial resumed then failed with 'not a readable pielab trial state'."""
+    import pyarrow.fs
+
+    check_resume_past_a_deleted_checkpoint(pyarrow.fs.LocalFileSystem(), str(tmp_path / "trial"))
 
 
 # --------------------------------------------------------------------------- a full disk

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import assert_one_line_error, closed_port, epochs_trained, sweep_env, tiny_spec, wait_for
+from helpers import assert_one_line_error, check_resume_past_a_deleted_checkpoint, closed_port, epochs_trained, sweep_env, tiny_spec, wait_for
 
 BUCKET = "pielab"
 SECRET_KEY = "s3-secret-key-do-not-store-7f3a9c"
@@ -222,6 +222,17 @@ def test_storage_operations_on_s3_and_no_secret_in_pickles(s3, monkeypatch):
         assert s3.secret_key.encode() not in data and s3.access_key.encode() not in data, obj
     with pytest.raises(Exception, match="bucket 'no-such-bucket' does not exist"):
         location("s3://no-such-bucket/x", s3.endpoint).mkdir()
+
+
+def test_a_restored_checkpoint_already_deleted_on_s3_resumes_from_the_next(s3, monkeypatch):
+    """RELIABILITY.md 9b where it was seen: on S3 a deleted checkpoint is no folder at all, and Tune's
+    Checkpoint downloads rather than opens it."""
+    from pielab.folder.storage import location, tune_storage
+
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    path, fs = tune_storage(location(f"s3://{BUCKET}/unit-ckpt/sweep", s3.endpoint))
+    check_resume_past_a_deleted_checkpoint(fs, f"{path}/tune/trial_1")
 
 
 # --------------------------------------------------------------------------- a sweep on S3

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from ray.tune.search.optuna import OptunaSearch
 
-from helpers import process_tree
+from helpers import epochs_trained, journal, process_tree
 from pielab.config import load_config
 from pielab.errors import PielabError
 from pielab.sweep import tracking
@@ -410,8 +410,11 @@ def test_cifar_sweep_optuna_prunes_what_asha_stopped(cifar_sweep):
     check_study(cifar_sweep, records)
     states = [r.state for r in records.values()]
     assert "early_stopped" in states and "completed" in states, states
-    for rec in records.values():
+    for tid, rec in records.items():
         assert (rec.epochs < 3) == (rec.state == "early_stopped")
+        # The journal lists the epoch at which ASHA stopped the trial too (Tune ends the trial's thread
+        # inside that report: a line written after it was lost).
+        assert epochs_trained(journal(cifar_sweep.dir, tid)) == list(range(1, rec.epochs + 1)), tid
 
 
 @pytest.mark.slow

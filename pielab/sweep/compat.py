@@ -101,6 +101,18 @@ def tolerate_already_deleted_checkpoints() -> None:
     _patch(checkpoint_manager, "_delete_fs_path", "ray.train._internal.checkpoint_manager", "_pielab_tolerant", wrap)
 
 
+def checkpoint_dir_index(name: str) -> int | None:
+    """The index in a trial's checkpoint folder name, or None for any other name.
+
+    ray 2.60.0, ``ray.train._internal.storage.StorageContext._make_checkpoint_dir_name``: Tune names
+    a trial's checkpoints ``checkpoint_000007`` (index zero-padded to six digits) inside the trial's
+    folder. Read to find a trial's surviving checkpoints when the one Tune restored is gone.
+    """
+    prefix = "checkpoint_"
+    digits = name[len(prefix):]
+    return int(digits) if name.startswith(prefix) and digits.isdigit() else None
+
+
 def _patch(owner: Any, name: str, where: str, marker: str, wrap) -> None:
     """Replace ``owner.name`` by ``wrap(original)`` once (``marker`` set on the wrapper makes it idempotent).
 

@@ -60,6 +60,37 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _surviving(checkpoint: tune.Checkpoint) -> tune.Checkpoint:
+    """``checkpoint``, or when its state file is gone, the oldest of the trial's later checkpoints that
+    holds one (``checkpoint`` itself when none does, or the storage cannot be listed). The trial's
+    journal names the missing one on its start line (``missing_checkpoint=checkpoint_000001``).
+
+    After a ``kill -9`` of the driver Tune restores an experiment snapshot that can name a checkpoint it
+    had already deleted (``num_to_keep``) once newer ones were saved (RELIABILITY.md 9b: seen on S3,
+    where Tune uploads its snapshot in the background). Resuming from the oldest later one redoes the
+    least and skips the fewest epochs the driver may not have recorded.
+    """
+    import pyarrow.fs
+
+    from pielab.sweep.compat import checkpoint_dir_index
+
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    try:
+        if fs.get_file_info(f"{path}/{STATE_FILE}").type != pyarrow.fs.FileType.NotFound:
+            return checkpoint
+        parent, name = path.rsplit("/", 1)
+        index = checkpoint_dir_index(name)
+        later = sorted((i, info.path) for info in fs.get_file_info(pyarrow.fs.FileSelector(parent))
+                       if info.type == pyarrow.fs.FileType.Directory
+                       and (i := checkpoint_dir_index(info.base_name)) is not None and index is not None and i > index)
+        for _, folder in later:
+            if fs.get_file_info(f"{folder}/{STATE_FILE}").type == pyarrow.fs.FileType.File:
+                return tune.Checkpoint(path=folder, filesystem=fs)
+    except Exception:  # noqa: BLE001 - storage unreadable here: loading the original says why
+        pass
+    return checkpoint
+
+
 def _load_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
     if checkpoint is None:
         return None
@@ -163,8 +194,10 @@ JOURNAL_FILE = "epochs.log"
 
 class _Journal:
     """``tune/<trial>/epochs.log`` of one run of a trial: every start (with the checkpoint it resumed
-    from) and every epoch reported (the first epoch of a run also says when its first training batch
-    started: ``first_batch_at=<time.time()>``), so a retry or a resume that redoes work shows it. Best effort,
+    from) and every epoch trained, written as the epoch goes to Tune's report (the first epoch of a run
+    also says when its first training batch started: ``first_batch_at=<time.time()>``), so a retry or a
+    resume that redoes work shows it. A run killed inside that report may have saved no checkpoint of
+    the last epoch it lists: its restart then resumes one epoch earlier and lists it twice. Best effort,
     on a local (or shared) folder or on object storage. Object stores cannot append: the journal is
     read once when the run starts and then written whole, one PUT a line (no GET per epoch)."""
 
@@ -279,7 +312,9 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | lis
         # the trial's CPU share (tuner.trial_base).
         config = apply_params(base, params)
         prepared = _prepared_for(config)
-        state = _load_state(tune.get_checkpoint())
+        restored = tune.get_checkpoint()
+        checkpoint = None if restored is None else _surviving(restored)
+        state = _load_state(checkpoint)
         if state is not None:
             last["epoch"] = int(state.get("epoch", 0))
             if last["epoch"] >= config.train.epochs:
@@ -291,7 +326,8 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | lis
         staging = staging_prefix(study, tune.get_context().get_trial_id())
         _journal = _Journal()
         _journal(f"start after_epoch={last['epoch']} pid={os.getpid()} node={_node_ip()} gpus={_gpu_ids()} "
-                 f"at={time.time():.3f}")
+                 f"at={time.time():.3f}"
+                 + (f" missing_checkpoint={restored.path.rstrip('/').rsplit('/', 1)[-1]}" if checkpoint is not restored else ""))
 
         provenance_sent = False  # the device line goes with the first epoch a run reports
         # When this run's first training batch reached the model (time.time()): written once, on the
@@ -315,10 +351,12 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | lis
                 provenance_sent = True
             with tempfile.TemporaryDirectory(prefix=staging) as tmp:
                 torch.save(epoch_state, os.path.join(tmp, STATE_FILE))
+                at = f" first_batch_at={first_batch.pop():.3f}" if first_batch else ""
+                # Before the report: when a scheduler or the budget stops the trial at this report, Tune
+                # ends this thread inside ``report`` (SystemExit), and a line after it was never written.
+                _journal(f"epoch {metrics.get('epoch')}{at}")
                 # Tune copies the folder into the trial's storage before report returns.
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-            at = f" first_batch_at={first_batch.pop():.3f}" if first_batch else ""
-            _journal(f"epoch {metrics.get('epoch')}{at}")
 
         from pielab.train import fit
 
