@@ -23,7 +23,7 @@ of Ray Tune's driver (target <= 1.25).
 ``--short`` runs the short-trial round instead: many trials of one epoch of a width-4 ResNet-10 on 100
 images (0.1-0.2 s of training), where bookkeeping dominates; ``--short --train-size 1000`` makes them about
 one second, the length of Ray Tune's own published figure (about 14% overhead for 10,000 one-second
-trials on a large machine).
+trials on one 16-CPU node).
 
     .venv/bin/python benchmarks/peers.py [--rounds 3] [--trials 8] [--epochs 4] [--arms pielab,tune,optuna]
     .venv/bin/python benchmarks/peers.py --short [--trials 200] [--train-size 1000]
