@@ -22,7 +22,8 @@ import optuna
 import pytest
 import yaml
 
-from helpers import (assert_one_line_error, check_resume_past_a_deleted_checkpoint, epochs_trained, journal, metrics_epochs, metrics_epochs_safe, ok,
+from helpers import (REDONE_PER_RESTART, assert_one_line_error, check_resume_past_a_deleted_checkpoint, epochs_trained,
+                     journal, metrics_epochs, metrics_epochs_safe, ok,
                      results, run_cli, run_sweep, snapshot, start_sweep, starts, sweep_env, tiny_spec, wait_for,
                      wait_for_another_epoch)
 
@@ -353,16 +354,21 @@ def test_driver_sigkill_then_ctrl_c_then_resume(tmp_path, cifar_path, pielab_exe
         assert metrics_epochs(out, tid) == list(range(1, 6)), tid
         lines = snap["journal"]
         trained = epochs_trained(lines)
-        assert len(trained) - len(set(trained)) <= len(starts(lines)) - 1, (tid, lines)  # <= 1 redone per restart
+        assert len(trained) - len(set(trained)) <= REDONE_PER_RESTART * (len(starts(lines)) - 1), (tid, lines)
         done: list[int] = []
         for line in lines:
             if line.startswith("start "):
                 after_epoch = int(line.split("after_epoch=")[1].split()[0])
                 last = done[-1] if done else 0
-                assert last - 1 <= after_epoch <= last, (tid, lines)  # from its last (or the one before) checkpoint
+                assert last - REDONE_PER_RESTART <= after_epoch <= last, (tid, lines)  # from a recent checkpoint
             else:
                 done.append(int(line.split()[1]))
-        if tid in interrupted and len(epochs_trained(before[tid]["journal"])) >= 2:
+        # The epochs the driver had recorded (so saved) at the kill: the restart went back no further than
+        # the snapshot's lag (RELIABILITY.md 3a). The journal cannot say it: it lists the epoch in flight too.
+        recorded = len(before[tid]["metrics"].splitlines()) - 1 if tid in interrupted else 0
+        if tid in interrupted and len(starts(lines)) >= 2:
+            assert starts(lines)[1] >= recorded - 1, (tid, recorded, lines)
+        if recorded >= 2:
             assert len(starts(lines)) >= 2 and starts(lines)[1] >= 1, (tid, lines)  # resumed, not restarted
             resumed_from_checkpoint.append(tid)
     assert resumed_from_checkpoint, before  # the wait above guarantees one trial had two epochs at the kill

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import assert_one_line_error, check_resume_past_a_deleted_checkpoint, closed_port, epochs_trained, sweep_env, tiny_spec, wait_for
+from helpers import (assert_one_line_error, check_resume_past_a_deleted_checkpoint, closed_port, epochs_trained,
+                     starts, sweep_env, tiny_spec, wait_for)
 
 BUCKET = "pielab"
 SECRET_KEY = "s3-secret-key-do-not-store-7f3a9c"
@@ -354,8 +355,15 @@ def test_driver_kill_then_resume_on_s3(tmp_path, cifar_path, pielab_exe, s3, pg_
             assert "interrupted before Tune saved it" in rec["reason"], rec
             continue
         assert metrics_epochs(fs, prefix, tid) == [1, 2, 3], tid  # every epoch once, none lost
-        trained = epochs_trained(read(fs, f"{prefix}/tune/{tid}/epochs.log").decode().splitlines())
-        assert sorted(set(trained)) == [1, 2, 3] and len(trained) - 3 <= 1, (tid, trained)  # at most one redone
+        lines = read(fs, f"{prefix}/tune/{tid}/epochs.log").decode().splitlines()
+        # On object storage Tune uploads its experiment snapshot in the background, so the restart point
+        # can lag what the driver recorded by more than the one epoch a local folder allows (seen
+        # 2026-12-07 in 3 of 9 runs, with and without the journal's line moved before the report: a trial
+        # with two epochs recorded restarted from scratch; RELIABILITY.md 9b). What must hold: every epoch
+        # trained, each interrupted trial restarted exactly once, a trial started after the resume once.
+        if tid not in done_before:
+            assert sorted(set(epochs_trained(lines))) == [1, 2, 3], (tid, lines)
+            assert len(starts(lines)) == (2 if tid in before else 1), (tid, lines)
 
     again = cli(pielab_exe, "resume", uri, env=env, cwd=tmp_path)
     assert again.returncode == 0 and "already finished" in again.stdout, again.stdout + again.stderr

@@ -11,8 +11,8 @@ import subprocess
 import pytest
 import yaml
 
-from helpers import (epochs_trained, journal, metrics_epochs_safe, results, snapshot, starts, sweep_env, tiny_spec,
-                     wait_for, wait_for_another_epoch)
+from helpers import (REDONE_PER_RESTART, epochs_trained, journal, metrics_epochs_safe, results, snapshot, starts,
+                     sweep_env, tiny_spec, wait_for, wait_for_another_epoch)
 
 NATIVE_DUMP = ("SIGTERM received", "PC: @", "*** SIG")
 
@@ -82,8 +82,9 @@ def test_sigterm_and_sigusr1_save_and_stop_then_the_same_command_continues(tmp_p
         assert snap["result"]["state"] == "completed", snap["result"]
         trained = epochs_trained(snap["journal"])
         assert sorted(set(trained)) == [1, 2, 3], (tid, snap["journal"])
-        # each restart resumed from a checkpoint: at most the epoch in flight trained twice
-        assert len(trained) - len(set(trained)) <= len(starts(snap["journal"])) - 1, (tid, snap["journal"])
+        # each restart resumed from a checkpoint: at most the epoch in flight and the snapshot's lag trained twice
+        assert len(trained) - len(set(trained)) <= REDONE_PER_RESTART * (len(starts(snap["journal"])) - 1), \
+            (tid, snap["journal"])
     # A trial stopped by SIGTERM after N recorded epochs restarts from a checkpoint of epoch N or N-1:
     # Tune's experiment snapshot can lag its newest checkpoint by one (RELIABILITY.md 3a; seen in CI on
     # a machine at load 20, where a trial with one epoch recorded restarted from scratch).

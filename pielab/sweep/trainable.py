@@ -60,15 +60,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _surviving(checkpoint: tune.Checkpoint) -> tune.Checkpoint:
-    """``checkpoint``, or when its state file is gone, the oldest of the trial's later checkpoints that
-    holds one (``checkpoint`` itself when none does, or the storage cannot be listed). The trial's
-    journal names the missing one on its start line (``missing_checkpoint=checkpoint_000001``).
+def _surviving(checkpoint: tune.Checkpoint) -> tune.Checkpoint | None:
+    """``checkpoint``, or when its state file is gone, the trial's nearest whole checkpoint: the oldest
+    later one that holds a state file, else the newest earlier one, else None (train from scratch).
+    ``checkpoint`` itself when its state file is there (a corrupt one then fails with its one line) or
+    the storage cannot be listed. The trial's journal names the missing one on its start line
+    (``missing_checkpoint=checkpoint_000001``).
 
     After a ``kill -9`` of the driver Tune restores an experiment snapshot that can name a checkpoint it
-    had already deleted (``num_to_keep``) once newer ones were saved (RELIABILITY.md 9b: seen on S3,
-    where Tune uploads its snapshot in the background). Resuming from the oldest later one redoes the
-    least and skips the fewest epochs the driver may not have recorded.
+    had already deleted (``num_to_keep``) once newer ones were saved, or one that is not in the trial's
+    folder at all (RELIABILITY.md 9b: seen on S3, where Tune uploads its snapshot in the background).
+    Failing the trial would lose all of its work; the nearest whole checkpoint loses the least.
     """
     import pyarrow.fs
 
@@ -80,15 +82,19 @@ def _surviving(checkpoint: tune.Checkpoint) -> tune.Checkpoint:
             return checkpoint
         parent, name = path.rsplit("/", 1)
         index = checkpoint_dir_index(name)
-        later = sorted((i, info.path) for info in fs.get_file_info(pyarrow.fs.FileSelector(parent))
+        if index is None:
+            return checkpoint
+        found = sorted((i, info.path) for info in fs.get_file_info(pyarrow.fs.FileSelector(parent))
                        if info.type == pyarrow.fs.FileType.Directory
-                       and (i := checkpoint_dir_index(info.base_name)) is not None and index is not None and i > index)
-        for _, folder in later:
+                       and (i := checkpoint_dir_index(info.base_name)) is not None)
+        later = [folder for i, folder in found if i > index]
+        earlier = [folder for i, folder in reversed(found) if i < index]
+        for folder in later + earlier:
             if fs.get_file_info(f"{folder}/{STATE_FILE}").type == pyarrow.fs.FileType.File:
                 return tune.Checkpoint(path=folder, filesystem=fs)
+        return None
     except Exception:  # noqa: BLE001 - storage unreadable here: loading the original says why
-        pass
-    return checkpoint
+        return checkpoint
 
 
 def _load_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
