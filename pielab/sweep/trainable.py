@@ -331,9 +331,11 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str | lis
         remove_stale_staging(study)  # this node's leftovers of killed trials (the driver sees only its own)
         staging = staging_prefix(study, tune.get_context().get_trial_id())
         _journal = _Journal()
+        missing = ""
+        if checkpoint is not restored:  # Tune restored a checkpoint that is gone: _surviving chose another
+            missing = f" missing_checkpoint={restored.path.rstrip('/').rsplit('/', 1)[-1]}"
         _journal(f"start after_epoch={last['epoch']} pid={os.getpid()} node={_node_ip()} gpus={_gpu_ids()} "
-                 f"at={time.time():.3f}"
-                 + (f" missing_checkpoint={restored.path.rstrip('/').rsplit('/', 1)[-1]}" if checkpoint is not restored else ""))
+                 f"at={time.time():.3f}{missing}")
 
         provenance_sent = False  # the device line goes with the first epoch a run reports
         # When this run's first training batch reached the model (time.time()): written once, on the
