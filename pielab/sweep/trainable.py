@@ -68,9 +68,11 @@ def _surviving(checkpoint: tune.Checkpoint) -> tune.Checkpoint | None:
     (``missing_checkpoint=checkpoint_000001``).
 
     After a ``kill -9`` of the driver Tune restores an experiment snapshot that can name a checkpoint it
-    had already deleted (``num_to_keep``) once newer ones were saved, or one that is not in the trial's
-    folder at all (RELIABILITY.md 9b: seen on S3, where Tune uploads its snapshot in the background).
-    Failing the trial would lose all of its work; the nearest whole checkpoint loses the least.
+    had already deleted (``num_to_keep``) once newer ones were saved (RELIABILITY.md 9b: seen on S3, where
+    Tune uploads its snapshot in the background). A deletion cut short leaves the folder without its state
+    file, which reaches this code; a folder gone entirely does not: Tune's own ``Trainable.restore``
+    refuses it first (9b, not fixed). Failing the trial would lose all of its work; the nearest whole
+    checkpoint loses the least.
     """
     import pyarrow.fs
 
