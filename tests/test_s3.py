@@ -358,7 +358,7 @@ def test_driver_kill_then_resume_on_s3(tmp_path, cifar_path, pielab_exe, s3, pg_
         lines = read(fs, f"{prefix}/tune/{tid}/epochs.log").decode().splitlines()
         # On object storage Tune uploads its experiment snapshot in the background, so the restart point
         # can lag what the driver recorded by more than the one epoch a local folder allows (seen
-        # 2026-12-07 in 3 of 9 runs, with and without the journal's line moved before the report: a trial
+        # 2026-12-07 in 4 of 11 runs, with and without the journal's line moved before the report: a trial
         # with two epochs recorded restarted from scratch; RELIABILITY.md 9b). What must hold: every epoch
         # trained, each interrupted trial restarted exactly once, a trial started after the resume once.
         if tid not in done_before:
