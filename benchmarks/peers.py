@@ -32,7 +32,6 @@ trials on one 16-CPU node).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -45,6 +44,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from pielab.folder import read_metrics_csv
 from soak import rss_bytes
 from sweep_overhead import first_batches
 
@@ -158,8 +159,8 @@ def arm_pielab(base: dict, args, seed: int, tmp: Path) -> dict:
     results = [json.loads(p.read_text()) for p in (out / "trials").glob("*/result.json")]
     ends = [p.stat().st_mtime for p in (out / "trials").glob("*/metrics.csv")]
     best = max((r.get("best_val_acc") or 0.0) for r in results) if results else float("nan")
-    train = sum(float(row["time/epoch_s"]) for p in (out / "trials").glob("*/metrics.csv")
-                for row in csv.DictReader(p.open()))
+    train = sum(row["time/epoch_s"] or 0.0 for p in (out / "trials").glob("*/metrics.csv")
+                for row in read_metrics_csv(p).values())
     return dict(began=began, wall=wall, driver=driver, tree=tree, firsts=firsts, ends=ends, trials=len(results),
                 best=best, train=train)
 
